@@ -1,0 +1,87 @@
+"""The ``lymphcad`` command line (typer + rich). Thin: it validates arguments and calls library functions.
+
+Exit codes: 0 ok, 1 failure (one line naming the file and the problem), 2 usage.
+Each command group lives in its own module and registers itself on :data:`app` when imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from typing import Final
+
+import typer
+
+from lymphcad import __version__
+from lymphcad.cli._common import app, err_console, state
+from lymphcad.errors import LymphcadError, UsageError
+
+#: Modules that add commands to ``app`` (each adds its commands when imported).
+COMMAND_MODULES: Final = (
+    "lymphcad.cli.core",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lymphcad {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    """lymphcad: lymph node detection in contrast-enhanced CT (TCIA CT Lymph Nodes)."""
+    state.debug = debug
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app and map errors to exit codes."""
+    _load_commands()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, standalone_mode=False)
+    except UsageError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        return 2
+    except LymphcadError as exc:
+        if state.debug:
+            traceback.print_exc()
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        return 1
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        err_console.print("aborted")
+        return 1
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except Exception as exc:  # click's usage errors and real bugs
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return int(exc.exit_code)
+        if state.debug:
+            traceback.print_exc()
+        else:
+            err_console.print(
+                f"error: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)",
+                markup=False,
+                highlight=False,
+            )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Readers and writers for CT images (NIfTI, DICOM) and the project's interchange files."""
