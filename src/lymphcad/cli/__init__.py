@@ -20,6 +20,10 @@ from lymphcad.errors import LymphcadError, UsageError
 #: Modules that add commands to ``app`` (each adds its commands when imported).
 COMMAND_MODULES: Final = (
     "lymphcad.cli.core",
+    "lymphcad.cli.phantom",
+    "lymphcad.cli.tcia",
+    "lymphcad.cli.evaluate",
+    "lymphcad.cli.detect",
 )
 
 
@@ -31,7 +35,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     """lymphcad: lymph node detection in contrast-enhanced CT (TCIA CT Lymph Nodes)."""
@@ -50,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=args, standalone_mode=False)
     except UsageError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except LymphcadError as exc:
         if state.debug:
             traceback.print_exc()
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 1
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
@@ -65,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
-    except Exception as exc:  # click's usage errors and real bugs
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return int(exc.exit_code)
+    except typer.TyperException as exc:  # bad usage: unknown option, missing argument, ...
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {exc.format_message()}", markup=False, highlight=False, soft_wrap=True)
+        return int(exc.exit_code)
+    except Exception as exc:  # a bug: short message unless --debug
         if state.debug:
             traceback.print_exc()
         else:
@@ -78,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"error: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)",
                 markup=False,
                 highlight=False,
+                soft_wrap=True,
             )
         return 1
     return 0
