@@ -1,0 +1,163 @@
+"""``lymphcad evaluate``: FROC / CPM / AP of a detections CSV on a cohort (formats.md §4)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from lymphcad.cli._common import app, console, err_console
+from lymphcad.errors import UsageError
+
+
+def _parse_radius(text: str) -> float | None:
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--radius must be a number of mm or 'auto', not {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"--radius must be positive, not {text!r}")
+    return value
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _print_table(result: object) -> None:
+    from rich.table import Table
+
+    from lymphcad.evaluate.run import EvalResult
+    from lymphcad.evaluate.settings import FP_RATE_KEYS
+
+    assert isinstance(result, EvalResult)
+    rule = result.settings
+    radius = "auto" if rule.radius_mm is None else f"{rule.radius_mm:g} mm"
+    table = Table(
+        title=f"lymphcad evaluate — {result.source or 'cohort'}\nmatch={rule.match.value}, radius={radius}, "
+        f"duplicates={rule.duplicates.value}, boxes={'nnDetection' if rule.nndet_boxes else 'world'}",
+        title_justify="left",
+    )
+    blocks = [("pooled", result.pooled), *result.regions.items(), *result.by_size.items()]
+    shown = [(name, b) for name, b in blocks if name == "pooled" or b.n_nodes > 0]
+    table.add_column("")
+    for name, _ in shown:
+        table.add_column(name, justify="right")
+
+    def row(label: str, values: list[str]) -> None:
+        table.add_row(label, *values)
+
+    row("cases", [str(b.n_cases) for _, b in shown])
+    row("nodes", [str(b.n_nodes) for _, b in shown])
+    row("detections", [str(b.n_detections) for _, b in shown])
+    for k, key in enumerate(FP_RATE_KEYS):
+        row(f"sens @{key} FP/vol", [_fmt(float(b.sensitivity_at_fp[k])) for _, b in shown])
+    row("CPM", [_fmt(b.cpm) for _, b in shown])
+    row(
+        "CPM 95 % CI",
+        [
+            "–" if b.cpm_ci95 is None else f"{_fmt(b.cpm_ci95[0], 2)}–{_fmt(b.cpm_ci95[1], 2)}"
+            for _, b in shown
+        ],
+    )
+    row("max FP/vol", [_fmt(None if b.curve is None else b.curve.max_fp_per_volume, 2) for _, b in shown])
+    row("AP @IoU 0.1", [_fmt(b.ap[0]) for _, b in shown])
+    row("AP @IoU 0.5", [_fmt(b.ap[1]) for _, b in shown])
+    hidden = [name for name, b in blocks if (name, b) not in shown]
+    console.print(table)
+    if hidden:
+        console.print(f"No nodes in: {', '.join(hidden)} (null in eval.json).", markup=False)
+    console.print(
+        "Sensitivity at k FP/volume: numpy.interp on the pooled curve; CPM = mean at 1/8…8 (3 and 6 not averaged).",
+        markup=False,
+    )
+    _print_published()
+    if result.citation:
+        console.print("Cite:", markup=False)
+        for c in result.citation:
+            console.print(f"  {c}", markup=False)
+
+
+def _print_published() -> None:
+    """Published numbers for comparison, in a table of their own that says they are not this run."""
+    from rich.table import Table
+
+    from lymphcad.evaluate.literature import OPERATING_POINTS, PUBLISHED_AP, PUBLISHED_LABEL, SOURCE_DOC
+
+    table = Table(
+        title=f"For comparison — {PUBLISHED_LABEL} (not this run; {SOURCE_DOC})", title_justify="left"
+    )
+    for col in ("method", "region", "metric", "value"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for p in OPERATING_POINTS:
+        table.add_row(p.method, p.region, f"sens @{p.fp_per_volume:g} FP/vol", f"{p.sensitivity:.3f}")
+    for a in PUBLISHED_AP:
+        table.add_row(a.method, a.region, f"AP @IoU {a.iou:g}", f"{a.ap:.3f}")
+    console.print(table)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    cohort: Path = typer.Argument(..., help="Cohort folder (dataset.json, annotations.csv, labels/, ...)."),
+    detections: Path = typer.Argument(
+        ..., help="Detections CSV (seriesuid,coordX,coordY,coordZ,probability,diameter_mm)."
+    ),
+    out: Path = typer.Option(..., "--out", help="eval.json to write (matches.csv is written beside it)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw the FROC plot to this PNG."),
+    match: str = typer.Option("mask-or-radius", "--match", help="Hit rule: mask | radius | mask-or-radius."),
+    radius: str = typer.Option(
+        "auto", "--radius", help="Hit radius in mm, or auto = max(5, short/2, else long/2)."
+    ),
+    duplicates: str = typer.Option(
+        "ignore", "--duplicates", help="Further hits on a node: ignore (LUNA16) | fp (nnDetection)."
+    ),
+    ignore: Path | None = typer.Option(
+        None, "--ignore", help="ignore.csv to use instead of the cohort's own."
+    ),
+    nndet_boxes: bool = typer.Option(
+        False, "--nndet-boxes", help="AP ground truth = nnDetection's padded voxel boxes."
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=0, help="Bootstrap resamples over cases (0 = no CI)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+) -> None:
+    """FROC at 1/8…8 FP/volume, CPM with bootstrap CI, and box AP at IoU 0.1/0.5 — pooled, per region, per size."""
+    from lymphcad.cohort import open_cohort, read_ignore
+    from lymphcad.evaluate.run import evaluate_cohort, write_outputs
+    from lymphcad.evaluate.settings import DuplicatePolicy, EvalSettings, MatchRule
+    from lymphcad.io.detections import read_detections
+
+    try:
+        rule = MatchRule(match)
+    except ValueError:
+        raise UsageError(
+            f"--match must be one of {', '.join(m.value for m in MatchRule)}, not {match!r}"
+        ) from None
+    try:
+        dup = DuplicatePolicy(duplicates)
+    except ValueError:
+        raise UsageError(f"--duplicates must be ignore or fp, not {duplicates!r}") from None
+    settings = EvalSettings(
+        match=rule,
+        radius_mm=_parse_radius(radius),
+        duplicates=dup,
+        nndet_boxes=nndet_boxes,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    co = open_cohort(cohort)
+    dets = read_detections(detections, known_cases=co.info.cases)
+    points = None if ignore is None else read_ignore(ignore, known_cases=co.info.cases)
+    result = evaluate_cohort(co, dets, settings, ignore=points)
+    eval_path, matches_path = write_outputs(result, out)
+    _print_table(result)
+    err_console.print(f"wrote {eval_path} and {matches_path}")
+    if plot is not None:
+        from lymphcad.report.froc_plot import plot_froc
+
+        plot_froc(result, plot)
+        err_console.print(f"wrote {plot}")

@@ -1,0 +1,1 @@
+"""Reporting: drawing and presenting results computed elsewhere (``lymphcad.evaluate``). No metric is computed here."""
