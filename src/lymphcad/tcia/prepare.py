@@ -1,0 +1,745 @@
+"""``lymphcad prepare``: a CT Lymph Nodes download + its annotation archives → a cohort (formats.md §2).
+
+Per patient (in parallel over patients, each in its own process):
+
+1. **CT series** (spec §2.5): the patient's folders are found by reading the ``PatientID`` of one file per
+   folder, so every layout of spec §2 works (retriever "descriptive", classic UID folders, tcia-utils flat
+   folders). Folders whose files are not CT (the 2023 DICOM SEG series) are ignored; among several CT
+   series the one with the most files is taken. The series is read with the foundation reader
+   (:func:`lymphcad.io.dicom.read_dicom_series`: geometric slice sort, rescale to HU) and written as
+   ``images/<PatientID>.nii.gz`` (int16).
+2. **Centroids** → annotations.csv in world LPS mm, computed from ``_indices.txt`` and the image geometry
+   (``p = O + D·diag(s)·ijk``), and cross-checked against ``_physicalPoints.txt``: the index base that
+   fits (0 or 1, per axis) is detected on the data, not assumed (spec §3.1 self-check), and every node
+   whose two positions disagree by more than 0.05 mm is reported. Sizes come from ``_sizes.txt`` (MED: short
+   axis; ABD: short, long; the order is checked: col 1 ≤ col 2). The region comes from the id prefix.
+3. **Masks** → ``labels/<PatientID>.nii.gz``: the grid is compared with the CT (size, origin, spacing,
+   direction; a mismatch is reported and the mask is not used), ids are relabelled to consecutive 1..N
+   (the original ids are recorded), and ``label_id`` of each node is the relabelled id under its centre.
+4. **Candidates** → ``candidates.csv`` in the detections format (formats.md §3) with probability 1.0 for
+   every candidate (pos and neg: the generator's output is the union; its pos/neg labels are kept in
+   ``extra/candidate_labels.csv``), so the NIH candidate generator can be evaluated like any detector
+   (its FROC collapses to a single operating point: sensitivity at ~40 FP/volume).
+
+A per-case record ``extra/prepare/<case>.json`` is written last; a case whose record and image exist and
+whose inputs are unchanged is skipped on the next run. A patient that fails is reported and skipped.
+``dataset.json`` (licence, citations, ``case_regions``, ``content_hashes``) is written at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+from lymphcad import __version__, atomic, citations
+from lymphcad.cohort import Annotation, CohortWriter, DatasetInfo
+from lymphcad.errors import InputError, LymphcadError
+from lymphcad.geometry import Geometry
+from lymphcad.tcia import COLLECTION
+from lymphcad.tcia.archives import (
+    CANDIDATE_RE,
+    CENTROID_RE,
+    PatientCentroids,
+    Source,
+    mask_entries,
+    read_candidates,
+    read_centroids,
+    unknown_entries,
+)
+
+#: physical points and index-derived points further apart than this are reported (mm)
+DISAGREE_MM: Final = 0.05
+#: mask grid vs CT grid tolerance (mm for origin/spacing; unitless for direction cosines)
+GRID_ATOL_MM: Final = 1e-3
+GRID_ATOL_DIR: Final = 1e-4
+RECORD_VERSION: Final = 1
+_SKIP_NAMES: Final = frozenset({"metadata.csv", "fetch-manifest.json", "LICENSE_AND_CITATION.txt"})
+
+
+def region_of(case_id: str) -> str | None:
+    """``mediastinal`` for MED_*, ``abdominal`` for ABD_*, None otherwise."""
+    if case_id.startswith("MED"):
+        return "mediastinal"
+    if case_id.startswith("ABD"):
+        return "abdominal"
+    return None
+
+
+# -- discovery ------------------------------------------------------------------------------------------
+@dataclass
+class SeriesDir:
+    """A folder of DICOM files, tagged by the PatientID and Modality of its first readable file."""
+
+    path: Path
+    patient_id: str
+    modality: str
+    files: list[Path]
+
+
+def discover(raw: Path) -> dict[str, list[SeriesDir]]:
+    """PatientID → its DICOM folders, in any layout (non-DICOM files and hidden folders are ignored)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    out: dict[str, list[SeriesDir]] = defaultdict(list)
+    for dirpath, dirnames, filenames in os.walk(raw):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files = sorted(
+            Path(dirpath) / f
+            for f in filenames
+            if not f.startswith(".")
+            and f not in _SKIP_NAMES
+            and not f.lower().endswith((".zip", ".json", ".csv", ".txt"))
+        )
+        for f in files[:5]:
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["PatientID", "Modality"])
+            except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError):
+                continue
+            pid = str(ds.get("PatientID", "") or "").strip()
+            if not pid:
+                continue
+            out[pid].append(SeriesDir(Path(dirpath), pid, str(ds.get("Modality", "") or "").upper(), files))
+            break
+    return dict(sorted(out.items()))
+
+
+# -- per-case work ------------------------------------------------------------------------------------
+@dataclass
+class CaseJob:
+    """Everything one worker needs (picklable)."""
+
+    case_id: str
+    dirs: list[SeriesDir]
+    out: Path
+    centroids: PatientCentroids | None
+    mask_source: Path | None
+    mask_entry: str | None
+    signature: str
+    compress_level: int | None = None
+
+
+@dataclass
+class CaseResult:
+    """What a worker returns (also the per-case record on disk)."""
+
+    case_id: str
+    status: str  # converted | skipped | failed
+    error: str = ""
+    content_hash: str = ""
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    dicom_bytes: int = 0
+    signature: str = ""
+
+
+def _record_path(out: Path, case_id: str) -> Path:
+    return out / "extra" / "prepare" / f"{case_id}.json"
+
+
+def _signature(
+    dirs: Sequence[SeriesDir], centroids: PatientCentroids | None, mask: tuple[Path, str] | None
+) -> str:
+    h = hashlib.sha256()
+    for d in sorted(dirs, key=lambda d: str(d.path)):
+        h.update(str(d.path).encode())
+        for f in d.files:
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}".encode())
+    if centroids is not None:
+        for arr in (centroids.indices, centroids.points):
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(json.dumps(centroids.sizes).encode())
+    if mask is not None:
+        h.update(f"{mask[0]}!{mask[1]}".encode())
+    h.update(f"v{RECORD_VERSION}".encode())
+    return h.hexdigest()
+
+
+def _read_ct(dirs: Sequence[SeriesDir]) -> tuple[Any, dict[str, Any]]:
+    """The patient's CT volume, choosing per spec §2.5 (CT only; most files)."""
+    from lymphcad.io.dicom import DicomSeriesError, list_series, read_dicom_series
+
+    ct_dirs = [d for d in dirs if d.modality in ("CT", "")]
+    ignored = sorted({d.modality for d in dirs if d.modality not in ("CT", "")})
+    info: dict[str, Any] = {"ignored_modalities": ignored, "n_series_folders": len(dirs)}
+    if not ct_dirs:
+        raise InputError(
+            f"no CT series (found only {', '.join(ignored) or 'nothing readable'})",
+            dirs[0].path if dirs else None,
+        )
+    if len(ct_dirs) == 1:
+        try:
+            vol = read_dicom_series(ct_dirs[0].files)
+            info["n_files"] = len(ct_dirs[0].files)
+            return vol, info
+        except DicomSeriesError as exc:
+            if "CT series found" not in str(exc):
+                raise
+    # several CT series: the one with the most files (spec §2.5 step 2)
+    best = None
+    for d in ct_dirs:
+        for s in list_series(d.path):
+            if best is None or s.n_files > best.n_files:
+                best = s
+    if best is None:
+        raise InputError("no CT image series found", ct_dirs[0].path)
+    info["n_files"] = best.n_files
+    info["chosen_among_ct_series"] = sum(len(list_series(d.path)) for d in ct_dirs)
+    return read_dicom_series(list(best.files), series_uid=best.series_uid), info
+
+
+def check_centroids(pc: PatientCentroids, geom: Geometry) -> tuple[NDArray[np.float64], dict[str, Any]]:
+    """World LPS centres of the nodes from the indices and the geometry, plus the self-check results.
+
+    The index base is found on the data: per axis, the offset ``indices − round(world_to_index(points))``.
+    When one offset vector explains every node it is removed before conversion; otherwise the spec's 0-based
+    reading is used and the disagreement is reported.
+    """
+    checks: dict[str, Any] = {"n_nodes": pc.n_nodes}
+    idx, pts = pc.indices, pc.points
+    if idx is None and pts is None:
+        return np.zeros((0, 3)), checks
+    if idx is None:
+        assert pts is not None
+        checks["source"] = "physicalPoints (no indices file)"
+        return pts, checks
+    if pts is None:
+        checks["source"] = "indices, 0-based assumed (no physicalPoints file)"
+        return geom.index_to_world(idx), checks
+    if idx.shape[0] == 0:
+        return np.zeros((0, 3)), checks
+    cont = geom.world_to_index(pts)
+    diff = np.round(idx - np.round(cont)).astype(int)
+    offsets = []
+    for a in range(3):
+        counts = Counter(diff[:, a].tolist())
+        offsets.append(int(counts.most_common(1)[0][0]))
+    consistent = bool(np.all(diff == np.asarray(offsets)[None, :]))
+    if consistent and offsets == [0, 0, 0]:
+        base = "0-based"
+    elif consistent and offsets == [1, 1, 1]:
+        base = "1-based"
+    elif consistent:
+        base = f"offset {offsets} (i, j, k)"
+    else:
+        base = "inconsistent"
+    used = np.asarray(offsets if consistent else [0, 0, 0], dtype=float)
+    world = geom.index_to_world(idx - used[None, :])
+    dist = np.linalg.norm(world - pts, axis=1)
+    checks.update(
+        {
+            "source": "indices",
+            "index_base": base,
+            "index_offset_ijk": offsets,
+            "index_offset_consistent": consistent,
+            "rows_matching_0_based": int(np.sum(np.all(diff == 0, axis=1))),
+            "rows_matching_1_based": int(np.sum(np.all(diff == 1, axis=1))),
+            "max_residual_vox": float(np.max(np.abs(idx - used[None, :] - cont))),
+            "max_disagreement_mm": float(dist.max()),
+            "nodes_over_0.05mm": [int(i) + 1 for i in np.nonzero(dist > DISAGREE_MM)[0]],
+        }
+    )
+    return world, checks
+
+
+def _sizes(
+    pc: PatientCentroids | None, node: int, region: str | None
+) -> tuple[float | None, float | None, bool | None]:
+    if pc is None or pc.sizes is None or node >= len(pc.sizes):
+        return None, None, None
+    vals = [v if v > 0 else None for v in pc.sizes[node]]
+    if len(vals) == 1:
+        return vals[0], None, None
+    short, long_ = vals[0], vals[1]
+    ordered = None if short is None or long_ is None else bool(short <= long_ + 1e-9)
+    return short, long_, ordered
+
+
+def _prepare_mask(
+    job: CaseJob, geom: Geometry, writer: CohortWriter
+) -> tuple[NDArray[np.uint16] | None, dict[str, Any]]:
+    from lymphcad.io.nifti import read_nifti_array
+
+    info: dict[str, Any] = {}
+    if job.mask_source is None or job.mask_entry is None:
+        return None, {"present": False}
+    with (
+        Source.open(job.mask_source) as src,
+        src.local_file(job.mask_entry, job.out / "extra" / ".tmp") as path,
+    ):
+        arr, mgeom = read_nifti_array(path)
+    info["present"] = True
+    info["dtype_on_disk"] = str(arr.dtype)
+    diffs = geom.grid_differences(mgeom, atol_mm=GRID_ATOL_MM, atol_dir=GRID_ATOL_DIR)
+    info["grid_matches_ct"] = not diffs
+    if diffs:
+        info["grid_differences"] = diffs
+        return None, info
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.round(arr) == arr):
+        info["error"] = "mask holds non-integer values"
+        return None, info
+    arr = arr.astype(np.int64, copy=False)
+    if arr.min(initial=0) < 0:
+        info["error"] = "mask holds negative values"
+        return None, info
+    ids = np.unique(arr)
+    ids = ids[ids > 0]
+    info["n_instances"] = int(ids.size)
+    info["ids_consecutive"] = bool(np.array_equal(ids, np.arange(1, ids.size + 1)))
+    if not info["ids_consecutive"]:
+        info["original_ids"] = [int(i) for i in ids]
+    relabelled = np.zeros(arr.shape, dtype=np.uint16)
+    fg = arr > 0
+    relabelled[fg] = (np.searchsorted(ids, arr[fg]) + 1).astype(np.uint16)
+    writer.write_label(job.case_id, relabelled, geom)
+    return relabelled, info
+
+
+@contextlib.contextmanager
+def gzip_level(level: int | None) -> Iterator[None]:
+    """Set nibabel's gzip level for ``.nii.gz`` writes inside the block (None: leave nibabel's default, 1).
+
+    prepare's time is dominated by deflate (see benchmarks/bench_prepare.py); level 0 writes stored
+    (uncompressed) gzip members, still a valid ``.nii.gz``, several times faster and twice as large.
+    """
+    from nibabel.openers import Opener
+
+    if level is None:
+        yield
+        return
+    if not 0 <= level <= 9:
+        raise ValueError(f"gzip level must be 0-9, got {level}")
+    old = Opener.default_compresslevel
+    Opener.default_compresslevel = level
+    try:
+        yield
+    finally:
+        Opener.default_compresslevel = old
+
+
+def convert_case(job: CaseJob) -> CaseResult:
+    """Convert one patient (runs in a worker process). Never raises: failures come back as status 'failed'."""
+    with gzip_level(job.compress_level):
+        return _convert_case(job)
+
+
+def _convert_case(job: CaseJob) -> CaseResult:
+    t0 = time.perf_counter()
+    result = CaseResult(job.case_id, "failed", signature=job.signature)
+    try:
+        writer = CohortWriter(job.out)
+        volume, series_info = _read_ct(job.dirs)
+        geom = volume.geometry
+        result.dicom_bytes = sum(
+            f.stat().st_size for d in job.dirs if d.modality in ("CT", "") for f in d.files
+        )
+        result.content_hash = writer.write_image(job.case_id, volume)
+        checks: dict[str, Any] = {
+            "series": series_info,
+            "geometry": {
+                "shape_zyx": list(geom.shape_zyx),
+                "spacing_zyx": [round(v, 6) for v in geom.spacing_zyx],
+                "orientation": geom.orientation_codes(),
+            },
+        }
+        labels, mask_info = _prepare_mask(job, geom, writer)
+        checks["mask"] = mask_info
+        region = region_of(job.case_id)
+        rows: list[dict[str, Any]] = []
+        if job.centroids is not None:
+            world, cchecks = check_centroids(job.centroids, geom)
+            checks["centroids"] = cchecks
+            order_flags = []
+            outside = []
+            for n in range(world.shape[0]):
+                short, long_, ordered = _sizes(job.centroids, n, region)
+                if ordered is not None:
+                    order_flags.append(ordered)
+                label_id = None
+                if not geom.contains_world(world[n], margin_vox=0.5):
+                    outside.append(n + 1)
+                elif labels is not None:
+                    z, y, x = (int(v) for v in geom.world_to_voxel_zyx(world[n]))
+                    z = min(max(z, 0), geom.shape_zyx[0] - 1)
+                    y = min(max(y, 0), geom.shape_zyx[1] - 1)
+                    x = min(max(x, 0), geom.shape_zyx[2] - 1)
+                    v = int(labels[z, y, x])
+                    label_id = v or None
+                rows.append(
+                    {
+                        "node_id": n + 1,
+                        "center_xyz": [float(c) for c in world[n]],
+                        "short_axis_mm": short,
+                        "long_axis_mm": long_,
+                        "region": region,
+                        "label_id": label_id,
+                    }
+                )
+            if order_flags:
+                checks["sizes_short_le_long"] = {
+                    "rows": len(order_flags),
+                    "violations": order_flags.count(False),
+                }
+            if outside:
+                checks["nodes_outside_volume"] = outside
+            if labels is not None:
+                checks["nodes_in_mask"] = sum(1 for r in rows if r["label_id"] is not None)
+        else:
+            checks["centroids"] = {"n_nodes": 0, "note": "no annotation files for this patient"}
+        result.annotations = rows
+        result.checks = checks
+        result.status = "converted"
+    except LymphcadError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # a broken patient is reported, never fatal for the run
+        result.error = f"{exc.__class__.__name__}: {exc}"
+        result.checks = {"traceback": traceback.format_exc(limit=3)}
+    result.seconds = time.perf_counter() - t0
+    if result.status == "converted":
+        atomic.write_json(_record_path(job.out, job.case_id), asdict(result))
+    return result
+
+
+# -- the whole run ------------------------------------------------------------------------------------
+@dataclass
+class PrepareOptions:
+    """Settings of one prepare run."""
+
+    raw: Path
+    annotations: Path
+    out: Path
+    masks: Path | None = None
+    candidates: Path | None = None
+    workers: int = 1
+    patients: Sequence[str] = ()
+    #: gzip level of the written .nii.gz files (None = nibabel's default, 1)
+    compress_level: int | None = None
+
+
+@dataclass
+class PrepareReport:
+    """Outcome of a run (also written to extra/prepare-report.json)."""
+
+    cases: dict[str, CaseResult] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary_lines(self) -> list[str]:
+        """Human-readable lines for the console (no PHI: ids, counts and geometry only)."""
+        s = self.summary
+        lines = [
+            f"{s.get('n_cases', 0)} case(s) in the cohort ({s.get('converted', 0)} converted, {s.get('skipped', 0)} "
+            f"already done, {len(self.failed)} failed); {s.get('n_nodes', 0)} centroid(s)",
+        ]
+        if s.get("mb_per_s") is not None:
+            lines.append(
+                f"throughput: {s['dicom_mb']:.1f} MB of DICOM in {self.seconds:.1f} s = {s['mb_per_s']:.1f} MB/s"
+            )
+        ib = s.get("index_base", {})
+        if ib:
+            lines.append(
+                "index base self-check (spec §3.1): "
+                + ", ".join(f"{k}: {v} case(s)" for k, v in sorted(ib.items()))
+            )
+        lines.append(
+            f"physicalPoints vs indices: max disagreement {s.get('max_disagreement_mm', 0.0):.4f} mm; "
+            f"{s.get('nodes_over_0.05mm', 0)} node(s) over {DISAGREE_MM} mm"
+        )
+        m = s.get("masks", {})
+        if m:
+            lines.append(
+                f"masks: {m.get('written', 0)} written, {m.get('grid_mismatch', 0)} grid mismatch(es), "
+                f"{m.get('non_consecutive_ids', 0)} with non-consecutive ids (relabelled), "
+                f"instances per region {m.get('instances_per_region', {})}, dtypes {m.get('dtypes', {})}"
+            )
+        so = s.get("sizes_short_le_long")
+        if so:
+            lines.append(
+                f"ABD sizes column 1 ≤ column 2 on {so['rows'] - so['violations']} of {so['rows']} rows"
+            )
+        if s.get("candidates"):
+            lines.append(f"candidates.csv: {s['candidates']} candidate(s) at probability 1.0")
+        for case, err in sorted(self.failed.items()):
+            lines.append(f"FAILED {case}: {err}")
+        lines.append(
+            f"licence: {citations.CT_LYMPH_NODES_LICENSE}; cite: {citations.CT_LYMPH_NODES_DATA_CITATION}"
+        )
+        return lines
+
+
+def _load_record(out: Path, case_id: str, signature: str) -> CaseResult | None:
+    path = _record_path(out, case_id)
+    if not path.is_file() or not (out / "images" / f"{case_id}.nii.gz").is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rec = CaseResult(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    if rec.signature != signature or rec.status != "converted":
+        return None
+    rec.status = "skipped"
+    return rec
+
+
+def prepare(
+    opts: PrepareOptions,
+    *,
+    on_case: Callable[[str, str, int], None] | None = None,
+) -> PrepareReport:
+    """Run the conversion (see the module docstring)."""
+    t0 = time.perf_counter()
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = PrepareReport()
+    with Source.open(opts.annotations) as ann:
+        centroids = read_centroids(ann)
+        unknown_ann = unknown_entries(ann, (CENTROID_RE,))
+    masks: dict[str, str] = {}
+    if opts.masks is not None:
+        with Source.open(opts.masks) as msrc:
+            masks = mask_entries(msrc)
+    cands: dict[str, dict[str, NDArray[np.float64]]] = {}
+    unknown_cand: list[str] = []
+    if opts.candidates is not None:
+        with Source.open(opts.candidates) as csrc:
+            cands = read_candidates(csrc)
+            unknown_cand = unknown_entries(csrc, (CANDIDATE_RE,))
+    found = discover(Path(opts.raw))
+    if not found:
+        raise InputError("no DICOM files with a PatientID found", opts.raw)
+    case_ids = sorted(found)
+    if opts.patients:
+        missing = sorted(set(opts.patients) - set(found))
+        if missing:
+            raise InputError(f"patient(s) not found in the download: {', '.join(missing[:5])}", opts.raw)
+        case_ids = sorted(set(opts.patients))
+    jobs: list[CaseJob] = []
+    for cid in case_ids:
+        mask = (Path(opts.masks), masks[cid]) if opts.masks is not None and cid in masks else None
+        sig = _signature(found[cid], centroids.get(cid), mask)
+        jobs.append(
+            CaseJob(
+                cid,
+                found[cid],
+                out,
+                centroids.get(cid),
+                mask[0] if mask else None,
+                mask[1] if mask else None,
+                sig,
+                opts.compress_level,
+            )
+        )
+    total = len(jobs)
+    todo: list[CaseJob] = []
+    for job in jobs:
+        rec = _load_record(out, job.case_id, job.signature)
+        if rec is not None:
+            report.cases[job.case_id] = rec
+            if on_case:
+                on_case(job.case_id, "skipped", total)
+        else:
+            todo.append(job)
+
+    def _done(res: CaseResult) -> None:
+        if res.status == "failed":
+            report.failed[res.case_id] = res.error
+        else:
+            report.cases[res.case_id] = res
+        if on_case:
+            on_case(res.case_id, res.status if res.status != "failed" else f"FAILED ({res.error})", total)
+
+    if opts.workers <= 1 or len(todo) <= 1:
+        for job in todo:
+            _done(convert_case(job))
+    else:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(opts.workers, len(todo)), mp_context=ctx) as pool:
+            futures = [pool.submit(convert_case, job) for job in todo]
+            for fut in as_completed(futures):
+                _done(fut.result())
+    report.seconds = time.perf_counter() - t0
+    _finish(opts, out, report, cands, unknown_ann, unknown_cand, centroids)
+    return report
+
+
+def _finish(
+    opts: PrepareOptions,
+    out: Path,
+    report: PrepareReport,
+    cands: dict[str, dict[str, NDArray[np.float64]]],
+    unknown_ann: list[str],
+    unknown_cand: list[str],
+    centroids: dict[str, PatientCentroids],
+) -> None:
+    from lymphcad.io.detections import Detection, write_detections, write_provenance
+
+    cases = sorted(report.cases)
+    annotations: list[Annotation] = []
+    for cid in cases:
+        for row in report.cases[cid].annotations:
+            annotations.append(
+                Annotation(
+                    cid,
+                    int(row["node_id"]),
+                    tuple(row["center_xyz"]),
+                    row["short_axis_mm"],
+                    row["long_axis_mm"],
+                    row["region"],
+                    row["label_id"],
+                )
+            )
+    case_regions = {c: region_of(c) or "both" for c in cases}
+    hashes = {c: report.cases[c].content_hash for c in cases}
+    summary = _summarise(report, case_regions)
+    summary["unknown_files_ignored"] = {"annotations": len(unknown_ann), "candidates": len(unknown_cand)}
+    summary["patients_without_annotations"] = sorted(c for c in cases if c not in centroids)
+    if not opts.patients:
+        summary["annotation_patients_without_ct"] = sorted(
+            set(centroids) - set(report.cases) - set(report.failed)
+        )
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for c, h in hashes.items():
+        by_hash[h].append(c)
+    summary["duplicate_volumes"] = sorted(sorted(v) for v in by_hash.values() if len(v) > 1)
+    report.summary = summary
+    writer = CohortWriter(out)
+    if cands:
+        dets = []
+        label_rows = []
+        for cid in cases:
+            for kind in ("pos", "neg"):
+                for p in cands.get(cid, {}).get(kind, np.zeros((0, 3))):
+                    dets.append(Detection(cid, (float(p[0]), float(p[1]), float(p[2])), 1.0, None))
+                    label_rows.append((cid, *(f"{v:.3f}" for v in p), kind))
+        write_detections(out / "candidates.csv", dets)
+        write_provenance(
+            out / "candidates.csv",
+            model_name="NIH CADe candidate generator (MED_ABD_LYMPH_CANDIDATES, pos + neg)",
+            model_sha256=None,
+            settings={"probability": "1.0 for every candidate (the archive carries no scores)"},
+            inputs={str(opts.candidates): "archive"},
+            license=citations.CT_LYMPH_NODES_LICENSE,
+            citation=list(citations.CT_LYMPH_NODES_CITATIONS),
+        )
+        with atomic.atomic_open(writer.extra_dir() / "candidate_labels.csv") as fh:
+            fh.write("case_id,coordX,coordY,coordZ,label\n")
+            for r in sorted(label_rows):
+                fh.write(",".join(str(x) for x in r) + "\n")
+        summary["candidates"] = len(dets)
+    info = DatasetInfo(
+        name="ct-lymph-nodes",
+        description=(
+            "TCIA CT Lymph Nodes: contrast-enhanced CT with radiologist centroids (annotations.csv), "
+            "sparse instance masks (labels/, Seff et al. 2015) and the NIH candidates (candidates.csv)"
+        ),
+        cases=cases,
+        case_regions=case_regions,
+        license=citations.CT_LYMPH_NODES_LICENSE,
+        citation=list(citations.CT_LYMPH_NODES_CITATIONS),
+        source=citations.CT_LYMPH_NODES_SOURCE,
+        content_hashes=hashes,
+        extra={
+            "data_usage_policy": citations.TCIA_DATA_USAGE_POLICY,
+            "collection": COLLECTION,
+            "prepared_by": f"lymphcad {__version__} prepare",
+            "prepared_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "self_checks": {k: v for k, v in summary.items() if k not in ("converted", "skipped")},
+        },
+    )
+    writer.finish(info, annotations)
+    atomic.write_json(
+        writer.extra_dir() / "prepare-report.json",
+        {
+            "summary": summary,
+            "failed": report.failed,
+            "cases": {
+                c: {"checks": r.checks, "seconds": round(r.seconds, 3), "status": r.status}
+                for c, r in sorted(report.cases.items())
+            },
+        },
+    )
+    tmp = out / "extra" / ".tmp"
+    if tmp.is_dir():
+        for p in tmp.iterdir():
+            p.unlink(missing_ok=True)
+        tmp.rmdir()
+
+
+def _summarise(report: PrepareReport, case_regions: dict[str, str]) -> dict[str, Any]:
+    s: dict[str, Any] = {
+        "n_cases": len(report.cases),
+        "converted": sum(1 for r in report.cases.values() if r.status == "converted"),
+        "skipped": sum(1 for r in report.cases.values() if r.status == "skipped"),
+        "failed": sorted(report.failed),
+        "n_nodes": sum(len(r.annotations) for r in report.cases.values()),
+    }
+    converted = [r for r in report.cases.values() if r.status == "converted"]
+    mb = sum(r.dicom_bytes for r in converted) / 1e6
+    s["dicom_mb"] = mb
+    s["mb_per_s"] = (mb / report.seconds) if converted and report.seconds > 0 else None
+    bases: Counter[str] = Counter()
+    max_dis = 0.0
+    over = 0
+    over_cases: dict[str, list[int]] = {}
+    order = {"rows": 0, "violations": 0}
+    masks = {"written": 0, "grid_mismatch": 0, "non_consecutive_ids": 0}
+    mismatch_cases: dict[str, list[str]] = {}
+    inst: Counter[str] = Counter()
+    dtypes: Counter[str] = Counter()
+    for cid, r in sorted(report.cases.items()):
+        c = r.checks.get("centroids", {})
+        if "index_base" in c:
+            bases[c["index_base"]] += 1
+            max_dis = max(max_dis, float(c.get("max_disagreement_mm", 0.0)))
+            if c.get("nodes_over_0.05mm"):
+                over += len(c["nodes_over_0.05mm"])
+                over_cases[cid] = c["nodes_over_0.05mm"]
+        so = r.checks.get("sizes_short_le_long")
+        if so:
+            order["rows"] += so["rows"]
+            order["violations"] += so["violations"]
+        m = r.checks.get("mask", {})
+        if m.get("present"):
+            dtypes[m.get("dtype_on_disk", "?")] += 1
+            if not m.get("grid_matches_ct", True):
+                masks["grid_mismatch"] += 1
+                mismatch_cases[cid] = m.get("grid_differences", [])
+            elif "n_instances" in m:
+                masks["written"] += 1
+                inst[case_regions.get(cid, "")] += int(m["n_instances"])
+                if not m.get("ids_consecutive", True):
+                    masks["non_consecutive_ids"] += 1
+    s["index_base"] = dict(bases)
+    s["max_disagreement_mm"] = max_dis
+    s["nodes_over_0.05mm"] = over
+    if over_cases:
+        s["disagreeing_nodes"] = over_cases
+    if order["rows"]:
+        s["sizes_short_le_long"] = order
+    masks_out: dict[str, Any] = dict(masks)
+    masks_out["instances_per_region"] = dict(sorted(inst.items()))
+    masks_out["dtypes"] = dict(dtypes)
+    if mismatch_cases:
+        masks_out["grid_mismatch_cases"] = mismatch_cases
+    s["masks"] = masks_out
+    return s
