@@ -1,0 +1,680 @@
+"""Read a CT series from DICOM files into an int16 HU :class:`~lymphcad.geometry.CTVolume` (LPS geometry).
+
+How a folder is read (see docs/io.md for the reasons):
+
+1. Every file is opened once with its large values deferred (pixel data is not read); files that are not
+   DICOM are skipped. Files are grouped by SeriesInstanceUID (a missing UID is the group ``""``).
+2. Only CT image series are kept: Modality ``CT``, or — when Modality is missing — a CT Image Storage SOP
+   class. SEG, SR, RT, presentation states and other non-image objects are ignored, not errors.
+   Several CT series → ``series_uid`` chooses, otherwise :class:`DicomSeriesError` lists them.
+3. Refused with a clear :class:`DicomSeriesError`: enhanced (multi-frame) CT, localizer/scout images,
+   derived reformats (MPR/MIP/projection), slices of different size/orientation/pixel spacing, and
+   gantry-tilted (sheared) series.
+4. Slices are sorted by their position along the slice normal ``n = row × column`` (never by file name
+   or InstanceNumber). Slice k = 0 is the one with the lowest ``IPP·n``; the direction's third column is
+   ``n`` (pointing from slice 0 to slice 1), as SimpleITK's ImageSeriesReader orients a series in GDCM's
+   sorted order.
+5. Duplicate positions, missing slices and non-uniform spacing fail unless ``allow_gaps=True``, which
+   drops duplicates and resamples linearly along the normal to a uniform spacing (with a warning).
+6. Pixels are decoded straight into a preallocated int16 array, slice by slice:
+   HU = round(RescaleSlope·raw + RescaleIntercept), rounded half away from zero and clipped to int16.
+   Uncompressed little-endian data is read directly from the file offset; compressed data goes through
+   pydicom's decoders (pylibjpeg/openjpeg/libjpeg/RLE); the retired lossy JPEG processes 6–8/10–12
+   (…4.53/…4.55), which pydicom cannot decode, fall back to SimpleITK (GDCM) for those slices.
+   ``workers > 1`` decodes in forked worker processes writing into shared memory (Linux).
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from numpy.typing import NDArray
+from pydicom.errors import InvalidDicomError
+
+from lymphcad.errors import InputError
+from lymphcad.geometry import CTVolume, Geometry
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+LEGACY_ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.2"
+_CT_SOP_CLASSES = {CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE}
+_ENHANCED = {ENHANCED_CT_IMAGE_STORAGE, LEGACY_ENHANCED_CT_IMAGE_STORAGE}
+
+_NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+#: Retired lossy JPEG processes that pydicom cannot decode: handed to SimpleITK (GDCM).
+_RETIRED_JPEG = {"1.2.840.10008.1.2.4.53", "1.2.840.10008.1.2.4.55"}
+#: ImageType values that mark images we must not read as an axial CT volume.
+_REJECT_IMAGE_TYPES = {
+    "LOCALIZER": "a localizer (scout) image",
+    "MPR": "a derived multiplanar reformat (MPR)",
+    "MIP": "a maximum intensity projection (MIP)",
+    "MINIP": "a minimum intensity projection",
+    "PROJECTION IMAGE": "a projection image",
+    "CURVED": "a curved reformat",
+    "VOLUME_RENDER": "a volume rendering",
+}
+
+#: Tolerances (mm): two slices closer than this along the normal are duplicates.
+_DUP_TOL_MM = 1e-3
+
+
+class DicomSeriesError(InputError):
+    """A DICOM folder/series that cannot be read as one CT volume (the message says why)."""
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One image series found in a folder (no patient-identifying fields)."""
+
+    series_uid: str
+    study_uid: str
+    modality: str
+    sop_class_uid: str
+    n_files: int
+    description: str
+    files: tuple[Path, ...] = field(repr=False)
+
+
+@dataclass
+class _Header:
+    path: Path
+    ds: Any  # pydicom Dataset with large values deferred
+
+
+# -- scanning ---------------------------------------------------------------------------------------
+def _read_header(path: Path) -> Any | None:
+    """The dataset with large values deferred, or None when ``path`` is not a DICOM file."""
+    try:
+        return pydicom.dcmread(str(path), defer_size=512)
+    except (
+        InvalidDicomError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ):
+        return None
+    except Exception:  # a corrupt file is not a reason to fail the whole folder
+        return None
+
+
+def _expand(folder_or_files: str | Path | Iterable[str | Path]) -> tuple[list[Path], Path | None]:
+    if isinstance(folder_or_files, (str, Path)):
+        p = Path(folder_or_files)
+        if p.is_dir():
+            files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+            return files, p
+        if p.is_file():
+            return [p], p
+        raise DicomSeriesError("no such file or folder", p)
+    files = [Path(f) for f in folder_or_files]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DicomSeriesError("no such file", missing[0])
+    return files, None
+
+
+def _str(ds: Any, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def _sop_class(ds: Any) -> str:
+    sop = _str(ds, "SOPClassUID")
+    if not sop:
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            sop = _str(meta, "MediaStorageSOPClassUID")
+    return sop
+
+
+def _is_ct_image(ds: Any) -> bool:
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        return False
+    modality = _str(ds, "Modality").upper()
+    if modality:
+        return modality == "CT"
+    return _sop_class(ds) in _CT_SOP_CLASSES
+
+
+def _scan(files: Sequence[Path]) -> dict[str, list[_Header]]:
+    groups: dict[str, list[_Header]] = defaultdict(list)
+    with warnings.catch_warnings():
+        # pydicom warns about non-conformant values (e.g. an invalid UID) that do not matter here
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
+        for f in files:
+            ds = _read_header(f)
+            if ds is None or not _is_ct_image(ds):
+                continue
+            groups[_str(ds, "SeriesInstanceUID")].append(_Header(f, ds))
+    return dict(groups)
+
+
+def _info(uid: str, headers: list[_Header]) -> SeriesInfo:
+    ds = headers[0].ds
+    return SeriesInfo(
+        series_uid=uid,
+        study_uid=_str(ds, "StudyInstanceUID"),
+        modality=_str(ds, "Modality"),
+        sop_class_uid=_sop_class(ds),
+        n_files=len(headers),
+        description=_str(ds, "SeriesDescription"),
+        files=tuple(h.path for h in headers),
+    )
+
+
+def list_series(folder: str | Path) -> list[SeriesInfo]:
+    """All CT image series under ``folder`` (recursive), sorted by series UID; other files are ignored."""
+    files, _ = _expand(folder)
+    groups = _scan(files)
+    return [_info(uid, groups[uid]) for uid in sorted(groups)]
+
+
+def _choose(
+    groups: dict[str, list[_Header]], series_uid: str | None, where: Path | None
+) -> tuple[str, list[_Header]]:
+    if not groups:
+        raise DicomSeriesError(
+            "no CT image series found (non-DICOM, SEG, SR and other non-CT files are ignored)", where
+        )
+    if series_uid is not None:
+        if series_uid not in groups:
+            listing = ", ".join(f"{u or '(no UID)'} ({len(h)} files)" for u, h in sorted(groups.items()))
+            raise DicomSeriesError(f"series {series_uid!r} not found; CT series here: {listing}", where)
+        return series_uid, groups[series_uid]
+    if len(groups) > 1:
+        listing = "; ".join(
+            f"{u or '(no UID)'}: {len(h)} files, {_str(h[0].ds, 'SeriesDescription') or 'no description'}"
+            for u, h in sorted(groups.items())
+        )
+        raise DicomSeriesError(
+            f"{len(groups)} CT series found, choose one with series_uid (--series): {listing}", where
+        )
+    uid = next(iter(groups))
+    return uid, groups[uid]
+
+
+# -- geometry ---------------------------------------------------------------------------------------
+def _floats(ds: Any, keyword: str, n: int, path: Path) -> NDArray[np.float64]:
+    try:
+        value = ds.get(keyword)
+        arr = np.asarray([float(v) for v in value], dtype=np.float64) if value is not None else None
+    except Exception as exc:
+        raise DicomSeriesError(f"unreadable {keyword} ({exc})", path) from exc
+    if arr is None or arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise DicomSeriesError(f"missing or invalid {keyword}", path)
+    return arr
+
+
+def _frame_axes(iop: NDArray[np.float64], path: Path) -> NDArray[np.float64]:
+    """Orthonormal [row, column, normal] (columns) from ImageOrientationPatient."""
+    r, c = iop[:3], iop[3:]
+    nr = np.linalg.norm(r)
+    if nr == 0:
+        raise DicomSeriesError("ImageOrientationPatient has a zero row vector", path)
+    r = r / nr
+    c = c - (c @ r) * r
+    nc = np.linalg.norm(c)
+    if nc < 1e-3:
+        raise DicomSeriesError("ImageOrientationPatient row and column vectors are parallel", path)
+    c = c / nc
+    n = np.cross(r, c)
+    return np.stack([r, c, n], axis=1)
+
+
+@dataclass
+class _Plan:
+    """What to decode, in which order, and the output geometry."""
+
+    headers: list[_Header]  # sorted along the normal, duplicates removed
+    positions: NDArray[np.float64]  # along the normal, ascending
+    axes: NDArray[np.float64]
+    rows: int
+    cols: int
+    pixel_spacing: tuple[float, float]  # (row spacing = between rows, column spacing)
+    origin: NDArray[np.float64]
+    gaps: list[str]
+    dropped_duplicates: int
+
+
+def _image_type_problem(h: _Header) -> str | None:
+    raw = h.ds.get("ImageType") or []
+    image_type = [str(v).strip().upper() for v in ([raw] if isinstance(raw, str) else raw)]
+    shown = "\\".join(image_type)
+    for value, what in _REJECT_IMAGE_TYPES.items():
+        if value in image_type:
+            return f"this is {what} (ImageType {shown}), not an axial CT series; use the original reconstructed series"
+    return None
+
+
+def _plan(headers: list[_Header], *, allow_gaps: bool, _allow_tilt: bool = False) -> _Plan:
+    first = headers[0]
+    sop = _sop_class(first.ds)
+    if sop in _ENHANCED:
+        raise DicomSeriesError(
+            "enhanced multi-frame CT (Enhanced/Legacy Converted Enhanced CT Image Storage) is not supported; "
+            "convert it to classic single-frame CT slices first (e.g. dcm2niix, or dcmtk/emf2sf)",
+            first.path,
+        )
+    problems = [_image_type_problem(h) for h in headers]
+    rejected = [i for i, p in enumerate(problems) if p]
+    if rejected:
+        if len(rejected) == len(headers):
+            raise DicomSeriesError(str(problems[rejected[0]]), headers[rejected[0]].path)
+        # e.g. a scout stored in the same series as the axial slices: drop it, say so
+        warnings.warn(
+            f"{headers[rejected[0]].path.parent}: ignored {len(rejected)} localizer/reformat image(s) of the "
+            f"series, e.g. {headers[rejected[0]].path.name}",
+            stacklevel=3,
+        )
+        headers = [h for i, h in enumerate(headers) if not problems[i]]
+        first = headers[0]
+    for h in headers:
+        try:
+            frames = int(h.ds.get("NumberOfFrames") or 1)
+        except (TypeError, ValueError):
+            frames = 1
+        if frames != 1:
+            raise DicomSeriesError(f"multi-frame image ({frames} frames) is not supported", h.path)
+        if int(h.ds.get("SamplesPerPixel") or 1) != 1:
+            raise DicomSeriesError("colour images (SamplesPerPixel > 1) are not CT", h.path)
+
+    rows, cols = int(first.ds.Rows), int(first.ds.Columns)
+    iop0 = _floats(first.ds, "ImageOrientationPatient", 6, first.path)
+    ps0 = _floats(first.ds, "PixelSpacing", 2, first.path)
+    axes = _frame_axes(iop0, first.path)
+    normal = axes[:, 2]
+    ipps = []
+    for h in headers:
+        if int(h.ds.Rows) != rows or int(h.ds.Columns) != cols:
+            raise DicomSeriesError(
+                f"slices differ in size ({h.ds.Rows}×{h.ds.Columns} vs {rows}×{cols}): not one volume", h.path
+            )
+        if not np.allclose(_floats(h.ds, "ImageOrientationPatient", 6, h.path), iop0, atol=1e-4):
+            raise DicomSeriesError("slices differ in ImageOrientationPatient: not one volume", h.path)
+        if not np.allclose(_floats(h.ds, "PixelSpacing", 2, h.path), ps0, atol=1e-4):
+            raise DicomSeriesError("slices differ in PixelSpacing: not one volume", h.path)
+        ipps.append(_floats(h.ds, "ImagePositionPatient", 3, h.path))
+    ipp = np.asarray(ipps)
+    pos = ipp @ normal
+    order = np.lexsort((np.array([str(h.path) for h in headers]), pos))
+    headers = [headers[i] for i in order]
+    ipp, pos = ipp[order], pos[order]
+
+    # gantry tilt / shear: slice origins must lie on one line along the normal
+    if len(headers) > 1:
+        rel = ipp - ipp[0]
+        inplane = rel - np.outer(rel @ normal, normal)
+        off = float(np.linalg.norm(inplane, axis=1).max())
+        if off > 0.1 * float(min(ps0)) and not _allow_tilt:
+            tilt = _str(first.ds, "GantryDetectorTilt")
+            raise DicomSeriesError(
+                f"gantry-tilted (sheared) series: slice positions drift {off:.2f} mm sideways from the slice normal"
+                + (f" (GantryDetectorTilt {tilt}°)" if tilt else "")
+                + "; lymphcad does not read tilted series. Resample it to an orthogonal grid first "
+                "(e.g. dcm2niix, which writes a tilt-corrected '_Tilt_' NIfTI)",
+                first.path,
+            )
+
+    gaps: list[str] = []
+    dropped = 0
+    d = np.diff(pos)
+    dup = np.flatnonzero(d < _DUP_TOL_MM)
+    if dup.size:
+        i = int(dup[0])
+        msg = (
+            f"{dup.size} duplicate slice position(s), e.g. {headers[i].path.name} and {headers[i + 1].path.name} "
+            f"both at {pos[i]:.2f} mm along the normal"
+        )
+        if not allow_gaps:
+            raise DicomSeriesError(
+                msg + "; remove the duplicates or pass allow_gaps=True (--allow-gaps)", first.path
+            )
+        keep = np.ones(len(headers), dtype=bool)
+        keep[dup + 1] = False
+        dropped = int((~keep).sum())
+        headers = [h for h, k in zip(headers, keep, strict=True) if k]
+        ipp, pos = ipp[keep], pos[keep]
+        gaps.append(msg + f": kept the first of each, dropped {dropped}")
+        d = np.diff(pos)
+    if d.size:
+        step = float(np.median(d))
+        tol = max(0.02, 0.01 * step)
+        bad = np.flatnonzero(np.abs(d - step) > tol)
+        if bad.size:
+            missing = int(np.sum(np.maximum(0, np.round(d[bad] / step) - 1)))
+            msg = (
+                f"slice spacing along the normal is not uniform: {bad.size} step(s) differ from the median "
+                f"{step:.3f} mm (from {d.min():.3f} to {d.max():.3f} mm)"
+                + (f", about {missing} slice(s) missing" if missing else "")
+            )
+            if not allow_gaps:
+                raise DicomSeriesError(
+                    msg + "; pass allow_gaps=True (--allow-gaps) to resample to uniform spacing", first.path
+                )
+            gaps.append(msg)
+    return _Plan(
+        headers=headers,
+        positions=pos,
+        axes=axes,
+        rows=rows,
+        cols=cols,
+        pixel_spacing=(float(ps0[0]), float(ps0[1])),
+        origin=ipp[0],
+        gaps=gaps,
+        dropped_duplicates=dropped,
+    )
+
+
+# -- pixel decoding ---------------------------------------------------------------------------------
+def _rescale_into(raw: NDArray[Any], ds: Any, out: NDArray[np.int16], path: Path) -> None:
+    slope, inter = _rescale_params(ds, path)
+    if raw.shape != out.shape:
+        raise DicomSeriesError(f"decoded pixel array has shape {raw.shape}, expected {out.shape}", path)
+    if slope == 1.0 and float(inter).is_integer():
+        if raw.dtype == np.int16 and inter == 0.0:
+            out[...] = raw
+            return
+        tmp = raw.astype(np.int32)
+        tmp += int(inter)
+        np.clip(tmp, -32768, 32767, out=tmp)
+        out[...] = tmp
+        return
+    v = raw.astype(np.float64) * slope + inter
+    v = np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5))
+    np.clip(v, -32768, 32767, out=v)
+    out[...] = v.astype(np.int16)
+
+
+def _rescale_params(ds: Any, path: Path) -> tuple[float, float]:
+    try:
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    except (TypeError, ValueError) as exc:
+        raise DicomSeriesError(f"invalid RescaleSlope/RescaleIntercept ({exc})", path) from exc
+    if not (math.isfinite(slope) and math.isfinite(inter)):
+        raise DicomSeriesError(f"invalid RescaleSlope/RescaleIntercept ({slope}, {inter})", path)
+    return slope, inter
+
+
+def _native_into(h: _Header, out: NDArray[np.int16]) -> bool:
+    """Uncompressed little-endian 16-bit pixels read from the file offset straight into ``out``.
+
+    Returns False (and leaves ``out`` alone) when the file is not in that form or the integer fast path
+    could overflow; the caller then decodes through pydicom.
+    """
+    ds = h.ds
+    meta = getattr(ds, "file_meta", None)
+    ts = _str(meta, "TransferSyntaxUID") if meta is not None else ""
+    if ts not in _NATIVE_LE:
+        return False
+    elem = ds._dict.get(0x7FE00010)
+    if elem is None or not hasattr(elem, "value_tell") or elem.value is not None:
+        return False
+    try:
+        bits = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored") or bits)
+        signed = int(ds.get("PixelRepresentation") or 0) == 1
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    if bits != 16 or not 1 <= stored <= 16 or elem.length < rows * cols * 2 or out.shape != (rows, cols):
+        return False
+    slope, inter = _rescale_params(ds, h.path)
+    if slope != 1.0 or not inter.is_integer():
+        return False
+    lo, hi = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
+    if (signed and stored < 16) or (not signed and stored == 16):
+        return False  # needs sign extension / may exceed int16: the general path handles it
+    if lo + inter < -32768 or hi + inter > 32767:
+        return False
+    with open(h.path, "rb") as f:
+        f.seek(elem.value_tell)
+        n = f.readinto(out.data.cast("B"))
+    if n != rows * cols * 2:
+        raise DicomSeriesError(f"pixel data is truncated ({n} of {rows * cols * 2} bytes)", h.path)
+    if not signed and stored < 15 and int(out.max()) >= 2**stored:
+        return False  # bits set above BitsStored: let pydicom decide what they mean
+    if inter:
+        np.add(out, np.int16(inter), out=out)
+    return True
+
+
+def _decode_sitk(h: _Header, out: NDArray[np.int16]) -> None:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(h.path))
+    except Exception as exc:
+        ts = _str(h.ds.file_meta, "TransferSyntaxUID")
+        raise DicomSeriesError(
+            f"cannot decode pixel data (transfer syntax {ts}) with pydicom or SimpleITK: {exc}", h.path
+        ) from exc
+    hu = sitk.GetArrayFromImage(img).reshape(out.shape)  # already rescaled by GDCM
+    if np.issubdtype(hu.dtype, np.floating):
+        hu = np.where(hu >= 0, np.floor(hu + 0.5), np.ceil(hu - 0.5))
+    out[...] = np.clip(hu, -32768, 32767).astype(np.int16)
+
+
+def _decode_into(h: _Header, out: NDArray[np.int16]) -> None:
+    if not _native_into(h, out):
+        ts = _str(h.ds.file_meta, "TransferSyntaxUID") if getattr(h.ds, "file_meta", None) is not None else ""
+        if ts in _RETIRED_JPEG:
+            _decode_sitk(h, out)
+            return
+        try:
+            raw = h.ds.pixel_array
+        except Exception as exc:
+            raise DicomSeriesError(
+                f"cannot decode pixel data (transfer syntax {ts or 'unknown'}): {exc.__class__.__name__}: {exc}",
+                h.path,
+            ) from exc
+        finally:
+            _forget_pixels(h.ds)
+        _rescale_into(np.asarray(raw), h.ds, out, h.path)
+
+
+def _forget_pixels(ds: Any) -> None:
+    """Drop the pixel bytes and decoded array that pydicom caches on the dataset."""
+    for attr, value in (("_pixel_array", None), ("_pixel_id", {})):
+        if hasattr(ds, attr):
+            setattr(ds, attr, value)
+    ds._dict.pop(0x7FE00010, None)
+
+
+# worker-side state for forked decoding (set before the pool forks)
+_FORK_STATE: dict[str, Any] = {}
+
+
+def _worker_decode(indices: list[int]) -> None:
+    headers: list[_Header] = _FORK_STATE["headers"]
+    buf = _FORK_STATE["buf"]
+    shape = _FORK_STATE["shape"]
+    vol = np.frombuffer(buf, dtype=np.int16).reshape(shape)
+    for k in indices:
+        _decode_into(headers[k], vol[k])
+
+
+def _decode_all(headers: list[_Header], rows: int, cols: int, workers: int) -> NDArray[np.int16]:
+    n = len(headers)
+    shape = (n, rows, cols)
+    workers = max(1, min(int(workers), n))
+    if workers == 1 or os.name != "posix":
+        vol = np.empty(shape, dtype=np.int16)
+        for k, h in enumerate(headers):
+            _decode_into(h, vol[k])
+        return vol
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    buf = mmap.mmap(-1, n * rows * cols * 2)
+    _FORK_STATE.update(headers=headers, buf=buf, shape=shape)
+    try:
+        chunks = [list(range(i, n, workers)) for i in range(workers)]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            for fut in [pool.submit(_worker_decode, c) for c in chunks]:
+                fut.result()
+    finally:
+        _FORK_STATE.clear()
+    return np.frombuffer(buf, dtype=np.int16).reshape(shape)
+
+
+def _resample_uniform(vol: NDArray[np.int16], pos: NDArray[np.float64]) -> tuple[NDArray[np.int16], float]:
+    """Linear resampling along axis 0 from positions ``pos`` to a uniform grid from pos[0] to pos[-1]."""
+    span = float(pos[-1] - pos[0])
+    step = float(np.min(np.diff(pos)))
+    n_out = round(span / step) + 1
+    spacing = span / (n_out - 1)
+    out = np.empty((n_out, *vol.shape[1:]), dtype=np.int16)
+    targets = pos[0] + spacing * np.arange(n_out)
+    for k, t in enumerate(targets):
+        j = int(np.clip(np.searchsorted(pos, t, side="right") - 1, 0, len(pos) - 2))
+        w = float((t - pos[j]) / (pos[j + 1] - pos[j]))
+        w = min(max(w, 0.0), 1.0)
+        if w < 1e-6:
+            out[k] = vol[j]
+        elif w > 1 - 1e-6:
+            out[k] = vol[j + 1]
+        else:
+            v = vol[j].astype(np.float32) * (1 - w) + vol[j + 1].astype(np.float32) * w
+            out[k] = np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5)).astype(np.int16)
+    return out, spacing
+
+
+def _slice_spacing_single(ds: Any) -> float:
+    """Spacing along the normal for a one-slice series: SpacingBetweenSlices, else 1 mm (as GDCM/SimpleITK)."""
+    try:
+        v = float(ds.get("SpacingBetweenSlices") or 0.0)
+    except (TypeError, ValueError):
+        v = 0.0
+    return abs(v) if v and math.isfinite(v) else 1.0
+
+
+def _load(
+    folder_or_files: str | Path | Iterable[str | Path], series_uid: str | None, allow_gaps: bool
+) -> tuple[_Plan, str]:
+    files, where = _expand(folder_or_files)
+    groups = _scan(files)
+    uid, headers = _choose(groups, series_uid, where)
+    return _plan(headers, allow_gaps=allow_gaps), uid
+
+
+def read_dicom_series(
+    folder_or_files: str | Path | Iterable[str | Path],
+    *,
+    series_uid: str | None = None,
+    allow_gaps: bool = False,
+    workers: int = 1,
+) -> CTVolume:
+    """Read one CT series (a folder, searched recursively, a single file, or a list of files) as int16 HU.
+
+    Raises :class:`DicomSeriesError` with the reason when the files cannot form one CT volume.
+    """
+    plan, _ = _load(folder_or_files, series_uid, allow_gaps)
+    vol = _decode_all(plan.headers, plan.rows, plan.cols, workers)
+    pos = plan.positions
+    if len(pos) == 1:
+        spacing_z = _slice_spacing_single(plan.headers[0].ds)
+    elif plan.gaps:
+        vol, spacing_z = _resample_uniform(vol, pos)
+        warnings.warn(
+            f"{plan.headers[0].path.parent}: "
+            + "; ".join(plan.gaps)
+            + f"; resampled linearly to {vol.shape[0]} slices at {spacing_z:.3f} mm",
+            stacklevel=2,
+        )
+    else:
+        spacing_z = float((pos[-1] - pos[0]) / (len(pos) - 1))
+    geom = Geometry(
+        (int(vol.shape[0]), plan.rows, plan.cols),
+        (spacing_z, plan.pixel_spacing[0], plan.pixel_spacing[1]),
+        (float(plan.origin[0]), float(plan.origin[1]), float(plan.origin[2])),
+        plan.axes,
+    )
+    return CTVolume(vol, geom)
+
+
+def dicom_summary(
+    folder_or_files: str | Path | Iterable[str | Path],
+    *,
+    series_uid: str | None = None,
+    hu_range: bool = True,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Non-PHI facts about one CT series (no names, IDs, dates or institutions).
+
+    Keys: series_uid, n_files, n_slices, size_ijk, spacing_zyx, orientation (LPS letters), direction,
+    origin_xyz, modality, sop_class_uid, transfer_syntaxes, manufacturer, model, description,
+    slice_thickness, gaps (list of messages; empty = uniform), readable (bool: readable without
+    ``allow_gaps``), problem (why not), and — when ``hu_range`` and the series can be decoded —
+    hu_min / hu_max (of the slices as stored, before any gap resampling). With ``hu_range=False`` only
+    headers are read.
+    """
+    files, where = _expand(folder_or_files)
+    groups = _scan(files)
+    uid, headers = _choose(groups, series_uid, where)
+    ds = headers[0].ds
+    out: dict[str, Any] = {
+        "series_uid": uid,
+        "n_files": len(headers),
+        "modality": _str(ds, "Modality") or "(missing)",
+        "sop_class_uid": _sop_class(ds),
+        "transfer_syntaxes": sorted({_str(h.ds.file_meta, "TransferSyntaxUID") for h in headers}),
+        "manufacturer": _str(ds, "Manufacturer"),
+        "model": _str(ds, "ManufacturerModelName"),
+        "description": _str(ds, "SeriesDescription"),
+        "slice_thickness": _str(ds, "SliceThickness"),
+    }
+    try:
+        plan = _plan(headers, allow_gaps=True)
+    except DicomSeriesError as exc:
+        out.update(readable=False, problem=exc.problem)
+        return out
+    pos = plan.positions
+    sz = (
+        _slice_spacing_single(plan.headers[0].ds)
+        if len(pos) == 1
+        else (float(np.min(np.diff(pos))) if plan.gaps else float((pos[-1] - pos[0]) / (len(pos) - 1)))
+    )
+    geom = Geometry(
+        (len(pos), plan.rows, plan.cols), (sz, *plan.pixel_spacing), tuple(plan.origin), plan.axes
+    )
+    out.update(
+        readable=not plan.gaps,
+        problem="; ".join(plan.gaps),
+        n_slices=len(pos),
+        size_ijk=list(geom.size_ijk),
+        spacing_zyx=list(geom.spacing_zyx),
+        orientation=geom.orientation_codes(),
+        direction=geom.direction.tolist(),
+        origin_xyz=list(geom.origin_xyz),
+        gaps=plan.gaps,
+    )
+    if hu_range:
+        vol = _decode_all(plan.headers, plan.rows, plan.cols, workers)
+        lo, hi = int(vol.min()), int(vol.max())
+        out.update(hu_min=lo, hu_max=hi)
+    return out
+
+
+def dicom_hu_range(volume: CTVolume) -> tuple[int, int]:
+    """(min, max) HU of a volume read by :func:`read_dicom_series`."""
+    return int(volume.array.min()), int(volume.array.max())
