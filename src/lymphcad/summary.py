@@ -54,28 +54,53 @@ def describe(path: Path, *, series_uid: str | None = None) -> list[tuple[str, st
 
 
 def _describe_dicom(path: Path, series_uid: str | None) -> list[tuple[str, str]]:
-    from lymphcad.io.dicom import DicomSeriesError, list_series, read_dicom_series
+    from lymphcad.io.dicom import DicomSeriesError, dicom_summary, list_series
 
     folder = path if path.is_dir() else path.parent
-    all_series = list_series(folder)
+    all_series = list_series(folder) if path.is_dir() else list_series(path)
     if not all_series:
-        raise InputError("no DICOM image series found", path)
-    facts: list[tuple[str, str]] = [("type", "DICOM folder"), ("series found", str(len(all_series)))]
+        raise InputError(
+            "no CT image series found (other DICOM objects and non-DICOM files are ignored)", path
+        )
+    facts: list[tuple[str, str]] = [("type", "DICOM " + ("folder" if path.is_dir() else "file"))]
     for s in all_series:
         facts.append(
             (
-                f"series {s.series_uid}",
-                f"modality {s.modality or '?'}, {s.n_files} file(s), {s.description or '(no description)'}",
+                f"CT series {s.series_uid or '(no SeriesInstanceUID)'}",
+                f"{s.n_files} file(s), {s.description or '(no description)'}",
             )
         )
+    if len(all_series) > 1 and series_uid is None:
+        facts.append(("note", "several CT series: choose one with --series UID for details"))
+        return facts
     try:
-        volume = read_dicom_series(path if path.is_dir() else [path], series_uid=series_uid)
+        summary = dicom_summary(path if path.is_dir() else [path], series_uid=series_uid)
     except DicomSeriesError as exc:
         facts.append(("readable as one 3D CT", f"no: {exc.problem}"))
         return facts
-    facts.append(("modality", "CT"))
-    facts.extend(volume_facts(volume))
-    facts.append(("gaps", "none (uniform slice spacing)"))
+    facts.append(("modality", summary["modality"]))
+    if "size_ijk" in summary:
+        sp = summary["spacing_zyx"]
+        facts += [
+            ("size (x × y × z)", " × ".join(str(v) for v in summary["size_ijk"])),
+            ("spacing (x × y × z) mm", _fmt_vec([sp[2], sp[1], sp[0]], 4)),
+            ("orientation (i, j, k)", summary["orientation"]),
+            ("origin (LPS mm)", ", ".join(f"{v:.2f}" for v in summary["origin_xyz"])),
+        ]
+    if "hu_min" in summary:
+        facts.append(("HU range", f"{summary['hu_min']} … {summary['hu_max']}"))
+    facts += [
+        ("slice thickness mm", summary["slice_thickness"] or "(not stated)"),
+        ("transfer syntax", ", ".join(summary["transfer_syntaxes"])),
+        ("scanner", " ".join(v for v in (summary["manufacturer"], summary["model"]) if v) or "(not stated)"),
+    ]
+    if "size_ijk" not in summary:  # the slice layout itself is unusable (tilt, mixed orientations, ...)
+        facts.append(("readable as one 3D CT", f"no: {summary['problem']}"))
+        return facts
+    gaps = summary.get("gaps") or []
+    facts.append(("gaps", "; ".join(gaps) or "none (uniform slice spacing)"))
+    if gaps:
+        facts.append(("readable as one 3D CT", "only with --allow-gaps (resamples to uniform spacing)"))
     return facts
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from isal import igzip
 from numpy.typing import NDArray
 
 from lymphcad.atomic import atomic_path
@@ -51,6 +52,25 @@ def _load(path: Path) -> Any:
         return nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for a bad file
         raise InputError(f"not a readable NIfTI file ({exc.__class__.__name__}: {exc})", path) from exc
+
+
+def _load_full(path: Path) -> Any:
+    """Load header and voxels; a ``.nii.gz`` is inflated with ISA-L (about twice zlib's speed)."""
+    if path.name.lower().endswith(".gz"):
+        try:
+            packed = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read ({exc.strerror or exc})", path) from exc
+        try:
+            raw = igzip.decompress(packed)
+        except Exception as exc:
+            raise InputError(f"not a readable NIfTI file (bad gzip stream: {exc})", path) from exc
+        if len(raw) >= 348 and int.from_bytes(raw[:4], "little") in (348, 348 << 24):
+            try:
+                return nib.Nifti1Image.from_bytes(raw)
+            except Exception as exc:
+                raise InputError(f"not a readable NIfTI file ({exc.__class__.__name__}: {exc})", path) from exc
+    return _load(path)
 
 
 def _shape3(img: Any, path: Path) -> tuple[int, int, int]:
@@ -194,7 +214,7 @@ def read_nifti_array(path: str | Path) -> tuple[NDArray[Any], Geometry]:
     otherwise a float array (float32 for ≤16-bit integers, else float64) is returned.
     """
     path = Path(path)
-    img = _load(path)
+    img = _load_full(path)
     shape = _shape3(img, path)
     try:
         raw = np.asarray(img.dataobj.get_unscaled()).reshape(shape)
@@ -229,7 +249,7 @@ def write_nifti(path: str | Path, array: NDArray[Any], geometry: Geometry) -> No
     """
     if tuple(array.shape) != geometry.shape_zyx:
         raise ValueError(f"array shape {array.shape} != geometry {geometry.shape_zyx}")
-    data = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
+    data = np.transpose(array, (2, 1, 0))  # a view: nibabel writes it in Fortran order without a copy
     affine = geometry.affine_ras()
     img = nib.Nifti1Image(data, affine)
     img.header.set_data_dtype(array.dtype)
@@ -239,7 +259,11 @@ def write_nifti(path: str | Path, array: NDArray[Any], geometry: Geometry) -> No
     img.header["scl_inter"] = 0.0
     img.header.set_xyzt_units("mm", "sec")
     with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+        if tmp.name.lower().endswith(".gz"):
+            # ISA-L level 1 deflate: ~5x faster than nibabel's zlib, files ~7 % larger
+            tmp.write_bytes(igzip.compress(img.to_bytes(), compresslevel=1))
+        else:
+            nib.save(img, str(tmp))
 
 
 def write_ct(path: str | Path, volume: CTVolume) -> None:
