@@ -151,13 +151,6 @@ def prepare_cmd(
     patients: list[str] = typer.Option(
         [], "--patients", help="Only these patient ids (repeat the option or separate with commas)."
     ),
-    compress_level: int | None = typer.Option(
-        None,
-        "--compress-level",
-        min=0,
-        max=9,
-        help="gzip level of the NIfTI files (default 1; 0 = fastest, largest).",
-    ),
 ) -> None:
     """Turn a CT Lymph Nodes download + annotation archives into a cohort (formats.md §2)."""
     from lymphcad.tcia.prepare import PrepareOptions, prepare
@@ -178,7 +171,6 @@ def prepare_cmd(
         candidates=candidates,
         workers=workers,
         patients=_split_ids(patients),
-        compress_level=compress_level,
     )
     with progress() as bar:
         task = bar.add_task("prepare", total=None)

@@ -28,7 +28,6 @@ whose inputs are unchanged is skipped on the next run. A patient that fails is r
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -37,7 +36,7 @@ import os
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,7 +130,6 @@ class CaseJob:
     mask_source: Path | None
     mask_entry: str | None
     signature: str
-    compress_level: int | None = None
 
 
 @dataclass
@@ -313,35 +311,8 @@ def _prepare_mask(
     return relabelled, info
 
 
-@contextlib.contextmanager
-def gzip_level(level: int | None) -> Iterator[None]:
-    """Set nibabel's gzip level for ``.nii.gz`` writes inside the block (None: leave nibabel's default, 1).
-
-    prepare's time is dominated by deflate (see benchmarks/bench_prepare.py); level 0 writes stored
-    (uncompressed) gzip members, still a valid ``.nii.gz``, several times faster and twice as large.
-    """
-    from nibabel.openers import Opener
-
-    if level is None:
-        yield
-        return
-    if not 0 <= level <= 9:
-        raise ValueError(f"gzip level must be 0-9, got {level}")
-    old = Opener.default_compresslevel
-    Opener.default_compresslevel = level
-    try:
-        yield
-    finally:
-        Opener.default_compresslevel = old
-
-
 def convert_case(job: CaseJob) -> CaseResult:
     """Convert one patient (runs in a worker process). Never raises: failures come back as status 'failed'."""
-    with gzip_level(job.compress_level):
-        return _convert_case(job)
-
-
-def _convert_case(job: CaseJob) -> CaseResult:
     t0 = time.perf_counter()
     result = CaseResult(job.case_id, "failed", signature=job.signature)
     try:
@@ -430,8 +401,6 @@ class PrepareOptions:
     candidates: Path | None = None
     workers: int = 1
     patients: Sequence[str] = ()
-    #: gzip level of the written .nii.gz files (None = nibabel's default, 1)
-    compress_level: int | None = None
 
 
 @dataclass
@@ -546,7 +515,6 @@ def prepare(
                 mask[0] if mask else None,
                 mask[1] if mask else None,
                 sig,
-                opts.compress_level,
             )
         )
     total = len(jobs)
