@@ -260,8 +260,8 @@ def write_nifti(path: str | Path, array: NDArray[Any], geometry: Geometry) -> No
     img.header.set_xyzt_units("mm", "sec")
     with atomic_path(path) as tmp:
         if tmp.name.lower().endswith(".gz"):
-            # ISA-L level 1 deflate: ~5x faster than nibabel's zlib, files ~7 % larger
-            tmp.write_bytes(igzip.compress(img.to_bytes(), compresslevel=1))
+            # ISA-L level 1 deflate (~5x faster than zlib, files ~7 % larger); mtime=0 keeps output byte-identical
+            tmp.write_bytes(igzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
         else:
             nib.save(img, str(tmp))
 

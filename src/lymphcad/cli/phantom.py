@@ -1,0 +1,96 @@
+"""Phantom commands: ``phantom`` (synthetic cohort), ``insert`` (nodes into a real CT) and ``show`` (pictures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lymphcad.cli._common import app, console, progress
+from lymphcad.errors import InputError, UsageError
+
+
+@app.command("phantom")
+def phantom_cmd(
+    out: Path = typer.Option(..., "--out", help="Output cohort folder (resumable: finished cases are kept)."),
+    cases: int = typer.Option(10, "--cases", help="Number of cases."),
+    region: str = typer.Option("both", "--region", help="mediastinal | abdominal | both (alternating)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (output is byte-identical per seed)."),
+    difficulty: float = typer.Option(0.5, "--difficulty", help="0 easy … 0.5 TCIA-like … 1 hard."),
+    preset: str = typer.Option(
+        "bench", "--preset", help="tiny (64×128×128) | bench (512²×240–320) | full (512²×500–700)."
+    ),
+    annotation_fraction: float = typer.Option(
+        1.0,
+        "--annotation-fraction",
+        help="Share of enlarged nodes listed as ground truth (TCIA-like sparse marks: ~0.5).",
+    ),
+    workers: int = typer.Option(1, "--workers", help="Parallel processes (output identical to 1)."),
+) -> None:
+    """Write a synthetic CT lymph-node cohort (images, labels, annotations, eval_regions, full truth in extra/)."""
+    from lymphcad.phantom import generate_cohort
+
+    if region not in ("mediastinal", "abdominal", "both"):
+        raise UsageError("--region must be mediastinal, abdominal or both")
+    with progress() as bar:
+        task = bar.add_task("phantom", total=cases)
+
+        def cb(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        info = generate_cohort(
+            out,
+            cases,
+            region,
+            seed,
+            difficulty,
+            preset,
+            annotation_fraction=annotation_fraction,
+            workers=workers,
+            progress=cb,
+        )
+    console.print(f"wrote {len(info.cases)} cases to {out}")
+
+
+@app.command("insert")
+def insert_cmd(
+    background: Path = typer.Option(
+        ..., "--background", help="Real CT: NIfTI file (or a DICOM folder when the reader is available)."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output cohort folder."),
+    cases: int = typer.Option(
+        1, "--cases", help="Number of cases (each a copy of the background with its own nodes)."
+    ),
+    nodes: tuple[int, int] = typer.Option((3, 6), "--nodes", help="MIN MAX nodes per case."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Insert synthetic lymph nodes into a real CT background (never into lung, bone, vessels, organs)."""
+    from lymphcad.phantom.insert import insert_cohort
+
+    if not background.exists():
+        raise InputError("no such file or folder", background)
+    if nodes[0] < 0 or nodes[1] < nodes[0]:
+        raise UsageError("--nodes MIN MAX needs 0 <= MIN <= MAX")
+    with progress() as bar:
+        task = bar.add_task("insert", total=cases)
+
+        def cb(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        info = insert_cohort(background, out, cases, nodes, seed, progress=cb)
+    console.print(f"wrote {len(info.cases)} cases to {out}")
+
+
+@app.command("show")
+def show_cmd(
+    cohort: Path = typer.Argument(..., help="Cohort folder."),
+    out: Path = typer.Option(..., "--out", help="Output PNG."),
+    case: str | None = typer.Option(None, "--case", help="Case id (default: the first case with nodes)."),
+    dets: Path | None = typer.Option(None, "--dets", help="Detections CSV (LUNA style) to overlay."),
+    max_nodes: int = typer.Option(4, "--max-nodes", help="Nodes to show (one row each)."),
+) -> None:
+    """Draw axial and coronal slices through nodes with ground-truth outlines (radiological convention)."""
+    from lymphcad.report.show import show_cohort
+
+    path = show_cohort(cohort, out, case_id=case, dets=dets, max_nodes=max_nodes)
+    console.print(f"wrote {path}")

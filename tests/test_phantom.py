@@ -1,0 +1,242 @@
+"""Phantom generator: determinism, cohort contract, samplers, image formation, tissue HU (spec §6.11.1–3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from lymphcad.cohort import open_cohort
+from lymphcad.phantom import generate_case, generate_cohort, imaging
+from lymphcad.phantom.config import case_rng
+from lymphcad.phantom.nodes import (
+    sample_enlarged_count,
+    sample_enlarged_sad,
+    sample_ratio,
+    sample_small_sad,
+)
+from lymphcad.phantom.tissue import T
+
+
+@pytest.fixture(scope="module")
+def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ph") / "c"
+    generate_cohort(out, 4, "both", seed=11, difficulty=0.5, preset="tiny")
+    return out
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_resumable_and_parallel(tiny_cohort: Path, tmp_path: Path) -> None:
+    ref = _tree(tiny_cohort)
+    again = tmp_path / "again"
+    generate_cohort(again, 4, "both", seed=11, difficulty=0.5, preset="tiny", workers=2)
+    assert _tree(again) == ref
+    (again / "images" / "phantom_0002.nii.gz").unlink()  # interrupted run: resume
+    generate_cohort(again, 4, "both", seed=11, difficulty=0.5, preset="tiny")
+    assert _tree(again) == ref
+    other = tmp_path / "other"
+    generate_cohort(other, 1, "both", seed=12, difficulty=0.5, preset="tiny")
+    assert _tree(other)["images/phantom_0000.nii.gz"] != ref["images/phantom_0000.nii.gz"]
+
+
+def test_cohort_contract(tiny_cohort: Path) -> None:
+    c = open_cohort(tiny_cohort)
+    assert c.cases == [f"phantom_{i:04d}" for i in range(4)]
+    assert [c.region_of(x) for x in c.cases] == ["mediastinal", "abdominal", "mediastinal", "abdominal"]
+    assert c.info.source == "synthetic phantom v1, seed 11"
+    assert "CC0" in c.info.license and c.info.citation
+    n_total = 0
+    for case in c.cases:
+        lab, geom = c.read_label(case)  # type: ignore[misc]
+        ids = sorted(int(v) for v in np.unique(lab) if v)
+        anns = c.annotations_for(case)
+        assert ids == list(range(1, len(ids) + 1)), "instance ids consecutive"
+        assert [a.node_id for a in anns] == ids and all(a.label_id == a.node_id for a in anns)
+        ev, _ = c.read_eval_region(case)  # type: ignore[misc]
+        for a in anns:
+            n_total += 1
+            k, j, i = geom.world_to_voxel_zyx(a.center_xyz)
+            assert lab[k, j, i] == a.node_id, "centre lies inside its own instance"
+            assert ev[k, j, i] == 1
+            assert a.region == c.region_of(case)
+            m = lab == a.node_id
+            lad, sad = _recist_bruteforce(m, geom.spacing_zyx)
+            px = max(geom.spacing_zyx[1:])
+            assert abs(lad - a.long_axis_mm) <= px + 1e-6  # type: ignore[operator]
+            assert abs(sad - a.short_axis_mm) <= px + 1e-6  # type: ignore[operator]
+            assert a.short_axis_mm >= 10.0  # type: ignore[operator]
+    assert n_total >= 4
+    for sub in (
+        "full_annotations.csv",
+        "ignore_non_gt.csv",
+        "phantom_0000_nodes.csv",
+        "phantom_0000_mimics.csv",
+        "phantom_0000_case.json",
+        "phantom_0000_tissue.nii.gz",
+        "phantom_0000_all_nodes.nii.gz",
+    ):
+        assert (tiny_cohort / "extra" / sub).is_file(), sub
+
+
+def _recist_bruteforce(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[float, float]:
+    """Independent RECIST: all pixel pairs on each slice; width perpendicular to the longest diameter."""
+    _, dy, dx = spacing
+    best = (0.0, 0.0)
+    for k in np.nonzero(mask.any(axis=(1, 2)))[0]:
+        ys, xs = np.nonzero(mask[k])
+        p = np.stack([xs * dx, ys * dy], 1).astype(float)
+        d = np.sqrt(((p[:, None] - p[None]) ** 2).sum(-1))
+        a, b = np.unravel_index(int(np.argmax(d)), d.shape)
+        lad = float(d[a, b]) + 0.5 * (dx + dy)
+        if lad > best[0]:
+            v = p[b] - p[a]
+            n = np.array([-v[1], v[0]]) / max(np.linalg.norm(v), 1e-9)
+            proj = p @ n
+            best = (lad, float(proj.max() - proj.min()) + 0.5 * (dx + dy))
+    return best
+
+
+def test_no_node_overlaps_other_structures() -> None:
+    case = generate_case(5, 1, "abdominal", 0.5, "tiny")
+    nodes = case.all_nodes > 0
+    assert nodes.any()
+    assert np.all(np.isin(case.tissue[nodes], [T.NODE, T.NODE_SMALL]))
+    # labels follow the measured SAD; GT instances are a subset of enlarged nodes
+    for r in case.nodes:
+        assert r["enlarged"] == (r["sad"] >= 10.0)
+    assert (case.labels > 0).sum() <= (case.tissue == T.NODE).sum()
+
+
+# -- samplers (thousands of draws, 3 standard errors) ---------------------------------------------
+@pytest.mark.parametrize(("region", "mean"), [("mediastinal", 4.3), ("abdominal", 6.9)])
+def test_enlarged_count_sampler(region: str, mean: float) -> None:
+    rng = np.random.default_rng(0)
+    x = np.array([sample_enlarged_count(rng, region) for _ in range(6000)])
+    assert abs(x.mean() - mean) < 3 * x.std() / np.sqrt(len(x))
+    assert x.min() >= 1
+
+
+def test_size_samplers() -> None:
+    rng = np.random.default_rng(1)
+    s = np.array([sample_enlarged_sad(rng) for _ in range(8000)])
+    se = s.std() / np.sqrt(len(s))
+    assert abs(s.mean() - 16.0) < 3 * se + 0.05  # cap at 45 mm trims the mean by ~0.01 mm
+    share = np.mean(s < 12.0)
+    assert abs(share - 0.199) < 3 * np.sqrt(0.2 * 0.8 / len(s))
+    assert s.min() >= 10.0 and s.max() <= 45.0
+    hard = np.array([sample_enlarged_sad(rng, 0.4) for _ in range(8000)])
+    assert abs(np.mean(hard < 12.0) - 0.4) < 3 * np.sqrt(0.24 / len(hard))
+    small = np.array([sample_small_sad(rng) for _ in range(8000)])
+    assert abs(np.median(small) - 5.0) < 0.1 and small.min() >= 2.5 and small.max() <= 9.9
+    r = np.array([sample_ratio(rng, True) for _ in range(8000)])
+    assert abs(r.mean() - 1.24) < 3 * r.std() / np.sqrt(len(r))
+
+
+# -- image formation --------------------------------------------------------------------------------
+def _nps_peak(noise: np.ndarray, spacing: float) -> float:
+    f = np.fft.fftfreq(noise.shape[1], spacing)
+    ps = (np.abs(np.fft.fft2(noise, axes=(1, 2))) ** 2).mean(0)
+    fr = np.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+    bins = np.linspace(0, fr.max(), 60)
+    idx = np.digitize(fr.ravel(), bins)
+    radial = np.array([ps.ravel()[idx == b].mean() if np.any(idx == b) else 0 for b in range(1, len(bins))])
+    centres = 0.5 * (bins[1:] + bins[:-1])
+    sm = np.convolve(radial, np.ones(3) / 3, mode="same")
+    return float(centres[int(np.argmax(sm))])
+
+
+@pytest.mark.parametrize("peak", [0.22, 0.28, 0.34])
+def test_noise_sd_and_texture(peak: float) -> None:
+    rng = np.random.default_rng(2)
+    vol = np.zeros((24, 256, 256), np.float32)
+    body = np.ones(vol.shape, bool)
+    imaging.add_noise(vol, rng, body, (1.0, 0.8, 0.8), 20.0, peak, 0.2)
+    assert abs(vol.std() - 20.0) < 2.0  # ±10 %
+    assert abs(_nps_peak(vol, 0.8) - peak) < 0.05
+    rho = np.corrcoef(vol[:-1].ravel(), vol[1:].ravel())[0, 1]
+    assert abs(rho - 0.2) < 0.05
+
+
+def test_psf_edge_fwhm() -> None:
+    sp = 0.1
+    vol = np.zeros((3, 8, 400), np.float32)
+    vol[..., 200:] = 100.0
+    out = imaging.blur(vol, (1.0, sp, sp), 0.55, 0.0)
+    esf = out[1, 4]
+    lsf = np.diff(esf)
+    half = lsf.max() / 2
+    above = np.nonzero(lsf >= half)[0]
+    fwhm = (above[-1] - above[0] + 1) * sp
+    assert abs(fwhm - 2.3548 * 0.55) < 0.1 * 2.3548 * 0.55
+
+
+def test_tissue_means_match_drawn_values() -> None:
+    case = generate_case(3, 1, "abdominal", 0.5, "tiny")
+    hu = case.params["hu"]
+    img = case.image.astype(float)
+    checks = {T.LIVER: hu["liver"], T.FAT_VISC: hu["fat"], T.MUSCLE: hu["muscle"]}
+    for tid, want in checks.items():
+        m = ndimage.binary_erosion(case.tissue == tid, iterations=2)
+        if m.sum() < 200:
+            continue
+        assert abs(img[m].mean() - want) < 3.0, (tid, img[m].mean(), want)
+    # noise: high-pass SD in eroded visceral fat ≈ σ(x, y) (0.75–1.25 σ0) plus the fat's own texture (≤ 10 HU)
+    m = ndimage.binary_erosion(case.tissue == T.FAT_VISC, iterations=2)
+    res = img - ndimage.uniform_filter(img, (1, 5, 5))
+    sd = res[m].std() / np.sqrt(1 - 1 / 25)
+    s0 = case.params["imaging"]["noise_sd"]
+    assert 0.75 * s0 < sd < np.hypot(1.3 * s0, 10.0)
+
+
+def test_case_seeds_independent_of_count() -> None:
+    a = case_rng(7, 3).random(4)
+    b = case_rng(7, 3).random(4)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, case_rng(7, 4).random(4))
+
+
+def test_cli_phantom_and_show(tmp_path: Path) -> None:
+    from lymphcad.cli import main
+
+    out = tmp_path / "c"
+    assert (
+        main(
+            [
+                "phantom",
+                "--out",
+                str(out),
+                "--cases",
+                "1",
+                "--preset",
+                "tiny",
+                "--region",
+                "mediastinal",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
+    png = tmp_path / "x.png"
+    assert main(["show", str(out), "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+    assert main(["phantom", "--out", str(out), "--cases", "1", "--region", "chest"]) == 2
+
+
+def test_nifti_writer_is_byte_identical_and_round_trips(tmp_path: Path) -> None:
+    from lymphcad.geometry import Geometry
+    from lymphcad.io.nifti import read_nifti_array
+    from lymphcad.io.nifti import write_nifti as write_nifti_fast
+
+    g = Geometry((5, 6, 7), (2.0, 0.7, 0.8), (1.0, -2.0, 3.0), np.diag([1.0, 1.0, 1.0]))
+    a = np.random.default_rng(0).integers(-1000, 1000, g.shape_zyx).astype(np.int16)
+    write_nifti_fast(tmp_path / "a.nii.gz", a, g)
+    write_nifti_fast(tmp_path / "b.nii.gz", a, g)
+    assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
+    back, g2 = read_nifti_array(tmp_path / "a.nii.gz")
+    assert np.array_equal(back, a) and g2.same_grid(g)
