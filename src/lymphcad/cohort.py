@@ -65,7 +65,7 @@ def check_case_id(case_id: str, *, where: str | Path | None = None, line: int | 
 def voxel_hash(array: NDArray[Any]) -> str:
     """sha256 of an int16 voxel array in C order (z, y, x), little-endian: the cohort's content hash."""
     data = np.ascontiguousarray(array, dtype="<i2")
-    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()  # no copy of the voxels
+    return hashlib.sha256(data.data.cast("B")).hexdigest()  # hashes the buffer: no copy of the voxels
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,9 @@ def _load_full(path: Path) -> Any:
             try:
                 return nib.Nifti1Image.from_bytes(raw)
             except Exception as exc:
-                raise InputError(f"not a readable NIfTI file ({exc.__class__.__name__}: {exc})", path) from exc
+                raise InputError(
+                    f"not a readable NIfTI file ({exc.__class__.__name__}: {exc})", path
+                ) from exc
     return _load(path)
 
 

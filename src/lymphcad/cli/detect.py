@@ -1,0 +1,199 @@
+"""Detector commands: ``train`` and ``detect``. Thin: arguments are checked here, the work is in
+:mod:`lymphcad.detector`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from lymphcad.cli._common import app, console, err_console, progress
+from lymphcad.errors import InputError, UsageError
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=False)
+    logging.getLogger("lymphcad").setLevel(logging.INFO)
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    if n is not None:
+        if n < 1:
+            raise UsageError(f"--threads must be >= 1, got {n}")
+        torch.set_num_threads(n)
+
+
+@app.command("train")
+def train_cmd(
+    cohort: Path = typer.Argument(..., help="Training cohort folder (formats.md §2)."),
+    split: Path = typer.Option(..., "--split", help="splits.json (formats.md §5)."),
+    fold: int = typer.Option(
+        0, "--fold", help="Fold index in splits.json: train on its 'train', validate on its 'val'."
+    ),
+    out: Path = typer.Option(..., "--out", help="Run folder (checkpoints, history, curves, model/)."),
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML config (sections plan, network, augment, train, detect)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its latest checkpoint."
+    ),
+    truth: str = typer.Option(
+        "labels", "--truth", help="labels (annotations.csv) or extra (the phantom's full truth)."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto (overrides train.device)."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+) -> None:
+    """Train the 3D centre-heatmap detector on one fold of a cohort (multi-GPU under torchrun)."""
+    from lymphcad.detector.train import train
+
+    if truth not in ("labels", "extra"):
+        raise UsageError(f"--truth must be labels or extra, not {truth!r}")
+    if device is not None and device not in ("cpu", "cuda", "auto"):
+        raise UsageError(f"--device must be cpu, cuda or auto, not {device!r}")
+    _setup_logging()
+    _threads(threads)
+    with progress() as bar:
+        task = bar.add_task("train", total=None)
+
+        def on_progress(done: int, total: int, message: str) -> None:
+            bar.update(task, completed=done, total=total, description=message)
+
+        result = train(
+            cohort,
+            split=split,
+            fold=fold,
+            out=out,
+            config=config,
+            resume=resume,
+            truth=truth,
+            epochs=epochs,
+            device=device,
+            progress=on_progress,
+        )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun only rank 0 reports
+    last = result.history[-1] if result.history else {}
+    console.print(
+        f"run {result.run}: {result.epochs_done} epoch(s), {result.n_parameters:,} parameters, "
+        f"{result.seconds / 60:.1f} min this call; last loss {last.get('loss', '-')}, "
+        f"val CPM {last.get('val_cpm', '-') or '-'}"
+    )
+
+
+def _case_id_from_path(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    clean = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("._") or "volume"
+    return clean
+
+
+def _inputs(path: Path) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """(case id, loader) pairs and dataset info (license/citation) for a NIfTI, DICOM folder or cohort."""
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_dir() and (path / "dataset.json").is_file():
+        from lymphcad.cohort import open_cohort
+
+        cohort = open_cohort(path)
+        items = [(c, (lambda c=c: cohort.read_image(c))) for c in cohort.cases]
+        return items, {
+            "license": cohort.info.license,
+            "citation": list(cohort.info.citation),
+            "cohort": cohort,
+        }
+    from lymphcad.io.reader import read_ct
+
+    return [(_case_id_from_path(path), lambda: read_ct(path))], {"license": None, "citation": []}
+
+
+@app.command("detect")
+def detect_cmd(
+    input: Path = typer.Argument(..., help="A NIfTI file, a DICOM folder or a cohort folder."),
+    out: Path = typer.Option(
+        ..., "--out", help="Detections CSV (formats.md §3); provenance goes to OUT.json."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Run folder, model folder/file or shipped model name (default: the shipped model).",
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Flip test-time augmentation (default: the model's setting)."
+    ),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Lowest probability reported (default: the model's)."
+    ),
+    max_detections: int | None = typer.Option(
+        None, "--max-detections", help="Per volume (default: the model's)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Also write OUT's JSON form (dets.csv → dets.json)."),
+) -> None:
+    """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection."""
+    import dataclasses
+
+    from lymphcad.cohort import voxel_hash
+    from lymphcad.detector.infer import detect_volume, with_overrides
+    from lymphcad.detector.model import load_model
+    from lymphcad.detector.plan import plan_warnings
+    from lymphcad.detector.train import resolve_device
+    from lymphcad.io.detections import write_detections, write_detections_json, write_provenance
+
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold must lie in [0, 1], got {threshold}")
+    _threads(threads)
+    dev = resolve_device(device)
+    loaded = load_model(model, device=dev)
+    settings = with_overrides(
+        loaded.detect, tta_flips=tta, threshold=threshold, max_detections=max_detections
+    )
+    items, info = _inputs(input)
+    dets = []
+    hashes: dict[str, str] = {}
+    t0 = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task("detect", total=len(items))
+        for case_id, load in items:
+            volume = load()
+            for w in plan_warnings(volume, loaded.plan):
+                err_console.print(f"warning: {case_id}: {w}", markup=False, highlight=False)
+            dets.extend(detect_volume(volume, loaded, settings, case_id=case_id))
+            hashes[f"{input}#{case_id}" if len(items) > 1 or "cohort" in info else str(input)] = (
+                "sha256-voxels:" + voxel_hash(volume.array)
+            )
+            bar.advance(task)
+    write_detections(out, dets)
+    if json_out:
+        write_detections_json(out.with_suffix(".json"), dets)
+    citation = list(info.get("citation", []))
+    write_provenance(
+        out,
+        model_name=loaded.name,
+        model_sha256=loaded.sha256,
+        settings={
+            **dataclasses.asdict(settings),
+            "device": str(dev),
+            "model_path": str(loaded.path),
+            "plan": loaded.plan.to_json(),
+            "training_data": loaded.meta.get("training_data"),
+        },
+        inputs=hashes,
+        license=info.get("license"),
+        citation=citation,
+    )
+    console.print(
+        f"{len(dets)} detection(s) in {len(items)} volume(s), {time.perf_counter() - t0:.1f} s → {out} "
+        f"(model {loaded.name})"
+    )

@@ -1,0 +1,19 @@
+"""The lymph-node detector: a compact 3D centre-heatmap network (CenterNet/CPM-Net style), pure PyTorch.
+
+Modules, one job each:
+
+* :mod:`~lymphcad.detector.config` — the typed training/inference configuration (TOML in, TOML out).
+* :mod:`~lymphcad.detector.plan` — the preprocessing plan (target spacing, HU window, normalisation),
+  computed once from a training cohort and saved as ``plan.json``; resampling of a CT onto the plan's grid.
+* :mod:`~lymphcad.detector.network` — the network (encoder-decoder, heads at stride 2).
+* :mod:`~lymphcad.detector.targets` — target encoding (Gaussian heatmap, size, offset) and decoding
+  (peaks, non-maximum suppression in mm).
+* :mod:`~lymphcad.detector.sampling` — patch sampling with positive oversampling and augmentation.
+* :mod:`~lymphcad.detector.train` — the training loop (checkpoints, resume, validation, curves).
+* :mod:`~lymphcad.detector.infer` — sliding-window inference: :func:`detect_volume`.
+* :mod:`~lymphcad.detector.model` — loading/saving a trained model folder (``model.pt`` + ``plan.json``).
+
+torch is imported by these modules, never by ``lymphcad`` itself, so the CLI starts fast.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,221 @@
+"""The detector's one typed configuration: dataclasses loaded from TOML, overridable, saved resolved.
+
+A config file holds any subset of the sections below; unknown keys are an error naming the key, so a typo
+never silently falls back to a default::
+
+    [plan]
+    target_spacing_mm = 2.0
+    [network]
+    base_channels = 16
+    [train]
+    epochs = 30
+    [augment]
+    rotate_deg = 15.0
+    [detect]
+    threshold = 0.05
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lymphcad import atomic
+from lymphcad.errors import InputError
+
+
+@dataclass
+class PlanConfig:
+    """How the preprocessing plan is computed from a training cohort."""
+
+    #: isotropic voxel size (mm) of the network input; the plan never goes finer than the data's median
+    target_spacing_mm: float = 2.0
+    #: HU window the input is clipped to before normalisation
+    hu_window: tuple[float, float] = (-250.0, 350.0)
+
+
+@dataclass
+class NetworkConfig:
+    """Shape of the network (see :mod:`lymphcad.detector.network`)."""
+
+    #: channels at stride 2; stride 4 and 8 double them
+    base_channels: int = 16
+    #: residual blocks per level (stride 2, 4, 8)
+    blocks: tuple[int, int, int] = (1, 2, 2)
+
+
+@dataclass
+class AugmentConfig:
+    """Patch augmentation (applied on the fly to each training patch)."""
+
+    flip: bool = True
+    rotate_deg: float = 15.0  # about the cranio-caudal axis, uniform ±
+    tilt_deg: float = 5.0  # about the two other axes, uniform ±
+    scale: tuple[float, float] = (0.85, 1.15)
+    intensity_shift_hu: float = 15.0
+    intensity_scale: tuple[float, float] = (0.9, 1.1)
+    noise_sd_hu: tuple[float, float] = (0.0, 15.0)
+    blur_sigma_vox: tuple[float, float] = (0.0, 0.8)
+    p_blur: float = 0.3
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    seed: int = 0
+    epochs: int = 30
+    iters_per_epoch: int = 100
+    batch_size: int = 4
+    #: patch size in plan voxels (z, y, x); multiples of 8
+    patch_zyx: tuple[int, int, int] = (48, 64, 64)
+    #: share of patches centred near a ground-truth node
+    p_positive: float = 0.5
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_iters: int = 100
+    grad_clip: float = 5.0
+    #: loss weights of the size and offset heads (the heatmap's weight is 1)
+    w_size: float = 0.5
+    w_offset: float = 1.0
+    #: validate every N epochs (0 = never); needs a non-empty validation fold
+    val_every: int = 5
+    #: at most this many validation cases per validation run (0 = all)
+    val_max_cases: int = 0
+    #: nodes with a short axis in [ignore_below_mm, enlarged_mm) are neither positive nor negative
+    enlarged_mm: float = 10.0
+    ignore_below_mm: float = 8.0
+    #: "cpu", "cuda" or "auto"
+    device: str = "auto"
+    threads: int = 0  # 0 = torch default
+    amp: bool = True  # mixed precision on CUDA only
+
+
+@dataclass
+class DetectConfig:
+    """Inference settings (also the defaults of ``lymphcad detect``)."""
+
+    threshold: float = 0.05
+    max_detections: int = 100
+    #: two peaks closer than max(nms_min_mm, nms_diameter_factor × the kept one's diameter) are merged
+    nms_min_mm: float = 8.0
+    nms_diameter_factor: float = 0.5
+    #: sliding window size in plan voxels (z, y, x), multiples of 8; overlap as a fraction of the window
+    window_zyx: tuple[int, int, int] = (160, 256, 256)
+    overlap: float = 0.25
+    tta_flips: bool = False
+
+
+@dataclass
+class DetectorConfig:
+    """All sections together."""
+
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists)."""
+        out: dict[str, Any] = _plain(dataclasses.asdict(self))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str | Path | None = None) -> DetectorConfig:
+        """Build from a nested dict; missing keys keep their defaults, unknown keys raise InputError."""
+        cfg = cls()
+        cfg.update(data, where=where)
+        return cfg
+
+    def update(self, data: dict[str, Any], *, where: str | Path | None = None) -> None:
+        """Override values in place from a nested dict (same rules as :meth:`from_dict`)."""
+        for section, values in data.items():
+            if not hasattr(self, section) or section.startswith("_"):
+                raise InputError(f"unknown config section [{section}]", where)
+            if not isinstance(values, dict):
+                raise InputError(f"config section [{section}] must be a table", where)
+            obj = getattr(self, section)
+            fields = {f.name: f for f in dataclasses.fields(obj)}
+            for key, value in values.items():
+                if key not in fields:
+                    raise InputError(f"unknown config key {section}.{key}", where)
+                current = getattr(obj, key)
+                setattr(obj, key, _coerce(value, current, f"{section}.{key}", where))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, current: Any, name: str, where: str | Path | None) -> Any:
+    """Convert ``value`` to the type of the default ``current`` (tuples, floats from ints)."""
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{name} must be true or false, got {value!r}", where)
+        return value
+    if isinstance(current, tuple):
+        if not isinstance(value, (list, tuple)) or len(value) != len(current):
+            raise InputError(f"{name} must be a list of {len(current)} values, got {value!r}", where)
+        return tuple(_coerce(v, c, name, where) for v, c in zip(value, current, strict=True))
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{name} must be an integer, got {value!r}", where)
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{name} must be a number, got {value!r}", where)
+        return float(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise InputError(f"{name} must be a string, got {value!r}", where)
+        return value
+    return value
+
+
+def load_config(path: str | Path | None) -> DetectorConfig:
+    """Read a TOML config (None = all defaults)."""
+    if path is None:
+        return DetectorConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read config ({exc.strerror})", path) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"invalid TOML ({exc})", path) from exc
+    return DetectorConfig.from_dict(data, where=path)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dumps_config(cfg: DetectorConfig) -> str:
+    """TOML text of a config (every value written, so the file is the resolved config)."""
+    lines: list[str] = ["# lymphcad detector configuration (resolved: every value is written)"]
+    for section, values in cfg.to_dict().items():
+        lines.append("")
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def save_config(path: str | Path, cfg: DetectorConfig) -> None:
+    """Write the resolved config as TOML (atomically)."""
+    atomic.write_text(path, dumps_config(cfg))

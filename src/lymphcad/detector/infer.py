@@ -1,0 +1,216 @@
+"""Sliding-window inference: :func:`detect_volume` is the detector's core, callable from any front end.
+
+Steps: prepare the CT on the plan's grid (:func:`~lymphcad.detector.plan.prepare_volume`), normalise,
+pad to a multiple of 8 with air, run the network on overlapping windows and blend their outputs with
+Gaussian weights (optionally averaging flipped copies: test-time augmentation), find heatmap peaks,
+map them to world LPS mm through the grid's geometry, and merge duplicates by distance in mm.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lymphcad.detector.config import DetectConfig
+from lymphcad.detector.model import LoadedModel
+from lymphcad.detector.network import SIZE_MULTIPLE, STRIDE, CenterNet3D
+from lymphcad.detector.plan import Plan, PreparedVolume, prepare_volume
+from lymphcad.detector.targets import decode, nms_mm
+from lymphcad.geometry import CTVolume
+from lymphcad.io.detections import Detection
+
+log = logging.getLogger(__name__)
+
+#: flip sets used by test-time augmentation (array axes of the (Z, Y, X) volume)
+_TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
+
+
+@dataclass(frozen=True)
+class DenseOutput:
+    """Blended network outputs at the output stride: probability, log-size and offset maps."""
+
+    prob: torch.Tensor  # (z, y, x)
+    size: torch.Tensor  # (z, y, x)
+    offset: torch.Tensor  # (3, z, y, x)
+
+
+def _round_up(n: int, m: int) -> int:
+    return int(math.ceil(n / m) * m)
+
+
+def _starts(total: int, window: int, overlap: float) -> list[int]:
+    """Window start positions covering ``total`` (window ≤ total), step a multiple of the stride."""
+    if window >= total:
+        return [0]
+    step = max(SIZE_MULTIPLE, int(window * (1.0 - overlap)) // SIZE_MULTIPLE * SIZE_MULTIPLE)
+    starts = list(range(0, total - window + 1, step))
+    if starts[-1] != total - window:
+        starts.append(total - window)
+    return starts
+
+
+def _gaussian_weight(shape: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """Blending weights: a separable Gaussian (σ = 1/4 of the side), floor at 1e-3."""
+    axes = []
+    for n in shape:
+        x = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2.0
+        sig = max(n / 4.0, 1.0)
+        axes.append(torch.exp(-(x**2) / (2 * sig * sig)))
+    w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    return (w / w.max()).clamp(min=1e-3)
+
+
+def _windows(
+    shape: tuple[int, int, int], window: tuple[int, int, int], overlap: float
+) -> Iterator[tuple[int, int, int]]:
+    for z in _starts(shape[0], window[0], overlap):
+        for y in _starts(shape[1], window[1], overlap):
+            for x in _starts(shape[2], window[2], overlap):
+                yield (z, y, x)
+
+
+@torch.no_grad()
+def predict_dense(
+    network: CenterNet3D,
+    image: torch.Tensor,
+    *,
+    window_zyx: tuple[int, int, int],
+    overlap: float,
+    tta_flips: bool = False,
+    device: torch.device | None = None,
+) -> DenseOutput:
+    """Run the network over a normalised ``(Z, Y, X)`` image (sizes multiples of 8) by sliding windows."""
+    dev = device or next(network.parameters()).device
+    shape = tuple(int(s) for s in image.shape)
+    assert all(s % SIZE_MULTIPLE == 0 for s in shape), shape
+    win = tuple(min(_round_up(w, SIZE_MULTIPLE), s) for w, s in zip(window_zyx, shape, strict=True))
+    out_shape = tuple(s // STRIDE for s in shape)
+    out_win = tuple(w // STRIDE for w in win)
+    acc_p = torch.zeros(out_shape, dtype=torch.float32)
+    acc_s = torch.zeros(out_shape, dtype=torch.float32)
+    acc_o = torch.zeros((3, *out_shape), dtype=torch.float32)
+    acc_w = torch.zeros(out_shape, dtype=torch.float32)
+    weight = _gaussian_weight(out_win, torch.device("cpu"))  # type: ignore[arg-type]
+    flips = _TTA_FLIPS if tta_flips else ((),)
+    for z, y, x in _windows(shape, win, overlap):  # type: ignore[arg-type]
+        patch = image[z : z + win[0], y : y + win[1], x : x + win[2]].to(dev)[None, None]
+        p_sum = torch.zeros(out_win, device=dev)
+        s_sum = torch.zeros(out_win, device=dev)
+        o_sum = torch.zeros((3, *out_win), device=dev)
+        for axes in flips:
+            dims = [a + 2 for a in axes]
+            inp = torch.flip(patch, dims) if axes else patch
+            out = network(inp)
+            heat = out["heatmap"].float()
+            size = out["size"].float()
+            off = out["offset"].float()
+            if axes:
+                heat = torch.flip(heat, dims)
+                size = torch.flip(size, dims)
+                off = torch.flip(off, dims).clone()
+                for a in axes:
+                    off[:, a] = -off[:, a]
+            p_sum += torch.sigmoid(heat[0, 0])
+            s_sum += size[0, 0]
+            o_sum += off[0]
+        n = float(len(flips))
+        oz, oy, ox = z // STRIDE, y // STRIDE, x // STRIDE
+        sl = (slice(oz, oz + out_win[0]), slice(oy, oy + out_win[1]), slice(ox, ox + out_win[2]))
+        acc_p[sl] += (p_sum / n).cpu() * weight
+        acc_s[sl] += (s_sum / n).cpu() * weight
+        acc_o[(slice(None), *sl)] += (o_sum / n).cpu() * weight
+        acc_w[sl] += weight
+    acc_w = acc_w.clamp(min=1e-6)
+    return DenseOutput(acc_p / acc_w, acc_s / acc_w, acc_o / acc_w)
+
+
+def normalised_padded(prepared: PreparedVolume, plan: Plan) -> torch.Tensor:
+    """The plan-normalised image padded with air at the far ends to multiples of 8."""
+    img = plan.normalise(prepared.hu)
+    pad_val = float(plan.normalise(torch.tensor(-1024.0)))
+    pads = [_round_up(s, SIZE_MULTIPLE) - s for s in img.shape]
+    if any(pads):
+        img = F.pad(img[None, None], (0, pads[2], 0, pads[1], 0, pads[0]), value=pad_val)[0, 0]
+    return img.contiguous()
+
+
+def detect_prepared(
+    prepared: PreparedVolume,
+    network: CenterNet3D,
+    plan: Plan,
+    settings: DetectConfig,
+    *,
+    case_id: str,
+    original: CTVolume | None = None,
+) -> list[Detection]:
+    """Detections on an already prepared volume (the training loop's validation uses this)."""
+    img = normalised_padded(prepared, plan)
+    dense = predict_dense(
+        network, img, window_zyx=settings.window_zyx, overlap=settings.overlap, tta_flips=settings.tta_flips
+    )
+    peaks = decode(
+        dense.prob,
+        dense.size,
+        dense.offset,
+        threshold=settings.threshold,
+        max_peaks=max(4 * settings.max_detections, 50),
+    )
+    if len(peaks.score) == 0:
+        return []
+    world = prepared.geometry.zyx_to_world(peaks.zyx)
+    inside = prepared.geometry.contains_world(world, margin_vox=0.5)
+    if original is not None:
+        inside &= original.geometry.contains_world(world, margin_vox=0.5)
+    world, score, diam = world[inside], peaks.score[inside], peaks.diameter_mm[inside]
+    keep = nms_mm(
+        world,
+        score,
+        diam,
+        min_dist_mm=settings.nms_min_mm,
+        diameter_factor=settings.nms_diameter_factor,
+    )[: settings.max_detections]
+    return [
+        Detection(
+            case_id,
+            (float(world[i, 0]), float(world[i, 1]), float(world[i, 2])),
+            float(np.clip(score[i], 0.0, 1.0)),
+            float(diam[i]),
+        )
+        for i in keep
+    ]
+
+
+def detect_volume(
+    volume: CTVolume,
+    model: LoadedModel,
+    settings: DetectConfig | None = None,
+    *,
+    case_id: str = "volume",
+) -> list[Detection]:
+    """Find lymph nodes in one CT: centres in world LPS mm, probability in [0, 1], diameter in mm.
+
+    Args:
+        volume: the CT (int16 HU, any spacing and direction).
+        model: a loaded model (:func:`lymphcad.detector.model.load_model`).
+        settings: inference settings; None = the model's defaults.
+        case_id: written into each :class:`~lymphcad.io.detections.Detection`.
+
+    Returns:
+        Detections sorted by descending probability (at most ``settings.max_detections``).
+    """
+    settings = settings or model.detect
+    prepared = prepare_volume(volume, model.plan)
+    return detect_prepared(prepared, model.network, model.plan, settings, case_id=case_id, original=volume)
+
+
+def with_overrides(base: DetectConfig, **overrides: Any) -> DetectConfig:
+    """A copy of ``base`` with the given fields replaced (None values are skipped)."""
+    changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    return replace(base, **changes)

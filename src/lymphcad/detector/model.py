@@ -1,0 +1,205 @@
+"""A trained model on disk: a folder with ``model.pt`` (weights + network config) and ``plan.json``.
+
+``model.pt`` is a plain dict saved with :func:`torch.save` and read back with ``weights_only=True`` (no
+pickled code): ``{"format": "lymphcad-centernet3d", "version": 1, "name", "network": {...},
+"detect": {...}, "state_dict": {...}, "meta": {...}}``. Training checkpoints (``RUN/checkpoints``) hold
+the same keys plus the optimiser state; any of them can be loaded as a model.
+
+Shipped models live in ``lymphcad/models/<name>/`` inside the package and are found by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+
+from lymphcad.detector.config import DetectConfig, NetworkConfig
+from lymphcad.detector.network import CenterNet3D, build_network
+from lymphcad.detector.plan import Plan, load_plan, save_plan
+from lymphcad.errors import InputError
+
+MODEL_FORMAT: Final = "lymphcad-centernet3d"
+MODEL_VERSION: Final = 1
+#: the model ``lymphcad detect`` uses without ``--model``
+DEFAULT_MODEL: Final = "centernet3d_phantom_v1"
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference (eval mode) with its plan and default detection settings."""
+
+    name: str
+    network: CenterNet3D
+    plan: Plan
+    detect: DetectConfig
+    sha256: str
+    path: Path
+    meta: dict[str, Any]
+
+
+def _cfg_from(cls: Any, data: dict[str, Any]) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key in names:
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def model_payload(
+    network: CenterNet3D, *, name: str, detect: DetectConfig, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The dict stored in ``model.pt``."""
+    return {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "name": name,
+        "network": dataclasses.asdict(network.config),
+        "detect": dataclasses.asdict(detect),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
+        "meta": meta or {},
+    }
+
+
+def save_model(
+    folder: str | Path,
+    network: CenterNet3D,
+    plan: Plan,
+    *,
+    name: str,
+    detect: DetectConfig,
+    meta: dict[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """Write ``folder/model.pt`` and ``folder/plan.json``; ``half`` stores float weights as float16."""
+    from lymphcad import atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = model_payload(network, name=name, detect=detect, meta=meta)
+    if half:
+        payload["state_dict"] = {
+            k: (v.half() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()
+        }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic.write_bytes(folder / "model.pt", buf.getvalue())
+    save_plan(folder / "plan.json", plan)
+    return folder / "model.pt"
+
+
+def read_payload(path: str | Path) -> dict[str, Any]:
+    """Read and check a ``model.pt`` or checkpoint; a damaged file raises InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("model file not found", path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types (zipfile, pickle, RuntimeError) for a bad file
+        raise InputError(
+            f"cannot read model/checkpoint: the file is damaged or not a lymphcad model "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            path,
+        ) from exc
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        raise InputError(f"not a lymphcad detector model (expected format {MODEL_FORMAT!r})", path)
+    if int(data.get("version", 0)) != MODEL_VERSION:
+        raise InputError(
+            f"model version {data.get('version')} is not supported (expected {MODEL_VERSION})", path
+        )
+    for key in ("network", "state_dict"):
+        if key not in data:
+            raise InputError(f"model file lacks {key!r}", path)
+    return data
+
+
+def network_from_payload(data: dict[str, Any], *, where: str | Path) -> CenterNet3D:
+    """Build the network described by a payload and load its weights (float32)."""
+    net = build_network(_cfg_from(NetworkConfig, data["network"]))
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in data["state_dict"].items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"weights do not fit the network ({str(exc).splitlines()[0]})", where) from exc
+    return net
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shipped_models() -> list[str]:
+    """Names of the models inside the package."""
+    root = resources.files("lymphcad.models")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "model.pt").is_file())
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """A model folder (or model.pt) from a path, a run folder, a shipped name, or None (the default).
+
+    A run folder resolves to ``RUN/model`` (the best/last exported model), else its latest checkpoint.
+    """
+    if model is None:
+        model = DEFAULT_MODEL
+    p = Path(model)
+    if p.exists():
+        if p.is_file():
+            return p
+        for cand in (p / "model.pt", p / "model" / "model.pt"):
+            if cand.is_file():
+                return cand
+        ckpts = sorted((p / "checkpoints").glob("epoch_*.pt")) if (p / "checkpoints").is_dir() else []
+        if ckpts:
+            return ckpts[-1]
+        raise InputError("no model.pt, model/model.pt or checkpoints/epoch_*.pt in this folder", p)
+    name = str(model)
+    if "/" not in name and "\\" not in name:
+        shipped = resources.files("lymphcad.models") / name / "model.pt"
+        if shipped.is_file():
+            return Path(str(shipped))
+        raise InputError(
+            f"unknown model {name!r}: not a path and not a shipped model (shipped: {', '.join(shipped_models()) or 'none'})"
+        )
+    raise InputError("model path does not exist", p)
+
+
+def load_model(model: str | Path | None = None, *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model for inference from a path, run folder or shipped name (None = the default model).
+
+    The plan is read from ``plan.json`` beside ``model.pt`` (for a checkpoint: the run folder's plan.json).
+    """
+    path = resolve_model_path(model)
+    data = read_payload(path)
+    net = network_from_payload(data, where=path)
+    net.to(device)
+    net.eval()
+    plan_path = None
+    for cand in (path.parent / "plan.json", path.parent.parent / "plan.json"):
+        if cand.is_file():
+            plan_path = cand
+            break
+    if plan_path is None:
+        raise InputError("plan.json not found beside the model (or in its run folder)", path)
+    plan = load_plan(plan_path)
+    detect = _cfg_from(DetectConfig, data.get("detect", {}))
+    return LoadedModel(
+        name=str(data.get("name", path.parent.name)),
+        network=net,
+        plan=plan,
+        detect=detect,
+        sha256=file_sha256(path),
+        path=path,
+        meta=dict(data.get("meta", {})),
+    )

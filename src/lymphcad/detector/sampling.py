@@ -1,0 +1,313 @@
+"""Training data: cases on the plan grid, patch sampling with positive oversampling, and augmentation.
+
+Each patch is drawn in one resampling step from the whole case volume (``grid_sample``): the patch grid is
+mapped to the case grid by ``p = centre + M·q`` where ``M`` combines flips, a rotation about the
+cranio-caudal axis, small tilts and an isotropic scale; node centres are mapped back with ``M⁻¹`` and
+diameters divided by the scale. Intensity augmentation (shift, scale, noise, blur) follows in HU, then the
+plan's normalisation. All randomness comes from the ``numpy.random.Generator`` passed in, so a training
+epoch is a pure function of its seed (this is what makes ``--resume`` exact on CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from lymphcad.cohort import Cohort
+from lymphcad.detector.config import AugmentConfig, TrainConfig
+from lymphcad.detector.network import STRIDE
+from lymphcad.detector.plan import Plan, PreparedVolume, prepare_volume
+from lymphcad.detector.targets import encode
+from lymphcad.errors import InputError
+
+#: added before ``grid_sample`` (which pads with zeros) so that outside the volume reads as air
+_AIR_OFFSET = 1024.0
+#: diameter assumed for a node whose size is unknown
+DEFAULT_DIAMETER_MM = 12.0
+
+
+@dataclass(frozen=True)
+class NodeTruth:
+    """Nodes of one case in world LPS mm: positives (to detect) and ignored findings (neither)."""
+
+    pos_xyz: NDArray[np.float64]  # (N, 3)
+    pos_diameter_mm: NDArray[np.float64]  # (N,)
+    ign_xyz: NDArray[np.float64]  # (M, 3)
+    ign_radius_mm: NDArray[np.float64]  # (M,)
+
+
+@dataclass(frozen=True)
+class TrainCase:
+    """One case on the plan grid with its nodes in grid (z, y, x) voxel coordinates."""
+
+    case_id: str
+    prepared: PreparedVolume
+    nodes_zyx: NDArray[np.float64]
+    diameters_mm: NDArray[np.float64]
+    ignore_zyx: NDArray[np.float64]
+    ignore_radius_mm: NDArray[np.float64]
+
+
+def _diameter(short: float | None, long_: float | None) -> float:
+    vals = [v for v in (short, long_) if v is not None and v > 0]
+    return float(np.mean(vals)) if vals else DEFAULT_DIAMETER_MM
+
+
+def truth_from_annotations(cohort: Cohort, case_id: str) -> NodeTruth:
+    """Positives = annotations.csv rows of the case (diameter = mean of the known axes)."""
+    anns = cohort.annotations_for(case_id)
+    pos = np.array([a.center_xyz for a in anns], dtype=np.float64).reshape(-1, 3)
+    diam = np.array([_diameter(a.short_axis_mm, a.long_axis_mm) for a in anns], dtype=np.float64)
+    ign = [p for p in cohort.ignore_for(case_id)]
+    return NodeTruth(
+        pos,
+        diam,
+        np.array([p.center_xyz for p in ign], dtype=np.float64).reshape(-1, 3),
+        np.array([p.radius_mm for p in ign], dtype=np.float64),
+    )
+
+
+def _float(row: dict[str, str], *names: str) -> float | None:
+    for n in names:
+        text = (row.get(n) or "").strip()
+        if text:
+            try:
+                return float(text)
+            except ValueError:
+                return None
+    return None
+
+
+def truth_from_extra(
+    cohort: Cohort, case_id: str, *, enlarged_mm: float, ignore_below_mm: float
+) -> NodeTruth:
+    """Positives = every node of the phantom's full truth (``extra/<case>_nodes.csv``) with SAD ≥ enlarged_mm.
+
+    The ``enlarged`` column (0/1), when present, decides instead of the threshold (the phantom measures
+    the short axis on the voxel mask). Other nodes with a short axis ≥ ignore_below_mm become ignored findings; smaller ones are
+    negatives (the detector should not fire on normal-sized nodes). Columns are read by name: the centre
+    from ``coordX/coordY/coordZ`` (or ``x_mm/y_mm/z_mm``), the axes from ``short_axis_mm``/``long_axis_mm``
+    (or ``sad_mm``/``lad_mm``).
+    """
+    path = cohort.root / "extra" / f"{case_id}_nodes.csv"
+    if not path.is_file():
+        raise InputError(f"--truth extra needs the full truth file of case {case_id!r}", path)
+    pos, diam, ign, rad = [], [], [], []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            x = _float(row, "coordX", "x_mm", "center_x")
+            y = _float(row, "coordY", "y_mm", "center_y")
+            z = _float(row, "coordZ", "z_mm", "center_z")
+            if x is None or y is None or z is None:
+                raise InputError("node row without a centre (coordX/coordY/coordZ)", path, line)
+            sad = _float(row, "short_axis_mm", "sad_mm")
+            lad = _float(row, "long_axis_mm", "lad_mm")
+            d = _diameter(sad, lad)
+            size = sad if sad is not None else d
+            flag = (row.get("enlarged") or "").strip()
+            enlarged = flag == "1" if flag in ("0", "1") else size >= enlarged_mm
+            if enlarged:
+                pos.append((x, y, z))
+                diam.append(d)
+            elif size >= ignore_below_mm:
+                ign.append((x, y, z))
+                rad.append(max(4.0, 0.6 * d))
+    return NodeTruth(
+        np.array(pos, dtype=np.float64).reshape(-1, 3),
+        np.array(diam, dtype=np.float64),
+        np.array(ign, dtype=np.float64).reshape(-1, 3),
+        np.array(rad, dtype=np.float64),
+    )
+
+
+def load_case(cohort: Cohort, case_id: str, plan: Plan, truth: NodeTruth) -> TrainCase:
+    """Read, prepare and attach nodes (world → grid voxels) for one case."""
+    prepared = prepare_volume(cohort.read_image(case_id), plan)
+    g = prepared.geometry
+    nodes = g.world_to_zyx(truth.pos_xyz) if len(truth.pos_xyz) else np.zeros((0, 3))
+    ign = g.world_to_zyx(truth.ign_xyz) if len(truth.ign_xyz) else np.zeros((0, 3))
+    return TrainCase(case_id, prepared, nodes, truth.pos_diameter_mm, ign, truth.ign_radius_mm)
+
+
+# -- augmentation -------------------------------------------------------------------------------------
+def _rot(axis: int, angle: float) -> NDArray[np.float64]:
+    """3×3 rotation in (z, y, x) coordinates about array axis ``axis``."""
+    c, s = math.cos(angle), math.sin(angle)
+    m = np.eye(3)
+    a, b = [i for i in range(3) if i != axis]
+    m[a, a], m[a, b], m[b, a], m[b, b] = c, -s, s, c
+    return m
+
+
+def random_matrix(rng: np.random.Generator, cfg: AugmentConfig) -> NDArray[np.float64]:
+    """Patch → case mapping ``M`` (z, y, x): flips, rotation, tilts, isotropic scale."""
+    m = np.eye(3)
+    if cfg.rotate_deg > 0:
+        m = _rot(0, math.radians(rng.uniform(-cfg.rotate_deg, cfg.rotate_deg))) @ m
+    if cfg.tilt_deg > 0:
+        m = _rot(1, math.radians(rng.uniform(-cfg.tilt_deg, cfg.tilt_deg))) @ m
+        m = _rot(2, math.radians(rng.uniform(-cfg.tilt_deg, cfg.tilt_deg))) @ m
+    scale = float(rng.uniform(cfg.scale[0], cfg.scale[1]))
+    m = m * scale
+    if cfg.flip:
+        flips = np.where(rng.random(3) < 0.5, -1.0, 1.0)
+        m = m @ np.diag(flips)
+    return m
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (1, 1, Z, Y, X) tensor (σ in voxels)."""
+    r = max(1, math.ceil(3 * sigma))
+    k = torch.exp(-(torch.arange(-r, r + 1, dtype=torch.float32) ** 2) / (2 * sigma * sigma))
+    k = k / k.sum()
+    out = x
+    for dim in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + dim] = 2 * r + 1
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - dim)] = r
+        pad[2 * (2 - dim) + 1] = r
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), k.view(shape))
+    return out
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One training sample: normalised image ``(1, Z, Y, X)`` and targets at the output stride."""
+
+    image: torch.Tensor
+    heatmap: torch.Tensor
+    ignore: torch.Tensor
+    size: torch.Tensor
+    offset: torch.Tensor
+    reg_mask: torch.Tensor
+
+
+class PatchSampler:
+    """Draws augmented patches from training cases (positive oversampling)."""
+
+    def __init__(
+        self, cases: Sequence[TrainCase], plan: Plan, train: TrainConfig, augment: AugmentConfig
+    ) -> None:
+        if not cases:
+            raise InputError("no training cases")
+        self.cases = list(cases)
+        self.plan = plan
+        self.train = train
+        self.augment = augment
+        self.with_nodes = [i for i, c in enumerate(self.cases) if len(c.nodes_zyx)]
+        self._shifted = [c.prepared.hu[None, None] + _AIR_OFFSET for c in self.cases]
+
+    def sample(self, rng: np.random.Generator) -> Patch:
+        """One patch (see the module docstring)."""
+        pz, py, px = self.train.patch_zyx
+        half = (np.asarray(self.train.patch_zyx, dtype=np.float64) - 1.0) / 2.0
+        positive = bool(self.with_nodes) and rng.random() < self.train.p_positive
+        if positive:
+            ci = int(self.with_nodes[rng.integers(len(self.with_nodes))])
+            case = self.cases[ci]
+            node = case.nodes_zyx[rng.integers(len(case.nodes_zyx))]
+            jitter = rng.uniform(-1.0, 1.0, size=3) * np.maximum(half - 8.0, 0.0) * 0.8
+            centre = node + jitter
+        else:
+            ci = int(rng.integers(len(self.cases)))
+            case = self.cases[ci]
+            shape = np.asarray(case.prepared.hu.shape, dtype=np.float64)
+            centre = rng.uniform(0.0, 1.0, size=3) * (shape - 1.0)
+        m = random_matrix(rng, self.augment)
+        # patch grid (z, y, x) relative to its centre → case voxel coordinates
+        qz = torch.arange(pz, dtype=torch.float64) - half[0]
+        qy = torch.arange(py, dtype=torch.float64) - half[1]
+        qx = torch.arange(px, dtype=torch.float64) - half[2]
+        q = torch.stack(torch.meshgrid(qz, qy, qx, indexing="ij"), dim=-1)  # (Z, Y, X, 3)
+        p = q @ torch.as_tensor(m).T + torch.as_tensor(centre)
+        size_t = torch.as_tensor(case.prepared.hu.shape, dtype=torch.float64)
+        norm = 2.0 * p / (size_t - 1.0).clamp(min=1.0) - 1.0
+        grid = norm[..., [2, 1, 0]].to(torch.float32)[None]  # grid_sample wants (x, y, z)
+        hu = F.grid_sample(self._shifted[ci], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        hu = hu - _AIR_OFFSET
+        hu = self._intensity(hu, rng)
+        image = self.plan.normalise(hu)[0]
+        # nodes → patch voxel coordinates
+        minv = np.linalg.inv(m)
+        scale = float(abs(np.linalg.det(m)) ** (1.0 / 3.0))
+
+        def to_patch(zyx: NDArray[np.float64]) -> NDArray[np.float64]:
+            return (zyx - centre) @ minv.T + half if len(zyx) else np.zeros((0, 3))
+
+        out_shape = (pz // STRIDE, py // STRIDE, px // STRIDE)
+        t = encode(
+            to_patch(case.nodes_zyx),
+            case.diameters_mm / scale,
+            out_shape,
+            spacing_mm=self.plan.spacing_mm,
+            ignore_zyx=to_patch(case.ignore_zyx),
+            ignore_radius_mm=case.ignore_radius_mm / scale,
+        )
+        return Patch(
+            image,
+            torch.from_numpy(t.heatmap),
+            torch.from_numpy(t.ignore),
+            torch.from_numpy(t.size),
+            torch.from_numpy(t.offset),
+            torch.from_numpy(t.reg_mask),
+        )
+
+    def _intensity(self, hu: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        a = self.augment
+        scale = float(rng.uniform(*a.intensity_scale))
+        shift = float(rng.uniform(-a.intensity_shift_hu, a.intensity_shift_hu))
+        hu = hu * scale + shift
+        if rng.random() < a.p_blur and a.blur_sigma_vox[1] > 0:
+            sigma = float(rng.uniform(max(a.blur_sigma_vox[0], 0.3), a.blur_sigma_vox[1]))
+            hu = _blur(hu, sigma)
+        noise_sd = float(rng.uniform(*a.noise_sd_hu))
+        if noise_sd > 0:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            hu = hu + noise_sd * torch.randn(hu.shape, generator=gen)
+        return hu
+
+    def batch(self, rng: np.random.Generator, n: int) -> dict[str, torch.Tensor]:
+        """``n`` patches stacked into a batch dict (image, heatmap, ignore, size, offset, reg_mask)."""
+        patches = [self.sample(rng) for _ in range(n)]
+        return {
+            key: torch.stack([getattr(p, key) for p in patches])
+            for key in ("image", "heatmap", "ignore", "size", "offset", "reg_mask")
+        }
+
+
+def read_split(path: str | Path, fold: int) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test) case lists of one fold of a splits.json (formats.md §5)."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read splits ({exc.strerror})", path) from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON ({exc.msg} at line {exc.lineno})", path) from exc
+    folds = data.get("folds") if isinstance(data, dict) else None
+    if not isinstance(folds, list) or not folds:
+        raise InputError("splits.json has no 'folds' list", path)
+    if not 0 <= fold < len(folds):
+        raise InputError(f"fold {fold} does not exist (the file has folds 0..{len(folds) - 1})", path)
+    f = folds[fold]
+    try:
+        train = [str(c) for c in f["train"]]
+        val = [str(c) for c in f.get("val", [])]
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"fold {fold} must hold 'train' and 'val' lists", path) from exc
+    test = [str(c) for c in data.get("test", [])]
+    overlap = (set(train) & set(val)) | (set(train) & set(test))
+    if overlap:
+        raise InputError(f"fold {fold}: cases both in train and val/test: {sorted(overlap)[:3]}", path)
+    return sorted(train), sorted(val), sorted(test)

@@ -1,0 +1,573 @@
+"""The training loop: plan → cases → patches → AdamW + cosine schedule → checkpoints, validation, curves.
+
+A run folder ``RUN`` holds::
+
+    RUN/config.toml            the resolved configuration (every value)
+    RUN/plan.json              the preprocessing plan (computed from the training fold)
+    RUN/split.json             the cases used (train / val) and where they came from
+    RUN/checkpoints/epoch_NNNN.pt   one per epoch (the last ``KEEP_CHECKPOINTS`` are kept)
+    RUN/history.csv            one row per epoch: losses, learning rate, time, validation metrics
+    RUN/curves.png             loss and metric curves
+    RUN/model/                 the latest weights as a shippable model (model.pt + plan.json)
+    RUN/val/epoch_NNNN/        validation detections and eval.json (when an evaluator is present)
+
+Determinism: epoch ``e`` draws its patches from ``numpy.random.default_rng([seed, e, rank])`` and uses no
+other randomness, and a checkpoint stores weights, optimiser, scheduler and scaler states. So on CPU an
+interrupted run resumed with ``--resume`` ends with bit-identical weights to an uninterrupted one. On CUDA
+cuDNN is put in deterministic mode; some 3D kernels may still differ in the last bits.
+
+Multi-GPU: started under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains on its own patches with
+DistributedDataParallel; rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+
+from lymphcad import atomic
+from lymphcad.cohort import Cohort, open_cohort
+from lymphcad.detector.config import DetectorConfig, dumps_config, load_config, save_config
+from lymphcad.detector.model import (
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    network_from_payload,
+    read_payload,
+    save_model,
+)
+from lymphcad.detector.network import CenterNet3D, build_network, count_parameters
+from lymphcad.detector.plan import Plan, compute_plan, enhanced_fraction, load_plan, save_plan
+from lymphcad.detector.sampling import (
+    NodeTruth,
+    PatchSampler,
+    TrainCase,
+    load_case,
+    read_split,
+    truth_from_annotations,
+    truth_from_extra,
+)
+from lymphcad.detector.targets import focal_loss, masked_l1
+from lymphcad.errors import InputError, UsageError
+from lymphcad.io.detections import Detection, DetectionTable, write_detections
+
+log = logging.getLogger(__name__)
+
+KEEP_CHECKPOINTS: Final = 3
+HISTORY_COLUMNS: Final = (
+    "epoch",
+    "iterations",
+    "loss",
+    "loss_heatmap",
+    "loss_size",
+    "loss_offset",
+    "lr",
+    "seconds",
+    "val_cpm",
+    "val_sens_at_1",
+    "val_sens_at_3",
+    "val_n_nodes",
+)
+
+#: progress callback: (done iterations, total iterations, message)
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class DistInfo:
+    """Distributed setting (single process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_kind: str) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'cpu', 'cuda' or 'auto' → a torch device (UsageError when CUDA is asked for but absent)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    if name != "cpu":
+        raise UsageError(f"unknown device {name!r} (cpu, cuda or auto)")
+    return torch.device("cpu")
+
+
+def lr_factor(it: int, *, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` iterations, then cosine decay to 1 % at ``total``."""
+    if warmup > 0 and it < warmup:
+        return (it + 1) / warmup
+    progress = min(1.0, (it - warmup) / max(1, total - warmup))
+    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def compute_losses(
+    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: DetectorConfig
+) -> dict[str, torch.Tensor]:
+    """The three losses and their weighted sum (``"loss"``)."""
+    heat = focal_loss(out["heatmap"], batch["heatmap"], batch["ignore"])
+    size = masked_l1(out["size"], batch["size"], batch["reg_mask"])
+    offset = masked_l1(out["offset"], batch["offset"], batch["reg_mask"])
+    total = heat + cfg.train.w_size * size + cfg.train.w_offset * offset
+    return {"loss": total, "loss_heatmap": heat, "loss_size": size, "loss_offset": offset}
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def case_truth_for_training(cohort: Cohort, case_id: str, truth: str, cfg: DetectorConfig) -> NodeTruth:
+    """The training truth of a case: annotations.csv ("labels") or the phantom's full truth ("extra")."""
+    if truth == "labels":
+        return truth_from_annotations(cohort, case_id)
+    if truth == "extra":
+        return truth_from_extra(
+            cohort, case_id, enlarged_mm=cfg.train.enlarged_mm, ignore_below_mm=cfg.train.ignore_below_mm
+        )
+    raise UsageError(f"--truth must be 'labels' or 'extra', got {truth!r}")
+
+
+def build_plan_from_cohort(cohort: Cohort, case_ids: Sequence[str], cfg: DetectorConfig) -> Plan:
+    """Compute the plan from the training cases' headers and contrast statistics (reads each image once)."""
+    geoms = [cohort.geometries[c] for c in case_ids]
+    fractions = [enhanced_fraction(cohort.read_image(c).array) for c in case_ids]
+    return compute_plan(
+        geoms,
+        fractions,
+        spacing_mm=cfg.plan.target_spacing_mm,
+        hu_window=cfg.plan.hu_window,
+        source=f"{cohort.info.source} ({len(case_ids)} training cases)",
+    )
+
+
+def load_cases(
+    cohort: Cohort, case_ids: Sequence[str], plan: Plan, truth: str, cfg: DetectorConfig
+) -> list[TrainCase]:
+    """Prepare the training cases on the plan grid."""
+    return [load_case(cohort, c, plan, case_truth_for_training(cohort, c, truth, cfg)) for c in case_ids]
+
+
+# -- checkpoints --------------------------------------------------------------------------------------
+def checkpoint_path(run: Path, epoch: int) -> Path:
+    """RUN/checkpoints/epoch_NNNN.pt (epoch counted from 1 = after the first epoch)."""
+    return run / "checkpoints" / f"epoch_{epoch:04d}.pt"
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    """The newest checkpoint of a run, or None."""
+    ckpts = sorted((run / "checkpoints").glob("epoch_*.pt"))
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    network: CenterNet3D,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    epoch: int,
+    cfg: DetectorConfig,
+    name: str,
+) -> None:
+    """Write a checkpoint atomically (loadable as a model too)."""
+    payload: dict[str, Any] = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "name": name,
+        "network": dataclasses.asdict(network.config),
+        "detect": dataclasses.asdict(cfg.detect),
+        "state_dict": network.state_dict(),
+        "meta": {"epoch": epoch},
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic.write_bytes(path, buf.getvalue())
+    old = sorted(path.parent.glob("epoch_*.pt"))[:-KEEP_CHECKPOINTS]
+    for p in old:
+        p.unlink(missing_ok=True)
+
+
+# -- history and curves -------------------------------------------------------------------------------
+def read_history(run: Path) -> list[dict[str, str]]:
+    """Rows of RUN/history.csv (empty when absent)."""
+    p = run / "history.csv"
+    if not p.is_file():
+        return []
+    with p.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_history(run: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write RUN/history.csv and RUN/curves.png."""
+    with atomic.atomic_open(run / "history.csv") as fh:
+        writer = csv.DictWriter(
+            fh, fieldnames=list(HISTORY_COLUMNS), lineterminator="\n", extrasaction="ignore"
+        )
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: r.get(k, "") for k in HISTORY_COLUMNS})
+    try:
+        plot_curves(run / "curves.png", rows)
+    except Exception as exc:  # plotting must never stop training
+        log.warning("could not draw curves: %s", exc)
+
+
+def _col(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key, "")
+        if v in ("", None):
+            continue
+        xs.append(float(r["epoch"]))
+        ys.append(float(v))
+    return xs, ys
+
+
+def plot_curves(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Loss curves (left, log scale) and validation metrics (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "loss_heatmap", "loss_size", "loss_offset"):
+        xs, ys = _col(rows, key)
+        if xs:
+            ax1.plot(xs, ys, label=key, marker="." if len(xs) < 30 else None)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss")
+    ax1.set_yscale("log")
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3)
+    for key, label in (
+        ("val_cpm", "CPM"),
+        ("val_sens_at_1", "sens @ 1 FP/vol"),
+        ("val_sens_at_3", "sens @ 3 FP/vol"),
+    ):
+        xs, ys = _col(rows, key)
+        if xs:
+            ax2.plot(xs, ys, label=label, marker="o")
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation (phantom or insert cohort)")
+    ax2.grid(alpha=0.3)
+    if ax2.lines:
+        ax2.legend(fontsize=8)
+    else:
+        ax2.text(0.5, 0.5, "no validation run", ha="center", va="center", transform=ax2.transAxes)
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+# -- validation ---------------------------------------------------------------------------------------
+def evaluate_subset(
+    cohort: Cohort, case_ids: Sequence[str], detections: Sequence[Detection]
+) -> dict[str, float] | None:
+    """FROC/CPM of detections on some cases of a cohort with the project's evaluator (None if absent)."""
+    try:
+        from lymphcad.evaluate import EvalSettings, evaluate_truth
+        from lymphcad.evaluate.truth import case_truth
+    except ImportError:
+        return None
+    truths = []
+    for c in sorted(case_ids):
+        label = cohort.read_label(c)
+        region = cohort.read_eval_region(c)
+        geom = (
+            label[1] if label is not None else region[1] if region is not None else cohort.geometries.get(c)
+        )
+        truths.append(
+            case_truth(
+                c,
+                region=cohort.region_of(c),
+                annotations=cohort.annotations_for(c),
+                geometry=geom,
+                labels_zyx=None if label is None else label[0],
+                eval_region_zyx=None if region is None else region[0],
+                ignore=cohort.ignore_for(c),
+            )
+        )
+    result = evaluate_truth(truths, DetectionTable.from_detections(detections), EvalSettings(bootstrap=0))
+    sens = result.pooled.sensitivity_at_fp
+    from lymphcad.evaluate.settings import FP_RATES
+
+    return {
+        "val_cpm": float(result.pooled.cpm),
+        "val_sens_at_1": float(sens[FP_RATES.index(1.0)]),
+        "val_sens_at_3": float(sens[FP_RATES.index(3.0)]),
+        "val_n_nodes": float(result.pooled.n_nodes),
+    }
+
+
+def validate(
+    network: CenterNet3D,
+    plan: Plan,
+    cfg: DetectorConfig,
+    cohort: Cohort,
+    val_cases: Sequence[TrainCase],
+    out: Path,
+) -> dict[str, float] | None:
+    """Detect on the validation cases, write their detections, evaluate when the evaluator exists."""
+    from lymphcad.detector.infer import detect_prepared
+
+    network.eval()
+    dets: list[Detection] = []
+    for case in val_cases:
+        dets.extend(detect_prepared(case.prepared, network, plan, cfg.detect, case_id=case.case_id))
+    network.train()
+    out.mkdir(parents=True, exist_ok=True)
+    write_detections(out / "dets.csv", dets)
+    metrics = evaluate_subset(cohort, [c.case_id for c in val_cases], dets)
+    if metrics is None:
+        log.warning("validation: lymphcad.evaluate is not available; no metric computed (detections saved)")
+        return None
+    atomic.write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+# -- the loop -----------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What a finished training run reports."""
+
+    run: Path
+    epochs_done: int
+    seconds: float
+    history: list[dict[str, Any]]
+    n_parameters: int
+
+
+def train(
+    cohort_root: str | Path,
+    *,
+    split: str | Path,
+    fold: int,
+    out: str | Path,
+    config: str | Path | DetectorConfig | None = None,
+    resume: bool = False,
+    truth: str = "labels",
+    epochs: int | None = None,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+    stop_after_epochs: int | None = None,
+) -> TrainResult:
+    """Train a detector on one fold of a cohort; see the module docstring for the run folder.
+
+    ``stop_after_epochs`` ends the call early after that many epochs *of this call* (used by tests to
+    simulate an interruption; the schedule still follows the configured number of epochs).
+    """
+    run = Path(out)
+    cfg_path = run / "config.toml"
+    if resume:
+        if not cfg_path.is_file():
+            raise UsageError(f"--resume: {run} holds no config.toml (not a run folder?)")
+        cfg = load_config(cfg_path)
+        if config is not None:
+            new = config if isinstance(config, DetectorConfig) else load_config(config)
+            if dumps_config(new) != dumps_config(cfg):
+                log.warning("--resume: using the run's own config.toml; the given config is ignored")
+    else:
+        cfg = config if isinstance(config, DetectorConfig) else load_config(config)
+        if epochs is not None:
+            cfg.train.epochs = int(epochs)
+        if device is not None:
+            cfg.train.device = device
+        if latest_checkpoint(run) is not None:
+            raise UsageError(f"{run} already holds checkpoints; use --resume or another --out")
+    dev_kind = (
+        "cuda"
+        if (cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()))
+        else "cpu"
+    )
+    dist = _init_distributed(dev_kind)
+    dev = resolve_device(cfg.train.device, dist.local_rank)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.manual_seed(cfg.train.seed)
+
+    cohort = open_cohort(cohort_root)
+    train_ids, val_ids, test_ids = read_split(split, fold)
+    missing = [c for c in train_ids + val_ids if c not in cohort.info.cases]
+    if missing:
+        raise InputError(f"split names cases not in the cohort: {missing[:3]}", split)
+    if not train_ids:
+        raise InputError(f"fold {fold} has no training cases", split)
+
+    if dist.main:
+        run.mkdir(parents=True, exist_ok=True)
+    if resume and (run / "plan.json").is_file():
+        plan = load_plan(run / "plan.json")
+    else:
+        plan = build_plan_from_cohort(cohort, train_ids, cfg)
+        if dist.main:
+            save_config(cfg_path, cfg)
+            save_plan(run / "plan.json", plan)
+            atomic.write_json(
+                run / "split.json",
+                {
+                    "cohort": str(Path(cohort_root).resolve()),
+                    "splits": str(Path(split).resolve()),
+                    "fold": fold,
+                    "truth": truth,
+                    "train": train_ids,
+                    "val": val_ids,
+                    "test_not_used": test_ids,
+                },
+            )
+    cases = load_cases(cohort, train_ids, plan, truth, cfg)
+    val_cases = []
+    if cfg.train.val_every > 0 and val_ids:
+        chosen = val_ids
+        if 0 < cfg.train.val_max_cases < len(val_ids):  # evenly spread over the (sorted) val cases
+            step = len(val_ids) / cfg.train.val_max_cases
+            chosen = [val_ids[int(i * step)] for i in range(cfg.train.val_max_cases)]
+        val_cases = load_cases(cohort, chosen, plan, "labels", cfg)
+    sampler = PatchSampler(cases, plan, cfg.train, cfg.augment)
+    n_nodes = sum(len(c.nodes_zyx) for c in cases)
+    log.info("training on %d cases (%d nodes), validating on %d", len(cases), n_nodes, len(val_cases))
+
+    network = build_network(cfg.network).to(dev)
+    model: torch.nn.Module = network
+    if dist.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[dist.local_rank] if dev.type == "cuda" else None
+        )
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: lr_factor(it, warmup=cfg.train.warmup_iters, total=total_iters)
+    )
+    use_amp = bool(cfg.train.amp and dev.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
+    if resume:
+        ckpt = latest_checkpoint(run)
+        if ckpt is None:
+            raise UsageError(f"--resume: {run} holds no checkpoint yet")
+        data = read_payload(ckpt)
+        for key in ("optimizer", "scheduler", "epoch"):
+            if key not in data:
+                raise InputError(f"checkpoint lacks {key!r} (a model file, not a training checkpoint?)", ckpt)
+        loaded = network_from_payload(data, where=ckpt)
+        network.load_state_dict(loaded.state_dict())
+        optimizer.load_state_dict(data["optimizer"])
+        scheduler.load_state_dict(data["scheduler"])
+        if scaler is not None and data.get("scaler"):
+            scaler.load_state_dict(data["scaler"])
+        start_epoch = int(data["epoch"])
+        history = [dict(r) for r in read_history(run) if int(r["epoch"]) <= start_epoch]
+        log.info("resuming %s after epoch %d", run, start_epoch)
+
+    name = run.name or "run"
+    t_start = time.perf_counter()
+    network.train()
+    end_epoch = cfg.train.epochs
+    if stop_after_epochs is not None:
+        end_epoch = min(end_epoch, start_epoch + stop_after_epochs)
+    for epoch in range(start_epoch, end_epoch):
+        rng = np.random.default_rng([cfg.train.seed, epoch, dist.rank])
+        t0 = time.perf_counter()
+        sums = {"loss": 0.0, "loss_heatmap": 0.0, "loss_size": 0.0, "loss_offset": 0.0}
+        for it in range(cfg.train.iters_per_epoch):
+            batch = sampler.batch(rng, cfg.train.batch_size)
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+                outputs = model(batch["image"])
+            losses = compute_losses(outputs, batch, cfg)
+            if not torch.isfinite(losses["loss"]):
+                raise RuntimeError(f"non-finite loss at epoch {epoch + 1}, iteration {it + 1}")
+            if scaler is not None:
+                scaler.scale(losses["loss"]).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                losses["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.train.grad_clip)
+                optimizer.step()
+            scheduler.step()
+            for k in sums:
+                sums[k] += float(losses[k].detach())
+            if progress is not None and dist.main:
+                done = epoch * cfg.train.iters_per_epoch + it + 1
+                progress(
+                    done,
+                    total_iters,
+                    f"epoch {epoch + 1}/{cfg.train.epochs} loss {sums['loss'] / (it + 1):.3f}",
+                )
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "iterations": (epoch + 1) * cfg.train.iters_per_epoch,
+            **{k: f"{v / cfg.train.iters_per_epoch:.6f}" for k, v in sums.items()},
+            "lr": f"{optimizer.param_groups[0]['lr']:.6g}",
+            "seconds": f"{time.perf_counter() - t0:.1f}",
+        }
+        if dist.main:
+            save_checkpoint(
+                checkpoint_path(run, epoch + 1),
+                network=network,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=scaler,
+                epoch=epoch + 1,
+                cfg=cfg,
+                name=name,
+            )
+            last = epoch + 1 == cfg.train.epochs
+            if val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last):
+                metrics = validate(
+                    network, plan, cfg, cohort, val_cases, run / "val" / f"epoch_{epoch + 1:04d}"
+                )
+                if metrics:
+                    row.update({k: f"{v:.4f}" for k, v in metrics.items()})
+                    log.info("epoch %d validation: %s", epoch + 1, json.dumps(metrics))
+            history.append(row)
+            write_history(run, history)
+            save_model(run / "model", network, plan, name=name, detect=cfg.detect, meta={"epoch": epoch + 1})
+    if dist.world > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+        tdist.destroy_process_group()
+    return TrainResult(run, len(history), time.perf_counter() - t_start, history, count_parameters(network))

@@ -1,0 +1,146 @@
+"""`lymphcad train` / `lymphcad detect` end to end on tiny sphere cohorts, and the shipped default model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lymphcad.cli import main
+from lymphcad.detector.config import DetectorConfig, save_config
+from lymphcad.detector.synthetic import sphere_volume, write_sphere_cohort
+from lymphcad.geometry import Geometry
+from lymphcad.io.detections import read_detections, read_provenance
+from lymphcad.io.nifti import write_ct
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    cohort = write_sphere_cohort(root / "cohort", n_cases=3, shape_zyx=(32, 40, 40))
+    cfg = DetectorConfig()
+    cfg.network.base_channels = 8
+    cfg.network.blocks = (1, 1, 1)
+    cfg.train.epochs = 2
+    cfg.train.iters_per_epoch = 2
+    cfg.train.batch_size = 2
+    cfg.train.patch_zyx = (24, 32, 32)
+    cfg.train.val_every = 1
+    save_config(root / "cfg.toml", cfg)
+    run = root / "run"
+    rc = main(
+        [
+            "train",
+            str(cohort),
+            "--split",
+            str(cohort / "splits.json"),
+            "--fold",
+            "0",
+            "--out",
+            str(run),
+            "--config",
+            str(root / "cfg.toml"),
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+        ]
+    )
+    assert rc == 0
+    return cohort, run
+
+
+def test_cli_train_writes_run_folder(trained: tuple[Path, Path]) -> None:
+    _, run = trained
+    for name in ("config.toml", "plan.json", "split.json", "history.csv", "curves.png", "model/model.pt"):
+        assert (run / name).is_file(), name
+    assert (run / "val" / "epoch_0001" / "dets.csv").is_file()
+
+
+def test_cli_detect_cohort_and_file(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    cohort, run = trained
+    out = tmp_path / "dets.csv"
+    rc = main(
+        [
+            "detect",
+            str(cohort),
+            "--model",
+            str(run),
+            "--out",
+            str(out),
+            "--threshold",
+            "0.0",
+            "--tta",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    table = read_detections(out, known_cases=[f"sphere_{i:03d}" for i in range(3)])
+    assert len(table) > 0
+    assert np.all((table.probabilities >= 0) & (table.probabilities <= 1))
+    prov = read_provenance(out)
+    assert prov is not None
+    assert prov["model"]["name"] == "run" and len(prov["model"]["sha256"]) == 64
+    assert prov["settings"]["tta_flips"] is True
+    assert len(prov["inputs"]) == 3
+    assert (tmp_path / "dets.json").is_file()
+    single = tmp_path / "one.csv"
+    assert (
+        main(
+            [
+                "detect",
+                str(cohort / "images" / "sphere_000.nii.gz"),
+                "--model",
+                str(run),
+                "--out",
+                str(single),
+            ]
+        )
+        == 0
+    )
+    assert read_provenance(single) is not None
+
+
+def test_cli_detect_damaged_model(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cohort, _ = trained
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x00" * 100)
+    rc = main(["detect", str(cohort), "--model", str(bad), "--out", str(tmp_path / "d.csv")])
+    assert rc == 1
+    assert "damaged" in capsys.readouterr().err
+    assert (
+        main(["detect", str(cohort), "--model", "no_such_model_name", "--out", str(tmp_path / "d.csv")]) == 1
+    )
+
+
+def _shipped_or_skip():  # type: ignore[no-untyped-def]
+    from lymphcad.detector.model import DEFAULT_MODEL, load_model, shipped_models
+
+    if DEFAULT_MODEL not in shipped_models():
+        pytest.skip(f"the default model {DEFAULT_MODEL} is not shipped in this checkout")
+    return load_model(None)
+
+
+def test_shipped_model_empty_volume_has_no_confident_detection() -> None:
+    from lymphcad.detector.infer import detect_volume
+
+    model = _shipped_or_skip()
+    geom = Geometry((60, 96, 96), (1.25, 0.8, 0.8), (0.0, 0.0, 0.0))
+    vol, _ = sphere_volume(geom, np.zeros((0, 3)), [], seed=2, noise_hu=20.0)
+    dets = detect_volume(vol, model, case_id="empty")
+    assert all(d.probability < 0.5 for d in dets), [d.probability for d in dets]
+
+
+def test_shipped_model_default_via_cli(tmp_path: Path) -> None:
+    _shipped_or_skip()
+    geom = Geometry((40, 64, 64), (2.0, 1.6, 1.6), (0.0, 0.0, 0.0), np.diag([-1.0, -1.0, 1.0]))
+    vol, _ = sphere_volume(geom, [geom.zyx_to_world(np.array([20.0, 32.0, 32.0]))], [14.0], seed=4)
+    write_ct(tmp_path / "ct.nii.gz", vol)
+    out = tmp_path / "dets.csv"
+    assert main(["detect", str(tmp_path / "ct.nii.gz"), "--out", str(out)]) == 0
+    prov = json.loads((tmp_path / "dets.csv.json").read_text(encoding="utf-8"))
+    assert prov["model"]["name"]
