@@ -3,7 +3,7 @@
     python -m lymphcad.demo --out demo-out [--cases 4] [--seed 2026] [--difficulty 0.5]
 
 Everything shown is measured on synthetic phantom data: phantom numbers, never TCIA results. Budget: under
-3 minutes on 2 CPU cores (tiny preset). Missing parts (phantom, evaluator, report) are reported and skipped.
+3 minutes on 2 CPU cores (tiny preset).
 """
 
 from __future__ import annotations
@@ -79,20 +79,17 @@ def run_demo(
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    missing: list[str] = []
     cohort_dir = out / "cohort"
-    try:
-        from lymphcad.phantom import generate_cohort
-    except ImportError as exc:
-        _say(f"demo: the phantom generator is not available ({exc}); nothing to run")
-        return 1
-    _say(f"[1/4] phantom cohort: {cases} case(s), difficulty {difficulty}, seed {seed} → {cohort_dir}")
-    generate_cohort(cohort_dir, cases, "both", seed, difficulty, "tiny")
-
     from lymphcad.cohort import open_cohort
     from lymphcad.detector.infer import detect_volume
     from lymphcad.detector.model import load_model
-    from lymphcad.io.detections import write_detections, write_provenance
+    from lymphcad.evaluate import EvalSettings, evaluate_cohort, write_outputs
+    from lymphcad.io.detections import DetectionTable, write_detections, write_provenance
+    from lymphcad.phantom import generate_cohort
+    from lymphcad.report.froc_plot import plot_froc
+
+    _say(f"[1/4] phantom cohort: {cases} case(s), difficulty {difficulty}, seed {seed} → {cohort_dir}")
+    generate_cohort(cohort_dir, cases, "both", seed, difficulty, "tiny")
 
     cohort = open_cohort(cohort_dir)
     loaded = load_model(model)
@@ -115,42 +112,20 @@ def run_demo(
     )
     _say(f"      {len(dets)} detection(s), {t_det / max(1, len(cohort.cases)):.1f} s per case")
 
-    matches_csv = None
-    try:
-        from lymphcad.evaluate import EvalSettings, evaluate_cohort, write_outputs
-        from lymphcad.io.detections import DetectionTable
-    except ImportError as exc:
-        missing.append(f"evaluator ({exc})")
-    else:
-        _say("[3/4] evaluate (FROC/CPM, mask-or-radius hits, duplicates ignored)")
-        result = evaluate_cohort(cohort, DetectionTable.from_detections(dets), EvalSettings(bootstrap=200))
-        _eval_json, matches_csv = write_outputs(result, out / "eval.json")
-        p = result.pooled
-        sens = dict(
-            zip(("0.125", "0.25", "0.5", "1", "2", "3", "4", "6", "8"), p.sensitivity_at_fp, strict=True)
-        )
-        _say(
-            f"      PHANTOM numbers (synthetic data, not TCIA): {p.n_nodes} nodes in {p.n_cases} cases; "
-            f"CPM {p.cpm:.3f}; sensitivity {sens['1']:.2f} @ 1, {sens['3']:.2f} @ 3 FP/volume"
-        )
-        try:
-            from lymphcad.report.froc_plot import plot_froc
-
-            plot_froc(
-                result, out / "froc.png", title="FROC on a fresh phantom cohort (synthetic data, not TCIA)"
-            )
-            _say(f"      FROC plot → {out / 'froc.png'}")
-        except ImportError as exc:
-            missing.append(f"FROC plot ({exc})")
+    _say("[3/4] evaluate (FROC/CPM, mask-or-radius hits, duplicates ignored)")
+    result = evaluate_cohort(cohort, DetectionTable.from_detections(dets), EvalSettings(bootstrap=200))
+    _eval_json, matches_csv = write_outputs(result, out / "eval.json")
+    p = result.pooled
+    sens = dict(zip(("0.125", "0.25", "0.5", "1", "2", "3", "4", "6", "8"), p.sensitivity_at_fp, strict=True))
+    _say(
+        f"      PHANTOM numbers (synthetic data, not TCIA): {p.n_nodes} nodes in {p.n_cases} cases; "
+        f"CPM {p.cpm:.3f}; sensitivity {sens['1']:.2f} @ 1, {sens['3']:.2f} @ 3 FP/volume"
+    )
+    plot_froc(result, out / "froc.png", title="FROC on a fresh phantom cohort (synthetic data, not TCIA)")
+    _say(f"      FROC plot → {out / 'froc.png'}")
     _say("[4/4] gallery of top detections and missed nodes")
-    try:
-        paths = _gallery(cohort, dets, matches_csv, out, max_cases=gallery_cases)
-        for p_ in paths:
-            _say(f"      {p_}")
-    except ImportError as exc:
-        missing.append(f"gallery ({exc})")
-    if missing:
-        _say("demo: skipped parts: " + "; ".join(missing))
+    for path in _gallery(cohort, dets, matches_csv, out, max_cases=gallery_cases):
+        _say(f"      {path}")
     _say(f"demo finished in {time.perf_counter() - t0:.0f} s → {out}")
     return 0
 

@@ -55,7 +55,7 @@ def phantom_cmd(
 @app.command("insert")
 def insert_cmd(
     background: Path = typer.Option(
-        ..., "--background", help="Real CT: NIfTI file (or a DICOM folder when the reader is available)."
+        ..., "--background", help="Real CT: a NIfTI file or a DICOM folder (never a holdout/ file)."
     ),
     out: Path = typer.Option(..., "--out", help="Output cohort folder."),
     cases: int = typer.Option(
