@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from scipy import ndimage
 
 from lymphcad.cohort import open_cohort
 from lymphcad.phantom import generate_case, generate_cohort, imaging
-from lymphcad.phantom.config import case_rng
+from lymphcad.phantom.config import case_rng, sample_case_params
 from lymphcad.phantom.nodes import (
     sample_enlarged_count,
     sample_enlarged_sad,
@@ -110,6 +112,59 @@ def test_no_node_overlaps_other_structures() -> None:
     for r in case.nodes:
         assert r["enlarged"] == (r["sad"] >= 10.0)
     assert (case.labels > 0).sum() <= (case.tissue == T.NODE).sum()
+
+
+def test_drawn_enlarged_nodes_stay_enlarged() -> None:
+    """§6.11.3: a node drawn as enlarged is never molded or perturbed below a measured SAD of 10 mm."""
+    drawn = 0
+    for idx in (0, 1):
+        case = generate_case(21, idx, "both", 0.75, "tiny")
+        for r in case.nodes:
+            if r["drawn_sad"] >= 10.0:
+                drawn += 1
+                assert r["sad"] >= 10.0, (r["drawn_sad"], r["sad"], r["molded"])
+        assert set(case.params["nodes"]["dropped"]) == {"enlarged", "small"}
+    assert drawn > 0
+
+
+def _mean_param(d: float, get: Any, n: int = 40) -> float:
+    vals = []
+    for i in range(n):
+        p = sample_case_params(
+            case_rng(3, i), seed=3, case_index=i, region="abdominal", difficulty=d, preset="tiny"
+        )
+        vals.append(float(get(p)))
+    return float(np.mean(vals))
+
+
+@pytest.mark.parametrize(
+    ("name", "get", "sign"),
+    [
+        ("noise", lambda p: p["imaging"]["noise_sd_1mm"], 1),
+        ("psf", lambda p: p["imaging"]["psf_xy"], 1),
+        ("visceral fat", lambda p: p["body"]["visceral_fat"], -1),
+        ("gap", lambda p: p["nodes"]["gap_mean"], -1),
+        ("node - soft tissue HU", lambda p: p["hu"]["ln_mean"] - p["hu"]["muscle"], -1),
+        ("node HU off 60", lambda p: abs(p["hu"]["ln_mean"] - 60.0), 0),
+        ("small veins", lambda p: p["hu"]["small_vein"], -1),
+        ("collapsed bowel", lambda p: p["bowel"]["collapsed_fraction"], 1),
+        ("mimic density", lambda p: p["mimics"]["density"], 1),
+        ("small nodes", lambda p: p["nodes"]["n_small"], 1),
+        ("10-12 mm share", lambda p: p["nodes"]["share_10_12"], 1),
+        ("perturbation", lambda p: p["nodes"]["perturb_amp"], 1),
+        ("cluster p", lambda p: p["nodes"]["cluster_p_abd"], 1),
+        ("soft contact", lambda p: p["nodes"]["soft_contact_p"], 1),
+        ("heterogeneous", lambda p: 1 - p["nodes"]["type_probs"]["solid"], 1),
+        ("artifacts", lambda p: p["artifacts"]["multiplier"], 1),
+    ],
+)
+def test_difficulty_parameters_are_monotone(name: str, get: Any, sign: int) -> None:
+    """Every difficulty-driven parameter moves one way as d rises (§6.9), averaged over 40 cases."""
+    m = [_mean_param(d, get) for d in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    if sign == 0:  # the node's own HU stays near the spec's 60 HU: never drifts towards the detector's peak
+        assert max(m) < 6.0, (name, m)
+    else:
+        assert all(sign * (b - a) > 0 for a, b in itertools.pairwise(m)), (name, m)
 
 
 # -- samplers (thousands of draws, 3 standard errors) ---------------------------------------------

@@ -156,8 +156,12 @@ def sample_case_params(
     tau = _u(rng, 0.85, 1.15)
     lag = float(np.clip(lerp3(d, 1.0, 0.8, 0.6) + rng.normal(0, 0.05), 0.55, 1.0))
     small_vein = float(lerp3(d, 160, 110, 80) + rng.normal(0, 8))
-    ln_mean = float(lerp3(d, 80, 63, 58) + rng.normal(0, 3))
-    soft_nb = float(lerp3(d, 45, 52, 56) + rng.normal(0, 3))
+    # node vs soft-tissue neighbours (§6.9: ΔHU ≥ 25 / 10–15 / 0–5): the node stays near the spec's 60 HU
+    # and the neighbours close in, so the node-likeness gap (nodes vs muscle, esophagus, crura, collapsed
+    # bowel) shrinks monotonically with d — moving the node from 80 towards 60 HU instead would make nodes
+    # *more* node-like as d rises, a non-monotone knob for any detector tuned to soft tissue.
+    ln_mean = float(lerp3(d, 62, 61, 58) + rng.normal(0, 3))
+    soft_nb = float(lerp3(d, 35, 50, 56) + rng.normal(0, 3))
 
     def enh(base: float, unenh: float) -> float:
         return unenh + tau * (base - unenh)
@@ -232,6 +236,9 @@ def sample_case_params(
     probs["solid"] = 1.0 - sum(probs.values())
     p["nodes"] = {
         "gap_mean": float(lerp3(d, 5.0, 2.0, 0.5)),
+        # share of nodes pushed against the nearest soft-tissue structure (esophagus, crura, muscle,
+        # collapsed bowel, poorly enhanced veins, ...): spec §3 "difficulty comes from what the node touches"
+        "soft_contact_p": float(lerp3(d, 0.05, 0.5, 0.8)),
         "perturb_amp": float(lerp3(d, 0.05, 0.10, 0.20)),
         "cluster_p_med": float(lerp3(d, 0.05, 0.20, 0.45)),
         "cluster_p_abd": float(lerp3(d, 0.05, 0.30, 0.45)),

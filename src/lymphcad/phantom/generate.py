@@ -156,6 +156,7 @@ def generate_case(
     tm["anatomy"] = time.perf_counter() - t0 - sum(tm.values())
     placer = NodePlacer(cv, an, p, rng)
     placer.place_all(reg)
+    p["nodes"]["dropped"] = dict(placer.dropped)  # drawn nodes that fit nowhere
     paint_deferred(cv, an)
     tm["nodes"] = time.perf_counter() - t0 - sum(tm.values())
     cv.texture = None

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from lymphcad.phantom.anatomy import Anatomy
 from lymphcad.phantom.canvas import Canvas
-from lymphcad.phantom.tissue import NODE_HOST, T
+from lymphcad.phantom.tissue import NODE_HOST, SOFT_TISSUE, T
 
 # -- samplers -------------------------------------------------------------------------------------
 COUNT_PARAMS: Final = {"mediastinal": (3.3, 2.0), "abdominal": (5.9, 1.5)}
@@ -155,6 +155,12 @@ class NodePlacer:
         self.lo, self.hi = lo, hi
         self._pert: dict[int, Any] = {}
         self._station_cache: dict[str, list[Any]] = {}
+        #: drawn nodes that fit nowhere (dropped, never shrunk below the enlarged threshold)
+        self.dropped = {"enlarged": 0, "small": 0}
+        self._soft = np.zeros(256, dtype=bool)
+        self._soft[list(SOFT_TISSUE)] = True
+        self._host = np.zeros(256, dtype=bool)
+        self._host[list(NODE_HOST)] = True
 
     def station_points(
         self, st: Station
@@ -209,6 +215,52 @@ class NodePlacer:
         centre = q + d * (float(r_anchor) + gap + half[0] + 0.5)
         return name, centre, rot, half, gap
 
+    def _tissue_at(self, w: NDArray[np.float64]) -> int:
+        cv = self.cv
+        i = round((float(w[0]) - float(cv.xs[0])) / cv.spacing[2])
+        j = round((float(w[1]) - float(cv.ys[0])) / cv.spacing[1])
+        k = round((float(w[2]) - float(cv.zs[0])) / cv.spacing[0])
+        if not (0 <= k < cv.shape[0] and 0 <= j < cv.shape[1] and 0 <= i < cv.shape[2]):
+            return -1
+        return int(cv.tissue[k, j, i])
+
+    def soft_contact(
+        self, centre: NDArray[np.float64], half: tuple[float, float, float], rot: NDArray[np.float64]
+    ) -> list[tuple[NDArray[np.float64], float]]:
+        """(centre, gap) poses that make the node touch the nearest soft-tissue structure within 15 mm of its surface.
+
+        Probes 8 in-plane and 2 cranio-caudal directions of the node frame through host fat; the first
+        non-fat voxel ends a probe, and only soft tissue (muscle, esophagus, crus, collapsed bowel, poorly
+        enhanced vein, ...) counts. Returns the shifted poses (touching, then 1 mm off), nearest first;
+        empty when nothing soft is in reach.
+        """
+        step = 0.5 * min(self.cv.spacing)
+        dirs = []
+        for a, b in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+            dirs.append(_unit(a * rot[:, 0] + b * rot[:, 1]))
+        dirs += [rot[:, 2], -rot[:, 2]]
+        ha = np.asarray(half, dtype=float)
+        hits: list[tuple[float, int]] = []
+        for n, u in enumerate(dirs):
+            surf = 1.0 / float(np.sqrt((((rot.T @ u) / ha) ** 2).sum()))
+            t = surf + step
+            while t <= surf + 15.0:
+                tis = self._tissue_at(centre + t * u)
+                if tis < 0:
+                    break
+                if not self._host[tis]:
+                    if self._soft[tis]:
+                        hits.append((t - surf, n))
+                    break
+                t += step
+        hits.sort()
+        out = []
+        for dist, n in hits[:2]:
+            for back in (0.6, 1.6):
+                if dist > back:
+                    out.append((centre + dirs[n] * (dist - back), back - 0.6))
+        return out
+
     def try_place(self, node: Node, *, check: bool = True) -> bool:
         """Render the node into the node map if it fits (all covered voxels are host fat)."""
         cv = self.cv
@@ -240,6 +292,8 @@ class NodePlacer:
         tis = cv.tissue[sl]
         if check and not np.all(np.isin(tis[inside], np.asarray(NODE_HOST, dtype=np.uint8))):
             return False
+        if check and node.drawn_enlarged and measure_mask(inside, cv.spacing)["sad_mm"] < 10.0:
+            return False  # perturbation or molding took it below the threshold: place it elsewhere (§6.11.3)
         self._render(node, b, sdf, a, inside)
         return True
 
@@ -341,6 +395,7 @@ class NodePlacer:
         cluster_id: int = 0,
         station: Station | None = None,
         seed_node: Node | None = None,
+        allow_contact: bool = True,
     ) -> Node | None:
         rng = self.rng
         sts, w = self.available(region)
@@ -359,9 +414,12 @@ class NodePlacer:
         idx = len(self.nodes) + 1
         amp = self.np["perturb_amp"] * (1.0 if enlarged else 0.6)
         self._pert[idx] = _perturb(rng, amp, rng.random() < 0.2)
-        for attempt in range(44 if enlarged else 14):
+        # molding never takes an enlarged node below the threshold (a measured check in try_place backs this)
+        floor = min(1.0, max(0.7, 10.6 / sad)) if enlarged else 0.7
+        contact = allow_contact and seed_node is None and rng.random() < self.np.get("soft_contact_p", 0.0)
+        for attempt in range(44 if enlarged else 24):
             # retries at full size, then molding: up to 30 % smaller (spec §4.2)
-            scale = 1.0 if attempt < 32 else max(0.7, 1.0 - 0.03 * (attempt - 31))
+            scale = 1.0 if attempt < 32 else max(floor, 1.0 - 0.03 * (attempt - 31))
             if seed_node is not None:
                 # cluster neighbour: along the seed's long axis or sideways, gap 0–1.5 mm
                 axis = seed_node.rot[:, 2] if rng.random() < 0.6 else seed_node.rot[:, 1]
@@ -396,10 +454,22 @@ class NodePlacer:
                 rot,
                 molded=scale < 1,
             )
+            if contact and self._precheck(node):
+                # against the nearest soft-tissue neighbour (gap 0, or 1 mm when touching does not fit)
+                for c2, g2 in self.soft_contact(centre, half, rot):
+                    node.center, node.gap = c2, g2
+                    if self.try_place(node):
+                        self.nodes.append(node)
+                        return node
+                node.center, node.gap = centre, gap
+                continue  # keep looking for a pose with soft tissue in reach
             if self.try_place(node):
                 self.nodes.append(node)
                 return node
+        if contact:  # no soft tissue in reach of this station: an ordinary placement
+            return self.place_one(region, enlarged, cluster_id, station, None, allow_contact=False)
         self._pert.pop(idx, None)
+        self.dropped["enlarged" if enlarged else "small"] += 1
         return None
 
     def place_all(self, case_region: str) -> None:
