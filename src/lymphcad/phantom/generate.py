@@ -37,7 +37,7 @@ from lymphcad.phantom.config import (
     case_rng,
     sample_case_params,
 )
-from lymphcad.phantom.nodes import NodePlacer, measure_mask
+from lymphcad.phantom.nodes import NodePlacer, measure_mask, record_annotation
 from lymphcad.phantom.tissue import NAMES, T
 
 NODE_COLUMNS = (
@@ -474,17 +474,7 @@ def _finish(
         for r in info["non_gt_nodes"]:
             ignore_rows.append(IgnorePoint(cid, tuple(r["xyz"]), r["radius_mm"]))
         for r in info["all_enlarged"]:
-            full_rows.append(
-                Annotation(
-                    cid,
-                    r["id"],
-                    tuple(r["xyz"]),
-                    round(r["sad"], 3),
-                    round(r["lad"], 3),
-                    r["region"],
-                    r["id"],
-                )
-            )
+            full_rows.append(record_annotation(cid, r))
     # full truth: every non-GT node in ignore.csv columns; every enlarged node in annotation columns
     write_ignore(extra / "ignore_non_gt.csv", ignore_rows)
     from lymphcad.cohort import write_annotations

@@ -28,7 +28,13 @@ from lymphcad.cohort import Annotation, CohortWriter, DatasetInfo, voxel_hash
 from lymphcad.errors import InputError, UsageError
 from lymphcad.geometry import CTVolume, hu_to_int16
 from lymphcad.io.nifti import write_nifti
-from lymphcad.phantom.nodes import _perturb, measure_mask, sample_enlarged_sad, sample_ratio
+from lymphcad.phantom.nodes import (
+    _perturb,
+    measure_mask,
+    record_annotation,
+    sample_enlarged_sad,
+    sample_ratio,
+)
 
 # background tissue classes
 OUTSIDE: Final = 0
@@ -431,17 +437,7 @@ def insert_cohort(
         )
         regions[cid] = reg
         for r in good:
-            anns.append(
-                Annotation(
-                    cid,
-                    r["id"],
-                    tuple(r["xyz"]),
-                    round(r["sad"], 3),
-                    round(r["lad"], 3),
-                    r["region"],
-                    r["id"],
-                )
-            )
+            anns.append(record_annotation(cid, r))
         hashes[cid] = voxel_hash(img)
         atomic.write_json(
             extra / f"{cid}_insert.json",

@@ -9,6 +9,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from lymphcad.cohort import Annotation
 from lymphcad.phantom.anatomy import Anatomy
 from lymphcad.phantom.canvas import Canvas
 from lymphcad.phantom.tissue import NODE_HOST, SOFT_TISSUE, T
@@ -566,3 +567,16 @@ def measure_mask(mask: NDArray[np.bool_], spacing_zyx: tuple[float, float, float
         "volume_mm3": float(mask.sum() * dx * dy * dz),
         "n_vox": int(mask.sum()),
     }
+
+
+def record_annotation(case_id: str, rec: dict[str, Any]) -> Annotation:
+    """An annotations.csv row for a placed node record (id, xyz, sad, lad, region); label_id = node id."""
+    return Annotation(
+        case_id,
+        rec["id"],
+        tuple(rec["xyz"]),
+        round(rec["sad"], 3),
+        round(rec["lad"], 3),
+        rec["region"],
+        rec["id"],
+    )
