@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from lymphcad import atomic
 from lymphcad.errors import InputError
 from lymphcad.geometry import CTVolume, Geometry
+from lymphcad.io.nifti import header_geometry, read_nifti, read_nifti_array, write_ct, write_nifti
 
 FORMAT_VERSION: Final = "1.1"
 REGIONS: Final = ("mediastinal", "abdominal")
@@ -307,13 +308,6 @@ def read_ignore(path: str | Path, *, known_cases: Iterable[str] | None = None) -
 
 
 # -- reading a cohort ---------------------------------------------------------------------------------
-def read_header_geometry(path: Path) -> Geometry:
-    """Geometry of a NIfTI file from its header alone (no voxel data is read)."""
-    from lymphcad.io.nifti import header_geometry
-
-    return header_geometry(path)
-
-
 @dataclass
 class Cohort:
     """A validated cohort folder. Images are read lazily, one case at a time."""
@@ -357,14 +351,10 @@ class Cohort:
 
     def read_image(self, case_id: str) -> CTVolume:
         """Read the case's CT as int16 HU."""
-        from lymphcad.io.nifti import read_nifti
-
         return read_nifti(self.image_path(case_id))
 
     def read_mask(self, path: Path, *, dtype: Any) -> tuple[NDArray[Any], Geometry]:
         """Read a mask aligned with its case's image (checked) and cast to ``dtype``."""
-        from lymphcad.io.nifti import read_nifti_array
-
         array, geom = read_nifti_array(path)
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.equal(np.round(array), array)):
             raise InputError("mask holds non-integer values", path)
@@ -417,12 +407,12 @@ def open_cohort(root: str | Path, *, check_headers: bool = True) -> Cohort:
             img = root / "images" / f"{case}.nii.gz"
             if not img.is_file():
                 raise InputError(f"image of case {case!r} is missing", img)
-            geom = read_header_geometry(img)
+            geom = header_geometry(img)
             geometries[case] = geom
             for sub in ("labels", "eval_regions"):
                 mask = root / sub / f"{case}.nii.gz"
                 if mask.is_file():
-                    diffs = geom.grid_differences(read_header_geometry(mask), atol_mm=1e-2)
+                    diffs = geom.grid_differences(header_geometry(mask), atol_mm=1e-2)
                     if diffs:
                         raise InputError(f"grid differs from images/{case}.nii.gz: {'; '.join(diffs)}", mask)
     ann_path = root / "annotations.csv"
@@ -472,8 +462,6 @@ class CohortWriter:
 
     def write_image(self, case_id: str, volume: CTVolume) -> str:
         """Write images/<case>.nii.gz (int16) and return its content hash."""
-        from lymphcad.io.nifti import write_ct
-
         write_ct(self.image_path(case_id), volume)
         return voxel_hash(volume.array)
 
@@ -486,8 +474,6 @@ class CohortWriter:
         self._write_mask("eval_regions", case_id, mask, geometry, np.uint8)
 
     def _write_mask(self, sub: str, case_id: str, mask: NDArray[Any], geometry: Geometry, dtype: Any) -> None:
-        from lymphcad.io.nifti import write_nifti
-
         if mask.min(initial=0) < 0 or mask.max(initial=0) > np.iinfo(dtype).max:
             raise ValueError(f"{sub} values out of range for {np.dtype(dtype).name}")
         write_nifti(self.root / sub / f"{check_case_id(case_id)}.nii.gz", mask.astype(dtype), geometry)

@@ -239,10 +239,6 @@ class Geometry:
         image.SetOrigin(self.origin_xyz)
         image.SetDirection(tuple(float(v) for v in self.direction.ravel()))
 
-    def with_shape(self, shape_zyx: tuple[int, int, int]) -> Geometry:
-        """Same spacing/origin/direction, another size."""
-        return Geometry(shape_zyx, self.spacing_zyx, self.origin_xyz, self.direction)
-
     def crop(self, start_zyx: tuple[int, int, int], shape_zyx: tuple[int, int, int]) -> Geometry:
         """Geometry of the sub-grid starting at array index ``start_zyx`` with ``shape_zyx`` voxels."""
         origin = self.zyx_to_world(np.asarray(start_zyx, dtype=float))

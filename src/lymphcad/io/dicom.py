@@ -673,8 +673,3 @@ def dicom_summary(
         lo, hi = int(vol.min()), int(vol.max())
         out.update(hu_min=lo, hu_max=hi)
     return out
-
-
-def dicom_hu_range(volume: CTVolume) -> tuple[int, int]:
-    """(min, max) HU of a volume read by :func:`read_dicom_series`."""
-    return int(volume.array.min()), int(volume.array.max())
