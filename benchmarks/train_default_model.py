@@ -147,7 +147,9 @@ def merge_cohorts(parts: dict[str, Path], out: Path) -> Path:
     return out
 
 
-def make_data(work: Path, n_per_difficulty: int, n_test: int, n_insert: int = 6) -> tuple[Path, Path, Path]:
+def make_data(
+    work: Path, n_per_difficulty: int, n_test: int, n_insert: int = 6, n_insert_test: int = 12
+) -> tuple[Path, Path, Path]:
     """Generate (or reuse) the training parts, the merged cohort with its splits, and the test cohort."""
     from lymphcad.phantom import generate_cohort
     from lymphcad.phantom.insert import insert_cohort
@@ -172,7 +174,7 @@ def make_data(work: Path, n_per_difficulty: int, n_test: int, n_insert: int = 6)
         generate_cohort(test, n_test, "both", TEST_SEED, TEST_DIFFICULTY, "tiny")
     test_insert = work / "test_insert_cohort"
     if not (test_insert / "dataset.json").is_file():
-        insert_cohort(REAL_CT / INSERT_TEST, test_insert, n_insert, (3, 6), INSERT_SEED + 100)
+        insert_cohort(REAL_CT / INSERT_TEST, test_insert, n_insert_test, (3, 6), INSERT_SEED + 100)
     return merged, test, test_insert
 
 
@@ -221,20 +223,24 @@ def default_config(epochs: int) -> Any:
     return cfg
 
 
-def evaluate_model(model_dir: Path, test: Path, out: Path) -> dict[str, Any]:
-    """Detect on the test cohort and evaluate; returns the figures (and writes eval.json, dets.csv)."""
+def evaluate_model(model_dir: Path, test: Path, out: Path, *, second_stage: bool = True) -> dict[str, Any]:
+    """Detect on the test cohort and evaluate; returns the figures (and writes eval.json, dets.csv).
+
+    ``second_stage=False`` measures the first stage alone even when the model folder holds fpr.pt.
+    """
     from lymphcad.cohort import open_cohort
-    from lymphcad.detector.infer import detect_volume
+    from lymphcad.detector.infer import detect_volume, with_overrides
     from lymphcad.detector.model import load_model
     from lymphcad.evaluate import EvalSettings, evaluate_cohort, write_outputs
     from lymphcad.io.detections import DetectionTable, write_detections
 
     model = load_model(model_dir)
+    settings = with_overrides(model.detect, second_stage=second_stage)
     cohort = open_cohort(test)
     dets = []
     t0 = time.perf_counter()
     for case in cohort.cases:
-        dets.extend(detect_volume(cohort.read_image(case), model, case_id=case))
+        dets.extend(detect_volume(cohort.read_image(case), model, settings, case_id=case))
     secs = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     write_detections(out / "dets.csv", dets)
@@ -245,6 +251,7 @@ def evaluate_model(model_dir: Path, test: Path, out: Path) -> dict[str, Any]:
         "test_cohort": str(test),
         "n_cases": len(cohort.cases),
         "seconds_per_case": secs / max(1, len(cohort.cases)),
+        "second_stage_used": bool(model.fpr is not None and second_stage),
         "pooled": ev["pooled"],
         "mediastinal": ev.get("mediastinal"),
         "abdominal": ev.get("abdominal"),
@@ -257,11 +264,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "default_model")
     ap.add_argument("--cases-per-difficulty", type=int, default=20)
     ap.add_argument("--test-cases", type=int, default=20)
-    ap.add_argument("--insert-cases", type=int, default=6, help="insertion cases per real background")
+    ap.add_argument("--insert-cases", type=int, default=12, help="insertion cases per training background")
+    ap.add_argument(
+        "--insert-test-cases", type=int, default=12, help="insertion cases of the held-out background"
+    )
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--ship", action="store_true", help="copy the model into src/lymphcad/models/")
     ap.add_argument("--name", default="centernet3d_phantom_v1")
     ap.add_argument("--skip-train", action="store_true", help="only evaluate an existing run")
+    ap.add_argument(
+        "--fpr-iters",
+        type=int,
+        default=1000,
+        help="train the second stage (false-positive reduction) for this many iterations after the first "
+        "(0 = no second stage); skipped when the run's model already holds fpr.pt",
+    )
     ap.add_argument("--run", default="run", help="run folder name inside --work (default: run)")
     ap.add_argument(
         "--continue-from",
@@ -285,7 +302,9 @@ def main() -> None:
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    merged, test, test_insert = make_data(work, args.cases_per_difficulty, args.test_cases, args.insert_cases)
+    merged, test, test_insert = make_data(
+        work, args.cases_per_difficulty, args.test_cases, args.insert_cases, args.insert_test_cases
+    )
     t_data = time.perf_counter() - t0
     run = work / args.run
     cfg = default_config(args.epochs)
@@ -311,9 +330,39 @@ def main() -> None:
             progress=report,
         )
     t_train = time.perf_counter() - t1
+    fpr_summary = None
+    t2 = time.perf_counter()
+    if args.fpr_iters > 0:
+        from lymphcad.detector.fpr import FPR_FILE, FPRConfig, load_fpr, train_fpr
+
+        if (run / "model" / FPR_FILE).is_file():
+            fpr_summary = load_fpr(run / "model" / FPR_FILE).config.validation
+        else:
+
+            def fpr_report(done: int, total: int, msg: str) -> None:
+                if done % 100 == 0 or done == total:
+                    print(f"[{time.strftime('%H:%M:%S')}] second stage {done}/{total} {msg}", flush=True)
+
+            fpr_summary = train_fpr(
+                merged,
+                model=run / "model",
+                split=merged / "splits.json",
+                fold=0,
+                truth="extra",
+                config=FPRConfig(iters=args.fpr_iters),
+                device="cpu",
+                progress=fpr_report,
+            )
+    t_fpr = time.perf_counter() - t2
     suffix = "" if args.run == "run" else f"_{args.run}"
     figures = evaluate_model(run / "model", test, work / f"test_eval{suffix}")
     insert_figures = evaluate_model(run / "model", test_insert, work / f"test_insert_eval{suffix}")
+    stage1 = stage1_insert = None
+    if figures["second_stage_used"]:
+        stage1 = evaluate_model(run / "model", test, work / f"test_eval{suffix}_stage1", second_stage=False)
+        stage1_insert = evaluate_model(
+            run / "model", test_insert, work / f"test_insert_eval{suffix}_stage1", second_stage=False
+        )
     history = list(csv.DictReader((run / "history.csv").open(encoding="utf-8")))
     result = {
         "what": "shipped default detector, phantom test cohort (synthetic data, not TCIA)",
@@ -324,6 +373,7 @@ def main() -> None:
         "epochs": len(history),
         "threads": args.threads,
         "insert_cases": args.insert_cases,
+        "insert_test_cases": args.insert_test_cases,
         "run": args.run,
         "continued_from": args.continue_from,
         "continued_from_epochs": (
@@ -335,6 +385,14 @@ def main() -> None:
         "last_history_row": history[-1] if history else None,
         **figures,
         "insert_test": {"background": INSERT_TEST, **insert_figures},
+        "second_stage": fpr_summary,
+        "second_stage_minutes_this_call": round(t_fpr / 60, 2),
+        "first_stage_only": None
+        if stage1 is None or stage1_insert is None
+        else {
+            "phantom_test": {k: stage1[k] for k in ("pooled", "mediastinal", "abdominal")},
+            "insert_test": {k: stage1_insert[k] for k in ("pooled", "mediastinal", "abdominal")},
+        },
     }
     # the committed figures are those of the shipped (or default) run; other runs keep theirs in the work folder
     shipped_or_default = args.ship or args.run == "run"
@@ -395,13 +453,24 @@ def model_card(name: str, result: dict[str, Any], n_params: int, size_mb: float,
         "- Truth: the phantom's full truth (`--truth extra`): every enlarged node (short axis ≥ 10 mm) is a positive,",
         "  nodes of 8–10 mm are ignored, smaller nodes are negatives.",
         "- Node insertions (`lymphcad.phantom.insert`: additive PSF-blurred synthetic nodes, the background's own",
-        f"  noise kept; every inserted node is a positive) into real CT backgrounds: {', '.join(INSERT_TRAIN)}",
+        "  noise kept; as in the phantom, inserted nodes with a measured short axis ≥ 10 mm are the positives, smaller",
+        f"  ones ignored (8–10 mm) or negatives) into real CT backgrounds: {', '.join(INSERT_TRAIN)}",
         "  (shared/data/real-ct; licences and citations: CRLM-CT = TCIA Colorectal-Liver-Metastases, CC BY 4.0,",
         "  Simpson et al. 2023, doi:10.7937/QXK2-QG03, and Clark et al. 2013 (TCIA); TotalSegmentator test files,",
         f"  Apache-2.0), {result.get('insert_cases', 6)} cases per background. Background {INSERT_TEST} is held out for testing.",
         "- Never used: shared/data/real-ct/holdout, TCIA CT Lymph Nodes.",
         "",
         "## Training settings",
+        *(
+            [
+                "- Second stage (`fpr.pt`, `lymphcad.detector.fpr`): a 3D CNN on 48 mm cubes around the first stage's "
+                "candidates of the training fold (hard negatives = its false positives; the truth centres added as "
+                f"positives), fused as p1^(1-w)·p2^w with w = {result['second_stage'].get('weight')} chosen by "
+                f"validation CPM ({result['second_stage'].get('validation_cpm_by_weight')}).",
+            ]
+            if isinstance(result.get("second_stage"), dict) and "weight" in result["second_stage"]
+            else []
+        ),
         f"- {result['epochs']} epochs × 40 iterations, batch 4 patches of 32×64×64 voxels, AdamW lr 2e-3, cosine",
         "  schedule with warm-up, flips/rotation/scale/intensity/noise/blur augmentation, positive oversampling 0.5.",
         *(
@@ -447,11 +516,27 @@ def model_card(name: str, result: dict[str, Any], n_params: int, size_mb: float,
         lines += [
             "",
             f"Insertions into the held-out real background {ins['background']} ({ins['n_cases']} cases, seed "
-            f"{INSERT_SEED + 100}; every inserted node, including sub-10 mm ones, is ground truth):",
+            f"{INSERT_SEED + 100}; ground truth = inserted nodes with a measured short axis ≥ 10 mm, as in the "
+            "phantom; smaller inserted nodes stay in the images unannotated):",
             "",
             "| stratum | cases | nodes | sens @1/8 | @1 | @2 | @3 | @4 | @8 FP/vol | CPM [95 % CI] | AP@0.1 |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
             _block_rows("pooled", ins["pooled"]).rstrip("\n"),
+        ]
+    s1 = result.get("first_stage_only")
+    if s1:
+        lines += [
+            "",
+            "First stage alone (`lymphcad detect --no-second-stage`), same test cohorts:",
+            "",
+            "| stratum | cases | nodes | sens @1/8 | @1 | @2 | @3 | @4 | @8 FP/vol | CPM [95 % CI] | AP@0.1 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            (
+                _block_rows("phantom pooled", s1["phantom_test"]["pooled"])
+                + _block_rows("phantom mediastinal", s1["phantom_test"].get("mediastinal"))
+                + _block_rows("phantom abdominal", s1["phantom_test"].get("abdominal"))
+                + _block_rows("insertion pooled", s1["insert_test"]["pooled"])
+            ).rstrip("\n"),
         ]
     lines += [
         "",
@@ -501,6 +586,12 @@ def ship(run: Path, name: str, result: dict[str, Any]) -> Path:
         },
     }
     save_model(dest, m.network, m.plan, name=name, detect=m.detect, meta=meta, half=False)
+    from lymphcad.detector.fpr import FPR_FILE
+
+    if (run / "model" / FPR_FILE).is_file():
+        shutil.copy2(run / "model" / FPR_FILE, dest / FPR_FILE)
+    elif (dest / FPR_FILE).is_file():
+        (dest / FPR_FILE).unlink()
     cfg_text = (run / "config.toml").read_text(encoding="utf-8")
     (dest / "training_config.toml").write_text(cfg_text, encoding="utf-8")
     size_mb = (dest / "model.pt").stat().st_size / 1e6

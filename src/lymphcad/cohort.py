@@ -461,9 +461,16 @@ class CohortWriter:
         return self.image_path(case_id).is_file()
 
     def write_image(self, case_id: str, volume: CTVolume) -> str:
-        """Write images/<case>.nii.gz (int16) and return its content hash."""
-        write_ct(self.image_path(case_id), volume)
-        return voxel_hash(volume.array)
+        """Write images/<case>.nii.gz (int16) and return its content hash.
+
+        The hash is computed in a thread while ISA-L deflates the file (both release the GIL).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            digest = pool.submit(voxel_hash, volume.array)
+            write_ct(self.image_path(case_id), volume)
+            return digest.result()
 
     def write_label(self, case_id: str, labels: NDArray[Any], geometry: Geometry) -> None:
         """Write labels/<case>.nii.gz as uint16 (0 = background, 1..N instances)."""

@@ -88,6 +88,60 @@ def train_cmd(
     )
 
 
+@app.command("train-fpr")
+def train_fpr_cmd(
+    cohort: Path = typer.Argument(..., help="Training cohort folder (formats.md §2)."),
+    model: str = typer.Option(..., "--model", help="The first stage: run folder, model folder/file or name."),
+    split: Path = typer.Option(..., "--split", help="splits.json (formats.md §5)."),
+    fold: int = typer.Option(
+        0, "--fold", help="Fold: candidates from its 'train', fusion weight from its 'val'."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for fpr.pt (default: beside the first stage's model.pt)."
+    ),
+    truth: str = typer.Option(
+        "labels", "--truth", help="labels (annotations.csv) or extra (the phantom's full truth)."
+    ),
+    iters: int | None = typer.Option(None, "--iters", help="Training iterations (default 1000)."),
+    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+) -> None:
+    """Train the second stage (false-positive reduction) on the first stage's candidates of one fold."""
+    import dataclasses
+
+    from lymphcad.detector.fpr import FPRConfig, train_fpr
+
+    if truth not in ("labels", "extra"):
+        raise UsageError(f"--truth must be labels or extra, not {truth!r}")
+    if iters is not None and iters < 1:
+        raise UsageError(f"--iters must be >= 1, got {iters}")
+    _setup_logging()
+    _threads(threads)
+    cfg = FPRConfig() if iters is None else dataclasses.replace(FPRConfig(), iters=iters)
+    with progress() as bar:
+        task = bar.add_task("train-fpr", total=None)
+
+        def on_progress(done: int, total: int, message: str) -> None:
+            bar.update(task, completed=done, total=total, description=message)
+
+        summary = train_fpr(
+            cohort,
+            model=model,
+            split=split,
+            fold=fold,
+            out=out,
+            truth=truth,
+            config=cfg,
+            device=device,
+            progress=on_progress,
+        )
+    console.print(
+        f"second stage: {summary['candidates']} candidates ({summary['positives']} positive) from "
+        f"{summary['train_cases']} case(s); fusion weight {summary['weight']:g} "
+        f"(validation CPM by weight: {summary['validation_cpm_by_weight'] or 'no validation cases'})"
+    )
+
+
 def _case_id_from_path(path: Path) -> str:
     name = path.name
     for suffix in (".nii.gz", ".nii"):
@@ -133,6 +187,11 @@ def detect_cmd(
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Flip test-time augmentation (default: the model's setting)."
     ),
+    second_stage: bool | None = typer.Option(
+        None,
+        "--second-stage/--no-second-stage",
+        help="Re-score candidates with the model's false-positive reduction stage (fpr.pt) when it has one.",
+    ),
     threshold: float | None = typer.Option(
         None, "--threshold", help="Lowest probability reported (default: the model's)."
     ),
@@ -157,7 +216,11 @@ def detect_cmd(
     dev = resolve_device(device)
     loaded = load_model(model, device=dev)
     settings = with_overrides(
-        loaded.detect, tta_flips=tta, threshold=threshold, max_detections=max_detections
+        loaded.detect,
+        tta_flips=tta,
+        threshold=threshold,
+        max_detections=max_detections,
+        second_stage=second_stage,
     )
     items, info = _inputs(input)
     dets = []
@@ -181,9 +244,10 @@ def detect_cmd(
     write_provenance(
         out,
         model_name=loaded.name,
-        model_sha256=loaded.sha256,
+        model_sha256=loaded.fingerprint,
         settings={
             **dataclasses.asdict(settings),
+            "second_stage_used": bool(loaded.fpr is not None and settings.second_stage),
             "device": str(dev),
             "model_path": str(loaded.path),
             "plan": loaded.plan.to_json(),

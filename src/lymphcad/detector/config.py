@@ -107,6 +107,8 @@ class DetectConfig:
     window_zyx: tuple[int, int, int] = (160, 256, 256)
     overlap: float = 0.25
     tta_flips: bool = False
+    #: re-score candidates with the second stage when the model folder holds one (fpr.pt)
+    second_stage: bool = True
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lymphcad.detector.config import DetectConfig
+from lymphcad.detector.fpr import FPRModel, rescore
 from lymphcad.detector.model import LoadedModel
 from lymphcad.detector.network import SIZE_MULTIPLE, STRIDE, CenterNet3D
 from lymphcad.detector.plan import Plan, PreparedVolume, prepare_volume
@@ -149,8 +150,12 @@ def detect_prepared(
     *,
     case_id: str,
     original: CTVolume | None = None,
+    fpr: FPRModel | None = None,
 ) -> list[Detection]:
-    """Detections on an already prepared volume (the training loop's validation uses this)."""
+    """Detections on an already prepared volume (the training loop's validation uses this).
+
+    With ``fpr`` (and ``settings.second_stage``) the kept candidates are re-scored by the second stage.
+    """
     img = normalised_padded(prepared, plan)
     dense = predict_dense(
         network, img, window_zyx=settings.window_zyx, overlap=settings.overlap, tta_flips=settings.tta_flips
@@ -176,6 +181,12 @@ def detect_prepared(
         min_dist_mm=settings.nms_min_mm,
         diameter_factor=settings.nms_diameter_factor,
     )[: settings.max_detections]
+    if fpr is not None and settings.second_stage and len(keep):
+        pad_value = float(plan.normalise(torch.tensor(-1024.0)))
+        fused = rescore(fpr, img, peaks.zyx[inside][keep], score[keep], pad_value=pad_value)
+        score = score.astype(np.float64, copy=True)
+        score[keep] = fused
+        keep = keep[np.argsort(-fused, kind="stable")]
     return [
         Detection(
             case_id,
@@ -207,7 +218,9 @@ def detect_volume(
     """
     settings = settings or model.detect
     prepared = prepare_volume(volume, model.plan)
-    return detect_prepared(prepared, model.network, model.plan, settings, case_id=case_id, original=volume)
+    return detect_prepared(
+        prepared, model.network, model.plan, settings, case_id=case_id, original=volume, fpr=model.fpr
+    )
 
 
 def with_overrides(base: DetectConfig, **overrides: Any) -> DetectConfig:

@@ -21,6 +21,7 @@ from typing import Any, Final
 import torch
 
 from lymphcad.detector.config import DetectConfig, NetworkConfig
+from lymphcad.detector.fpr import FPR_FILE, FPRModel, load_fpr
 from lymphcad.detector.network import CenterNet3D, build_network
 from lymphcad.detector.plan import Plan, load_plan, save_plan
 from lymphcad.errors import InputError
@@ -42,6 +43,15 @@ class LoadedModel:
     sha256: str
     path: Path
     meta: dict[str, Any]
+    #: the optional second stage (``fpr.pt`` beside ``model.pt``)
+    fpr: FPRModel | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights, plus the second stage's when present (for provenance)."""
+        if self.fpr is None:
+            return self.sha256
+        return f"{self.sha256}+fpr:{file_sha256(self.fpr.path)}"
 
 
 def _cfg_from(cls: Any, data: dict[str, Any]) -> Any:
@@ -194,6 +204,7 @@ def load_model(model: str | Path | None = None, *, device: str | torch.device = 
         raise InputError("plan.json not found beside the model (or in its run folder)", path)
     plan = load_plan(plan_path)
     detect = _cfg_from(DetectConfig, data.get("detect", {}))
+    fpr_path = path.parent / FPR_FILE
     return LoadedModel(
         name=str(data.get("name", path.parent.name)),
         network=net,
@@ -202,4 +213,5 @@ def load_model(model: str | Path | None = None, *, device: str | torch.device = 
         sha256=file_sha256(path),
         path=path,
         meta=dict(data.get("meta", {})),
+        fpr=load_fpr(fpr_path, device=device) if fpr_path.is_file() else None,
     )

@@ -2,8 +2,11 @@
 
 How a folder is read (see docs/io.md for the reasons):
 
-1. Every file is opened once with its large values deferred (pixel data is not read); files that are not
-   DICOM are skipped. Files are grouped by SeriesInstanceUID (a missing UID is the group ``""``).
+1. Every file's header is parsed once, up to the pixel data, keeping only the elements the reader uses:
+   uncompressed little-endian files (the usual TCIA form) by a small parser of this module, anything else
+   (compressed, big-endian, deflated, non-ASCII text, unusual encodings) by pydicom with large values
+   deferred. Files that are not DICOM are skipped. Files are grouped by SeriesInstanceUID (a missing UID
+   is the group ``""``).
 2. Only CT image series are kept: Modality ``CT``, or — when Modality is missing — a CT Image Storage SOP
    class. SEG, SR, RT, presentation states and other non-image objects are ignored, not errors.
    Several CT series → ``series_uid`` chooses, otherwise :class:`DicomSeriesError` lists them.
@@ -29,9 +32,10 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import struct
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,10 +89,65 @@ class SeriesInfo:
     files: tuple[Path, ...] = field(repr=False)
 
 
+#: The elements the reader uses (tag → keyword); every other element of a header is skipped unparsed.
+_TAGS: dict[int, str] = {
+    0x00080008: "ImageType",
+    0x00080016: "SOPClassUID",
+    0x00080060: "Modality",
+    0x00080070: "Manufacturer",
+    0x0008103E: "SeriesDescription",
+    0x00081090: "ManufacturerModelName",
+    0x00180050: "SliceThickness",
+    0x00180088: "SpacingBetweenSlices",
+    0x00181120: "GantryDetectorTilt",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+    0x00200032: "ImagePositionPatient",
+    0x00200037: "ImageOrientationPatient",
+    0x00280002: "SamplesPerPixel",
+    0x00280008: "NumberOfFrames",
+    0x00280010: "Rows",
+    0x00280011: "Columns",
+    0x00280030: "PixelSpacing",
+    0x00280100: "BitsAllocated",
+    0x00280101: "BitsStored",
+    0x00280103: "PixelRepresentation",
+    0x00281052: "RescaleIntercept",
+    0x00281053: "RescaleSlope",
+}
+#: Of those, the unsigned short (US) ones; all others are text (values joined by backslashes).
+_US_KEYWORDS = frozenset(
+    {"SamplesPerPixel", "Rows", "Columns", "BitsAllocated", "BitsStored", "PixelRepresentation"}
+)
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float/DoubleFloat/PixelData
+
+
 @dataclass
 class _Header:
+    """What the reader needs of one file's header (no other element is kept)."""
+
     path: Path
-    ds: Any  # pydicom Dataset with large values deferred
+    values: dict[str, Any]  # keyword → str (text, backslash-separated values) or int (US)
+    transfer_syntax: str
+    media_sop_class: str
+    has_pixels: bool
+    pixel_at: tuple[int, int] | None  # (file offset, length) of a native, not-yet-read PixelData
+    ds: Any = None  # the pydicom Dataset, when read by pydicom (loaded on demand to decode pixels)
+
+    def get(self, keyword: str) -> Any:
+        """The value of ``keyword`` (None when absent)."""
+        return self.values.get(keyword)
+
+    def text(self, keyword: str) -> str:
+        """``keyword``'s value as stripped text ("" when absent)."""
+        v = self.values.get(keyword)
+        return "" if v is None else str(v).strip()
+
+    def dataset(self) -> Any:
+        """The full pydicom Dataset (large values deferred), read on first use."""
+        if self.ds is None:
+            self.ds = pydicom.dcmread(str(self.path), defer_size=512)
+        return self.ds
 
 
 # -- scanning ---------------------------------------------------------------------------------------
@@ -109,6 +168,182 @@ def _read_header(path: Path) -> Any | None:
         return None
     except Exception:  # a corrupt file is not a reason to fail the whole folder
         return None
+
+
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_TEXT_VRS = frozenset(
+    {b"AE", b"AS", b"CS", b"DA", b"DS", b"DT", b"IS", b"LO", b"LT", b"SH", b"ST", b"TM", b"UI"}
+)
+_HEAD_BYTES = 1 << 16
+_u16 = struct.Struct("<H").unpack_from
+_u32 = struct.Struct("<I").unpack_from
+_tag = struct.Struct("<HH").unpack_from
+
+
+class _Unsupported(Exception):
+    """The fast parser cannot read this header: pydicom reads it instead."""
+
+
+class _Short(Exception):
+    """The header goes on past the bytes read so far."""
+
+
+def _element(buf: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int]:
+    """(tag, VR or b"", value length, value start) of the element at ``pos``."""
+    if pos + 8 > len(buf):
+        raise _Short
+    group, elem = _tag(buf, pos)
+    tag = (group << 16) | elem
+    if group == 0xFFFE:  # item / delimiters: no VR
+        return tag, b"", _u32(buf, pos + 4)[0], pos + 8
+    if not explicit:
+        return tag, b"", _u32(buf, pos + 4)[0], pos + 8
+    vr = buf[pos + 4 : pos + 6]
+    if not (vr.isalpha() and vr.isupper()):
+        raise _Unsupported  # not explicit VR after all (e.g. a mislabelled implicit-VR file): pydicom copes
+    if vr in _LONG_VRS:
+        if pos + 12 > len(buf):
+            raise _Short
+        return tag, vr, _u32(buf, pos + 8)[0], pos + 12
+    return tag, vr, _u16(buf, pos + 6)[0], pos + 8
+
+
+def _skip_sequence(buf: bytes, pos: int, explicit: bool) -> int:
+    """Position after an undefined-length sequence's delimiter (its items are skipped, not parsed)."""
+    while True:
+        tag, _, length, pos = _element(buf, pos, False)
+        if tag == 0xFFFEE0DD:
+            return pos
+        if tag != 0xFFFEE000:
+            raise _Unsupported
+        if length != _UNDEFINED:
+            pos += length
+            continue
+        while True:  # an undefined-length item: its elements up to the item delimiter
+            tag, vr, length, pos = _element(buf, pos, explicit)
+            if tag == 0xFFFEE00D:
+                break
+            if length == _UNDEFINED:
+                pos = _skip_sequence(buf, pos, explicit and vr != b"UN")
+            else:
+                pos += length
+
+
+def _fast_parse(buf: bytes, at_eof: bool, path: Path) -> _Header | None:
+    """Parse an uncompressed little-endian Part-10 header from ``buf`` (the file's first bytes).
+
+    None when ``buf`` is not such a file; raises :class:`_Unsupported` for anything unusual and
+    :class:`_Short` when more bytes are needed.
+    """
+    if len(buf) < 132 or buf[128:132] != b"DICM":
+        raise _Unsupported
+    pos = 132
+    meta: dict[int, bytes] = {}
+    while True:
+        if pos + 2 > len(buf):
+            raise _Short
+        if _u16(buf, pos)[0] != 0x0002:
+            break  # end of the (always explicit VR) file meta group
+        tag, vr, length, start = _element(buf, pos, True)
+        if length == _UNDEFINED:
+            raise _Unsupported
+        meta[tag] = buf[start : start + length]
+        pos = start + length
+    try:
+        ts = meta.get(0x00020010, b"").decode("ascii").rstrip("\0 ").strip()
+        media_sop = meta.get(0x00020002, b"").decode("ascii").rstrip("\0 ").strip()
+    except UnicodeDecodeError as exc:
+        raise _Unsupported from exc
+    if ts not in _NATIVE_LE:
+        raise _Unsupported
+    explicit = ts == "1.2.840.10008.1.2.1"
+    values: dict[str, Any] = {}
+    has_pixels = False
+    pixel_at: tuple[int, int] | None = None
+    while True:
+        try:
+            tag, vr, length, start = _element(buf, pos, explicit)
+        except _Short:
+            if at_eof and pos == len(buf):
+                break  # a dataset without pixel data
+            raise
+        if tag in _PIXEL_TAGS:
+            has_pixels = True
+            if tag == 0x7FE00010 and length != _UNDEFINED and (not explicit or vr in (b"OW", b"OB")):
+                pixel_at = (start, length)
+            break  # nothing the reader needs comes after the pixel data
+        if length == _UNDEFINED:
+            if explicit and vr not in (b"SQ", b"UN"):
+                raise _Unsupported
+            pos = _skip_sequence(buf, start, explicit and vr != b"UN")
+            continue
+        keyword = _TAGS.get(tag)
+        if keyword is not None:
+            if start + length > len(buf):
+                raise _Short
+            raw = buf[start : start + length]
+            if keyword in _US_KEYWORDS:
+                if length != 2 or (explicit and vr != b"US"):
+                    raise _Unsupported
+                values[keyword] = _u16(raw, 0)[0]
+            else:
+                if (explicit and vr not in _TEXT_VRS) or b"\x1b" in raw:
+                    raise _Unsupported
+                try:
+                    values[keyword] = raw.decode("ascii").rstrip("\0 ")
+                except UnicodeDecodeError as exc:
+                    raise _Unsupported from exc
+        pos = start + length
+    return _Header(path, values, ts, media_sop, has_pixels, pixel_at)
+
+
+def _fast_header(path: Path) -> _Header | None:
+    """The header by the fast parser, or None when pydicom must read this file."""
+    try:
+        with open(path, "rb") as f:
+            buf = f.read(_HEAD_BYTES)
+            at_eof = len(buf) < _HEAD_BYTES
+            while True:
+                try:
+                    return _fast_parse(buf, at_eof, path)
+                except _Short:
+                    if at_eof:
+                        return None  # truncated: let pydicom judge it
+                    more = f.read()
+                    buf += more
+                    at_eof = True
+    except (_Unsupported, OSError, struct.error):
+        return None
+
+
+def _header_from_dataset(path: Path, ds: Any) -> _Header:
+    values: dict[str, Any] = {}
+    for keyword in _TAGS.values():
+        try:
+            v = ds.get(keyword)
+        except Exception:
+            continue
+        if v is None:
+            continue
+        if keyword in _US_KEYWORDS and isinstance(v, int):
+            values[keyword] = int(v)
+        elif isinstance(v, (list, tuple)) or v.__class__.__name__ == "MultiValue":
+            values[keyword] = "\\".join(str(x) for x in v)
+        else:
+            values[keyword] = str(v)
+    meta = getattr(ds, "file_meta", None)
+    ts = _str(meta, "TransferSyntaxUID") if meta is not None else ""
+    media_sop = _str(meta, "MediaStorageSOPClassUID") if meta is not None else ""
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    elem = ds._dict.get(0x7FE00010)
+    pixel_at = None
+    deferred = elem is not None and getattr(elem, "value_tell", None) is not None and elem.value is None
+    if deferred and elem.length != _UNDEFINED:
+        pixel_at = (int(elem.value_tell), int(elem.length))
+    return _Header(path, values, ts, media_sop, has_pixels, pixel_at, ds)
 
 
 def _expand(folder_or_files: str | Path | Iterable[str | Path]) -> tuple[list[Path], Path | None]:
@@ -137,22 +372,17 @@ def _str(ds: Any, keyword: str) -> str:
     return str(value).strip()
 
 
-def _sop_class(ds: Any) -> str:
-    sop = _str(ds, "SOPClassUID")
-    if not sop:
-        meta = getattr(ds, "file_meta", None)
-        if meta is not None:
-            sop = _str(meta, "MediaStorageSOPClassUID")
-    return sop
+def _sop_class(h: _Header) -> str:
+    return h.text("SOPClassUID") or h.media_sop_class
 
 
-def _is_ct_image(ds: Any) -> bool:
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+def _is_ct_image(h: _Header) -> bool:
+    if not h.has_pixels:
         return False
-    modality = _str(ds, "Modality").upper()
+    modality = h.text("Modality").upper()
     if modality:
         return modality == "CT"
-    return _sop_class(ds) in _CT_SOP_CLASSES
+    return _sop_class(h) in _CT_SOP_CLASSES
 
 
 def _scan(files: Sequence[Path]) -> dict[str, list[_Header]]:
@@ -161,22 +391,26 @@ def _scan(files: Sequence[Path]) -> dict[str, list[_Header]]:
         # pydicom warns about non-conformant values (e.g. an invalid UID) that do not matter here
         warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
         for f in files:
-            ds = _read_header(f)
-            if ds is None or not _is_ct_image(ds):
-                continue
-            groups[_str(ds, "SeriesInstanceUID")].append(_Header(f, ds))
+            h = _fast_header(f)
+            if h is None:
+                ds = _read_header(f)
+                if ds is None:
+                    continue
+                h = _header_from_dataset(f, ds)
+            if _is_ct_image(h):
+                groups[h.text("SeriesInstanceUID")].append(h)
     return dict(groups)
 
 
 def _info(uid: str, headers: list[_Header]) -> SeriesInfo:
-    ds = headers[0].ds
+    h = headers[0]
     return SeriesInfo(
         series_uid=uid,
-        study_uid=_str(ds, "StudyInstanceUID"),
-        modality=_str(ds, "Modality"),
-        sop_class_uid=_sop_class(ds),
+        study_uid=h.text("StudyInstanceUID"),
+        modality=h.text("Modality"),
+        sop_class_uid=_sop_class(h),
         n_files=len(headers),
-        description=_str(ds, "SeriesDescription"),
+        description=h.text("SeriesDescription"),
         files=tuple(h.path for h in headers),
     )
 
@@ -202,7 +436,7 @@ def _choose(
         return series_uid, groups[series_uid]
     if len(groups) > 1:
         listing = "; ".join(
-            f"{u or '(no UID)'}: {len(h)} files, {_str(h[0].ds, 'SeriesDescription') or 'no description'}"
+            f"{u or '(no UID)'}: {len(h)} files, {h[0].text('SeriesDescription') or 'no description'}"
             for u, h in sorted(groups.items())
         )
         raise DicomSeriesError(
@@ -213,15 +447,23 @@ def _choose(
 
 
 # -- geometry ---------------------------------------------------------------------------------------
-def _floats(ds: Any, keyword: str, n: int, path: Path) -> NDArray[np.float64]:
+def _floats(h: _Header, keyword: str, n: int) -> NDArray[np.float64]:
+    path = h.path
     try:
-        value = ds.get(keyword)
-        arr = np.asarray([float(v) for v in value], dtype=np.float64) if value is not None else None
+        value = h.get(keyword)
+        arr = np.asarray([float(v) for v in str(value).split("\\")], dtype=np.float64) if value else None
     except Exception as exc:
         raise DicomSeriesError(f"unreadable {keyword} ({exc})", path) from exc
     if arr is None or arr.shape != (n,) or not np.all(np.isfinite(arr)):
         raise DicomSeriesError(f"missing or invalid {keyword}", path)
     return arr
+
+
+def _int(h: _Header, keyword: str) -> int:
+    try:
+        return int(h.get(keyword))
+    except (TypeError, ValueError) as exc:
+        raise DicomSeriesError(f"missing or invalid {keyword}", h.path) from exc
 
 
 def _frame_axes(iop: NDArray[np.float64], path: Path) -> NDArray[np.float64]:
@@ -256,8 +498,8 @@ class _Plan:
 
 
 def _image_type_problem(h: _Header) -> str | None:
-    raw = h.ds.get("ImageType") or []
-    image_type = [str(v).strip().upper() for v in ([raw] if isinstance(raw, str) else raw)]
+    raw = h.text("ImageType")
+    image_type = [v.strip().upper() for v in raw.split("\\")] if raw else []
     shown = "\\".join(image_type)
     for value, what in _REJECT_IMAGE_TYPES.items():
         if value in image_type:
@@ -267,7 +509,7 @@ def _image_type_problem(h: _Header) -> str | None:
 
 def _plan(headers: list[_Header], *, allow_gaps: bool, _allow_tilt: bool = False) -> _Plan:
     first = headers[0]
-    sop = _sop_class(first.ds)
+    sop = _sop_class(first)
     if sop in _ENHANCED:
         raise DicomSeriesError(
             "enhanced multi-frame CT (Enhanced/Legacy Converted Enhanced CT Image Storage) is not supported; "
@@ -289,30 +531,35 @@ def _plan(headers: list[_Header], *, allow_gaps: bool, _allow_tilt: bool = False
         first = headers[0]
     for h in headers:
         try:
-            frames = int(h.ds.get("NumberOfFrames") or 1)
+            frames = int(h.get("NumberOfFrames") or 1)
         except (TypeError, ValueError):
             frames = 1
         if frames != 1:
             raise DicomSeriesError(f"multi-frame image ({frames} frames) is not supported", h.path)
-        if int(h.ds.get("SamplesPerPixel") or 1) != 1:
+        if int(h.get("SamplesPerPixel") or 1) != 1:
             raise DicomSeriesError("colour images (SamplesPerPixel > 1) are not CT", h.path)
 
-    rows, cols = int(first.ds.Rows), int(first.ds.Columns)
-    iop0 = _floats(first.ds, "ImageOrientationPatient", 6, first.path)
-    ps0 = _floats(first.ds, "PixelSpacing", 2, first.path)
+    rows, cols = _int(first, "Rows"), _int(first, "Columns")
+    iop0 = _floats(first, "ImageOrientationPatient", 6)
+    ps0 = _floats(first, "PixelSpacing", 2)
     axes = _frame_axes(iop0, first.path)
     normal = axes[:, 2]
     ipps = []
     for h in headers:
-        if int(h.ds.Rows) != rows or int(h.ds.Columns) != cols:
+        r, c = _int(h, "Rows"), _int(h, "Columns")
+        if r != rows or c != cols:
             raise DicomSeriesError(
-                f"slices differ in size ({h.ds.Rows}×{h.ds.Columns} vs {rows}×{cols}): not one volume", h.path
+                f"slices differ in size ({r}×{c} vs {rows}×{cols}): not one volume", h.path
             )
-        if not np.allclose(_floats(h.ds, "ImageOrientationPatient", 6, h.path), iop0, atol=1e-4):
+        if h.get("ImageOrientationPatient") != first.get("ImageOrientationPatient") and not np.allclose(
+            _floats(h, "ImageOrientationPatient", 6), iop0, atol=1e-4
+        ):
             raise DicomSeriesError("slices differ in ImageOrientationPatient: not one volume", h.path)
-        if not np.allclose(_floats(h.ds, "PixelSpacing", 2, h.path), ps0, atol=1e-4):
+        if h.get("PixelSpacing") != first.get("PixelSpacing") and not np.allclose(
+            _floats(h, "PixelSpacing", 2), ps0, atol=1e-4
+        ):
             raise DicomSeriesError("slices differ in PixelSpacing: not one volume", h.path)
-        ipps.append(_floats(h.ds, "ImagePositionPatient", 3, h.path))
+        ipps.append(_floats(h, "ImagePositionPatient", 3))
     ipp = np.asarray(ipps)
     pos = ipp @ normal
     order = np.lexsort((np.array([str(h.path) for h in headers]), pos))
@@ -325,7 +572,7 @@ def _plan(headers: list[_Header], *, allow_gaps: bool, _allow_tilt: bool = False
         inplane = rel - np.outer(rel @ normal, normal)
         off = float(np.linalg.norm(inplane, axis=1).max())
         if off > 0.1 * float(min(ps0)) and not _allow_tilt:
-            tilt = _str(first.ds, "GantryDetectorTilt")
+            tilt = first.text("GantryDetectorTilt")
             raise DicomSeriesError(
                 f"gantry-tilted (sheared) series: slice positions drift {off:.2f} mm sideways from the slice normal"
                 + (f" (GantryDetectorTilt {tilt}°)" if tilt else "")
@@ -385,8 +632,8 @@ def _plan(headers: list[_Header], *, allow_gaps: bool, _allow_tilt: bool = False
 
 
 # -- pixel decoding ---------------------------------------------------------------------------------
-def _rescale_into(raw: NDArray[Any], ds: Any, out: NDArray[np.int16], path: Path) -> None:
-    slope, inter = _rescale_params(ds, path)
+def _rescale_into(raw: NDArray[Any], h: _Header, out: NDArray[np.int16], path: Path) -> None:
+    slope, inter = _rescale_params(h)
     if raw.shape != out.shape:
         raise DicomSeriesError(f"decoded pixel array has shape {raw.shape}, expected {out.shape}", path)
     if slope == 1.0 and float(inter).is_integer():
@@ -404,10 +651,11 @@ def _rescale_into(raw: NDArray[Any], ds: Any, out: NDArray[np.int16], path: Path
     out[...] = v.astype(np.int16)
 
 
-def _rescale_params(ds: Any, path: Path) -> tuple[float, float]:
+def _rescale_params(h: _Header) -> tuple[float, float]:
+    path = h.path
     try:
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope = float(h.get("RescaleSlope") or 1.0)
+        inter = float(h.get("RescaleIntercept") or 0.0)
     except (TypeError, ValueError) as exc:
         raise DicomSeriesError(f"invalid RescaleSlope/RescaleIntercept ({exc})", path) from exc
     if not (math.isfinite(slope) and math.isfinite(inter)):
@@ -421,24 +669,19 @@ def _native_into(h: _Header, out: NDArray[np.int16]) -> bool:
     Returns False (and leaves ``out`` alone) when the file is not in that form or the integer fast path
     could overflow; the caller then decodes through pydicom.
     """
-    ds = h.ds
-    meta = getattr(ds, "file_meta", None)
-    ts = _str(meta, "TransferSyntaxUID") if meta is not None else ""
-    if ts not in _NATIVE_LE:
+    if h.transfer_syntax not in _NATIVE_LE or h.pixel_at is None:
         return False
-    elem = ds._dict.get(0x7FE00010)
-    if elem is None or not hasattr(elem, "value_tell") or elem.value is not None:
-        return False
+    offset, length = h.pixel_at
     try:
-        bits = int(ds.BitsAllocated)
-        stored = int(ds.get("BitsStored") or bits)
-        signed = int(ds.get("PixelRepresentation") or 0) == 1
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except (AttributeError, TypeError, ValueError):
+        bits = int(h.get("BitsAllocated"))
+        stored = int(h.get("BitsStored") or bits)
+        signed = int(h.get("PixelRepresentation") or 0) == 1
+        rows, cols = int(h.get("Rows")), int(h.get("Columns"))
+    except (TypeError, ValueError):
         return False
-    if bits != 16 or not 1 <= stored <= 16 or elem.length < rows * cols * 2 or out.shape != (rows, cols):
+    if bits != 16 or not 1 <= stored <= 16 or length < rows * cols * 2 or out.shape != (rows, cols):
         return False
-    slope, inter = _rescale_params(ds, h.path)
+    slope, inter = _rescale_params(h)
     if slope != 1.0 or not inter.is_integer():
         return False
     lo, hi = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
@@ -447,7 +690,7 @@ def _native_into(h: _Header, out: NDArray[np.int16]) -> bool:
     if lo + inter < -32768 or hi + inter > 32767:
         return False
     with open(h.path, "rb") as f:
-        f.seek(elem.value_tell)
+        f.seek(offset)
         n = f.readinto(out.data.cast("B"))
     if n != rows * cols * 2:
         raise DicomSeriesError(f"pixel data is truncated ({n} of {rows * cols * 2} bytes)", h.path)
@@ -464,7 +707,7 @@ def _decode_sitk(h: _Header, out: NDArray[np.int16]) -> None:
     try:
         img = sitk.ReadImage(str(h.path))
     except Exception as exc:
-        ts = _str(h.ds.file_meta, "TransferSyntaxUID")
+        ts = h.transfer_syntax
         raise DicomSeriesError(
             f"cannot decode pixel data (transfer syntax {ts}) with pydicom or SimpleITK: {exc}", h.path
         ) from exc
@@ -476,20 +719,23 @@ def _decode_sitk(h: _Header, out: NDArray[np.int16]) -> None:
 
 def _decode_into(h: _Header, out: NDArray[np.int16]) -> None:
     if not _native_into(h, out):
-        ts = _str(h.ds.file_meta, "TransferSyntaxUID") if getattr(h.ds, "file_meta", None) is not None else ""
+        ts = h.transfer_syntax
         if ts in _RETIRED_JPEG:
             _decode_sitk(h, out)
             return
+        ds = None
         try:
-            raw = h.ds.pixel_array
+            ds = h.dataset()
+            raw = ds.pixel_array
         except Exception as exc:
             raise DicomSeriesError(
                 f"cannot decode pixel data (transfer syntax {ts or 'unknown'}): {exc.__class__.__name__}: {exc}",
                 h.path,
             ) from exc
         finally:
-            _forget_pixels(h.ds)
-        _rescale_into(np.asarray(raw), h.ds, out, h.path)
+            if ds is not None:
+                _forget_pixels(ds)
+        _rescale_into(np.asarray(raw), h, out, h.path)
 
 
 def _forget_pixels(ds: Any) -> None:
@@ -539,10 +785,7 @@ def _decode_all(headers: list[_Header], rows: int, cols: int, workers: int) -> N
 
 def _resample_uniform(vol: NDArray[np.int16], pos: NDArray[np.float64]) -> tuple[NDArray[np.int16], float]:
     """Linear resampling along axis 0 from positions ``pos`` to a uniform grid from pos[0] to pos[-1]."""
-    span = float(pos[-1] - pos[0])
-    step = float(np.min(np.diff(pos)))
-    n_out = round(span / step) + 1
-    spacing = span / (n_out - 1)
+    n_out, spacing = _uniform_grid(pos)
     out = np.empty((n_out, *vol.shape[1:]), dtype=np.int16)
     targets = pos[0] + spacing * np.arange(n_out)
     for k, t in enumerate(targets):
@@ -559,10 +802,10 @@ def _resample_uniform(vol: NDArray[np.int16], pos: NDArray[np.float64]) -> tuple
     return out, spacing
 
 
-def _slice_spacing_single(ds: Any) -> float:
+def _slice_spacing_single(h: _Header) -> float:
     """Spacing along the normal for a one-slice series: SpacingBetweenSlices, else 1 mm (as GDCM/SimpleITK)."""
     try:
-        v = float(ds.get("SpacingBetweenSlices") or 0.0)
+        v = float(h.get("SpacingBetweenSlices") or 0.0)
     except (TypeError, ValueError):
         v = 0.0
     return abs(v) if v and math.isfinite(v) else 1.0
@@ -577,6 +820,78 @@ def _load(
     return _plan(headers, allow_gaps=allow_gaps), uid
 
 
+@dataclass
+class SeriesStream:
+    """A checked CT series whose geometry is known before its pixels are decoded.
+
+    :meth:`slabs` decodes the slices into :attr:`array` in z order, so a consumer (e.g. a NIfTI writer in
+    another thread) can process the leading slices while the rest are still being read.
+    """
+
+    geometry: Geometry
+    array: NDArray[np.int16]  # (z, y, x), filled by slabs()
+    plan: _Plan = field(repr=False)
+    workers: int = 1
+
+    def slabs(self, size: int = 16) -> Iterator[int]:
+        """Decode the volume; yields how many leading z-slices of :attr:`array` are final so far."""
+        plan, n = self.plan, self.array.shape[0]
+        if plan.gaps or self.workers > 1:
+            vol = _decode_all(plan.headers, plan.rows, plan.cols, self.workers)
+            if plan.gaps:
+                vol, spacing_z = _resample_uniform(vol, plan.positions)
+                warnings.warn(
+                    f"{plan.headers[0].path.parent}: "
+                    + "; ".join(plan.gaps)
+                    + f"; resampled linearly to {vol.shape[0]} slices at {spacing_z:.3f} mm",
+                    stacklevel=2,
+                )
+            self.array[...] = vol
+            yield n
+            return
+        for k0 in range(0, n, size):
+            k1 = min(n, k0 + size)
+            for k in range(k0, k1):
+                _decode_into(plan.headers[k], self.array[k])
+            yield k1
+
+
+def _uniform_grid(pos: NDArray[np.float64]) -> tuple[int, float]:
+    """(slices, spacing) of the uniform grid that gap resampling produces from positions ``pos``."""
+    span = float(pos[-1] - pos[0])
+    n_out = round(span / float(np.min(np.diff(pos)))) + 1
+    return n_out, span / (n_out - 1)
+
+
+def stream_dicom_series(
+    folder_or_files: str | Path | Iterable[str | Path],
+    *,
+    series_uid: str | None = None,
+    allow_gaps: bool = False,
+    workers: int = 1,
+) -> SeriesStream:
+    """Check one CT series and compute its geometry; the pixels are decoded by :meth:`SeriesStream.slabs`.
+
+    Same input and checks as :func:`read_dicom_series` (which is this, fully consumed).
+    """
+    plan, _ = _load(folder_or_files, series_uid, allow_gaps)
+    pos = plan.positions
+    n = len(pos)
+    if n == 1:
+        spacing_z = _slice_spacing_single(plan.headers[0])
+    elif plan.gaps:
+        n, spacing_z = _uniform_grid(pos)
+    else:
+        spacing_z = float((pos[-1] - pos[0]) / (n - 1))
+    geom = Geometry(
+        (n, plan.rows, plan.cols),
+        (spacing_z, plan.pixel_spacing[0], plan.pixel_spacing[1]),
+        (float(plan.origin[0]), float(plan.origin[1]), float(plan.origin[2])),
+        plan.axes,
+    )
+    return SeriesStream(geom, np.empty((n, plan.rows, plan.cols), dtype=np.int16), plan, workers)
+
+
 def read_dicom_series(
     folder_or_files: str | Path | Iterable[str | Path],
     *,
@@ -588,28 +903,12 @@ def read_dicom_series(
 
     Raises :class:`DicomSeriesError` with the reason when the files cannot form one CT volume.
     """
-    plan, _ = _load(folder_or_files, series_uid, allow_gaps)
-    vol = _decode_all(plan.headers, plan.rows, plan.cols, workers)
-    pos = plan.positions
-    if len(pos) == 1:
-        spacing_z = _slice_spacing_single(plan.headers[0].ds)
-    elif plan.gaps:
-        vol, spacing_z = _resample_uniform(vol, pos)
-        warnings.warn(
-            f"{plan.headers[0].path.parent}: "
-            + "; ".join(plan.gaps)
-            + f"; resampled linearly to {vol.shape[0]} slices at {spacing_z:.3f} mm",
-            stacklevel=2,
-        )
-    else:
-        spacing_z = float((pos[-1] - pos[0]) / (len(pos) - 1))
-    geom = Geometry(
-        (int(vol.shape[0]), plan.rows, plan.cols),
-        (spacing_z, plan.pixel_spacing[0], plan.pixel_spacing[1]),
-        (float(plan.origin[0]), float(plan.origin[1]), float(plan.origin[2])),
-        plan.axes,
+    stream = stream_dicom_series(
+        folder_or_files, series_uid=series_uid, allow_gaps=allow_gaps, workers=workers
     )
-    return CTVolume(vol, geom)
+    for _ in stream.slabs(size=len(stream.array)):
+        pass
+    return CTVolume(stream.array, stream.geometry)
 
 
 def dicom_summary(
@@ -631,17 +930,17 @@ def dicom_summary(
     files, where = _expand(folder_or_files)
     groups = _scan(files)
     uid, headers = _choose(groups, series_uid, where)
-    ds = headers[0].ds
+    h0 = headers[0]
     out: dict[str, Any] = {
         "series_uid": uid,
         "n_files": len(headers),
-        "modality": _str(ds, "Modality") or "(missing)",
-        "sop_class_uid": _sop_class(ds),
-        "transfer_syntaxes": sorted({_str(h.ds.file_meta, "TransferSyntaxUID") for h in headers}),
-        "manufacturer": _str(ds, "Manufacturer"),
-        "model": _str(ds, "ManufacturerModelName"),
-        "description": _str(ds, "SeriesDescription"),
-        "slice_thickness": _str(ds, "SliceThickness"),
+        "modality": h0.text("Modality") or "(missing)",
+        "sop_class_uid": _sop_class(h0),
+        "transfer_syntaxes": sorted({h.transfer_syntax for h in headers}),
+        "manufacturer": h0.text("Manufacturer"),
+        "model": h0.text("ManufacturerModelName"),
+        "description": h0.text("SeriesDescription"),
+        "slice_thickness": h0.text("SliceThickness"),
     }
     try:
         plan = _plan(headers, allow_gaps=True)
@@ -650,7 +949,7 @@ def dicom_summary(
         return out
     pos = plan.positions
     sz = (
-        _slice_spacing_single(plan.headers[0].ds)
+        _slice_spacing_single(plan.headers[0])
         if len(pos) == 1
         else (float(np.min(np.diff(pos))) if plan.gaps else float((pos[-1] - pos[0]) / (len(pos) - 1)))
     )

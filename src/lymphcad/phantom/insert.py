@@ -4,7 +4,8 @@
    lumen / enhancing organ, soft tissue (organ parenchyma, muscle, bowel), subcutaneous and visceral fat.
 2. Placement only in visceral (mediastinal / retroperitoneal / mesenteric) fat within a few mm of an
    enhanced vessel or an airway, never touching lung, gas, bone, vessel lumen or the volume border;
-   ≥ 90 % of the node's voxels must be fat (the rest only soft-tissue partial-volume voxels).
+   every voxel of the node's mask (coverage ≥ 0.5) must be fat, so a node may abut an organ, bowel or muscle
+   (its partial-volume rim reaches them) but never overlaps them.
 3. Rendering as an additive contrast: (node HU + node texture − smoothed local background) × sub-voxel
    coverage (in-plane coverage averaged over the slice thickness = the slice profile), blurred by the
    in-plane PSF. The background's own noise is kept; no extra noise is added.
@@ -14,6 +15,7 @@ The cohort carries the background's licence and citations in dataset.json.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -56,6 +58,29 @@ CLASS_NAMES: Final = {
     7: "gas",
 }
 FORBIDDEN: Final = (OUTSIDE, VESSEL, BONE, LUNG, GAS)
+#: ground truth = enlarged nodes, measured short axis ≥ 10 mm (as the phantom and the collection define it);
+#: smaller inserted nodes stay in the image as unannotated nodes, listed only in the full truth under extra/
+ENLARGED_SAD_MM: Final = 10.0
+#: positions tried for one drawn node size before another size is drawn
+SIZE_TRIES: Final = 40
+#: columns of extra/<case>_nodes.csv (the full truth, read by the detector's ``--truth extra``)
+INSERT_NODE_COLUMNS: Final = (
+    "case_id",
+    "id",
+    "gt_node_id",
+    "coordX",
+    "coordY",
+    "coordZ",
+    "short_axis_mm",
+    "long_axis_mm",
+    "region",
+    "enlarged",
+    "annotated",
+    "internal",
+    "mean_hu",
+    "gap_mm",
+    "drawn_sad",
+)
 
 CRLM_CITATION: Final = (
     "Simpson, A. L., Peoples, J., Creasy, J. M., Fichtinger, G., Gangai, N., Lasso, A., Keshava Murthy, K. N., Shia, J., "
@@ -276,11 +301,18 @@ def insert_nodes(
     occupied = np.zeros(shape, bool)
     tries = 0
     max_tries = 250 * max(1, n_nodes) if max_tries is None else max_tries
+    size: tuple[float, float, float] | None = None
+    size_tries = 0
     while len(records) < n_nodes and tries < max_tries:
         tries += 1
-        sad = sample_enlarged_sad(rng) if rng.random() < 0.85 else float(rng.uniform(6.0, 10.0))
-        ratio = sample_ratio(rng, True)
-        cc = max(ratio, float(rng.uniform(1.0, 2.0)))
+        # a drawn size is kept over failed positions: redrawing at every failure would favour small nodes
+        # (they fit anywhere) and bias the placed sizes below the sampler's distribution
+        if size is None or size_tries >= SIZE_TRIES:
+            sad0 = sample_enlarged_sad(rng) if rng.random() < 0.85 else float(rng.uniform(6.0, 10.0))
+            ratio0 = sample_ratio(rng, True)
+            size, size_tries = (sad0, ratio0, max(ratio0, float(rng.uniform(1.0, 2.0)))), 0
+        size_tries += 1
+        sad, ratio, cc = size
         half = (sad / 2, ratio * sad / 2, cc * sad / 2)
         k, j, i = cand[int(rng.integers(len(cand)))]
         # border margin: node must stay away from the volume edge
@@ -300,7 +332,9 @@ def insert_nodes(
         t = tis[sl][inside]
         if np.isin(t, FORBIDDEN).any() or occupied[sl][inside].any():
             continue
-        if (t == FAT_VISC).mean() < 0.9:
+        # abut soft tissue, never overlap it: non-fat voxels only in the partial-volume rim, at most 10 %
+        rim = cov[inside] < 0.9
+        if np.any((t != FAT_VISC) & ~rim) or (t == FAT_VISC).mean() < 0.9:
             continue
         if ndimage.binary_dilation(occupied[sl], iterations=1)[inside].any():
             continue  # keep inserted nodes apart
@@ -321,6 +355,7 @@ def insert_nodes(
         labels[sl][inside] = nid
         np.maximum(covmap[sl], cov, out=covmap[sl])
         occupied[sl] |= inside
+        size = None
         records.append(
             {
                 "id": nid,
@@ -357,6 +392,8 @@ def insert_nodes(
                 "core_mean_hu": float(out[core].mean()) if core.any() else None,
                 "core_background_hu": float(hu[core].mean()) if core.any() else None,
                 "region": "mediastinal" if _near_lung(tis, m) else "abdominal",
+                # ground truth follows the measured short axis, as in the phantom (enlarged: ≥ 10 mm)
+                "enlarged": bool(meas["sad_mm"] >= ENLARGED_SAD_MM),
             }
         )
     if len(records) < n_nodes:
@@ -364,6 +401,50 @@ def insert_nodes(
             {"warning": f"placed {len(records)} of {n_nodes} nodes (no more room in plausible fat)"}
         )
     return out, labels, records, tis
+
+
+def _ground_truth(
+    labels: NDArray[np.uint16], records: list[dict[str, Any]]
+) -> tuple[NDArray[np.uint16], list[dict[str, Any]]]:
+    """Keep the enlarged nodes as ground truth, renumbered 1..n in placement order (ids stay consecutive).
+
+    Sets each record's ``gt_node_id`` (0 for an unannotated small node) and returns the relabelled instance
+    image and the ground-truth records carrying their new ids.
+    """
+    lut = np.zeros(max((int(r["id"]) for r in records), default=0) + 1, np.uint16)
+    gt: list[dict[str, Any]] = []
+    for r in records:
+        r["gt_node_id"] = 0
+        if r["enlarged"]:
+            lut[r["id"]] = len(gt) + 1
+            r["gt_node_id"] = len(gt) + 1
+            gt.append({**r, "id": len(gt) + 1})
+    return lut[labels], gt
+
+
+def _write_node_table(path: Path, case_id: str, records: list[dict[str, Any]]) -> None:
+    """The full truth of one insertion case: every inserted node, enlarged or not (formats.md §2 ``extra/``)."""
+    with atomic.atomic_open(path) as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(INSERT_NODE_COLUMNS)
+        for r in records:
+            w.writerow(
+                [
+                    case_id,
+                    r["id"],
+                    r["gt_node_id"],
+                    *(f"{v:.3f}" for v in r["xyz"]),
+                    f"{r['sad']:.3f}",
+                    f"{r['lad']:.3f}",
+                    r["region"],
+                    int(r["enlarged"]),
+                    int(r["enlarged"]),
+                    r["internal"],
+                    f"{r['mean_hu']:.1f}",
+                    f"{r['gap_mm']:.2f}",
+                    f"{r['drawn_sad']:.3f}",
+                ]
+            )
 
 
 def _central(tis: NDArray[np.uint8], frac: float = 0.62) -> NDArray[np.bool_]:
@@ -429,14 +510,17 @@ def insert_cohort(
         n = int(rng.integers(nodes[0], nodes[1] + 1))
         img, labels, recs, _ = insert_nodes(vol, n, rng, tissue=tis)
         write_nifti(writer.image_path(cid), img, vol.geometry)
-        write_nifti(writer.root / "labels" / f"{cid}.nii.gz", labels, vol.geometry)
-        write_nifti(writer.root / "eval_regions" / f"{cid}.nii.gz", body, vol.geometry)
         good = [r for r in recs if "id" in r]
+        gt_labels, gt_recs = _ground_truth(labels, good)
+        write_nifti(writer.root / "labels" / f"{cid}.nii.gz", gt_labels, vol.geometry)
+        write_nifti(writer.root / "eval_regions" / f"{cid}.nii.gz", body, vol.geometry)
+        write_nifti(extra / f"{cid}_all_nodes.nii.gz", labels, vol.geometry)
+        _write_node_table(extra / f"{cid}_nodes.csv", cid, good)
         reg = (
             "mediastinal" if sum(r["region"] == "mediastinal" for r in good) > len(good) / 2 else "abdominal"
         )
         regions[cid] = reg
-        for r in good:
+        for r in gt_recs:
             anns.append(record_annotation(cid, r))
         hashes[cid] = voxel_hash(img)
         atomic.write_json(

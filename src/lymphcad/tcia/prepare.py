@@ -1,13 +1,15 @@
 """``lymphcad prepare``: a CT Lymph Nodes download + its annotation archives → a cohort (formats.md §2).
 
-Per patient (in parallel over patients, each in its own process):
+Per patient (in parallel over patients, each in its own process, forked from a forkserver that has
+imported lymphcad once):
 
 1. **CT series** (spec §2.5): the patient's folders are found by reading the ``PatientID`` of one file per
    folder, so every layout of spec §2 works (retriever "descriptive", classic UID folders, tcia-utils flat
    folders). Folders whose files are not CT (the 2023 DICOM SEG series) are ignored; among several CT
    series the one with the most files is taken. The series is read with the foundation reader
-   (:func:`lymphcad.io.dicom.read_dicom_series`: geometric slice sort, rescale to HU) and written as
-   ``images/<PatientID>.nii.gz`` (int16).
+   (:func:`lymphcad.io.dicom.stream_dicom_series`: geometric slice sort, rescale to HU) and written as
+   ``images/<PatientID>.nii.gz`` (int16): a second thread deflates each slab of slices while the next one
+   is read, and the content hash is computed on the same slabs (the file is the one ``write_ct`` writes).
 2. **Centroids** → annotations.csv in world LPS mm, computed from ``_indices.txt`` and the image geometry
    (``p = O + D·diag(s)·ijk``), and cross-checked against ``_physicalPoints.txt``: the index base that
    fits (0 or 1, per axis) is detected on the data, not assumed (spec §3.1 self-check), and every node
@@ -33,14 +35,15 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import queue
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -60,6 +63,9 @@ from lymphcad.tcia.archives import (
     read_centroids,
     unknown_entries,
 )
+
+if TYPE_CHECKING:
+    from lymphcad.io.dicom import SeriesStream
 
 #: physical points and index-derived points further apart than this are reported (mm)
 DISAGREE_MM: Final = 0.05
@@ -171,9 +177,9 @@ def _signature(
     return h.hexdigest()
 
 
-def _read_ct(dirs: Sequence[SeriesDir]) -> tuple[Any, dict[str, Any]]:
-    """The patient's CT volume, choosing per spec §2.5 (CT only; most files)."""
-    from lymphcad.io.dicom import DicomSeriesError, list_series, read_dicom_series
+def _open_ct(dirs: Sequence[SeriesDir]) -> tuple[SeriesStream, dict[str, Any]]:
+    """The patient's CT series (checked, geometry known, pixels not yet decoded), chosen per spec §2.5."""
+    from lymphcad.io.dicom import DicomSeriesError, list_series, stream_dicom_series
 
     ct_dirs = [d for d in dirs if d.modality in ("CT", "")]
     ignored = sorted({d.modality for d in dirs if d.modality not in ("CT", "")})
@@ -185,9 +191,9 @@ def _read_ct(dirs: Sequence[SeriesDir]) -> tuple[Any, dict[str, Any]]:
         )
     if len(ct_dirs) == 1:
         try:
-            vol = read_dicom_series(ct_dirs[0].files)
+            stream = stream_dicom_series(ct_dirs[0].files)
             info["n_files"] = len(ct_dirs[0].files)
-            return vol, info
+            return stream, info
         except DicomSeriesError as exc:
             if "CT series found" not in str(exc):
                 raise
@@ -201,7 +207,40 @@ def _read_ct(dirs: Sequence[SeriesDir]) -> tuple[Any, dict[str, Any]]:
         raise InputError("no CT image series found", ct_dirs[0].path)
     info["n_files"] = best.n_files
     info["chosen_among_ct_series"] = sum(len(list_series(d.path)) for d in ct_dirs)
-    return read_dicom_series(list(best.files), series_uid=best.series_uid), info
+    return stream_dicom_series(list(best.files), series_uid=best.series_uid), info
+
+
+def _write_ct_overlapped(writer: CohortWriter, case_id: str, stream: SeriesStream) -> str:
+    """Decode the series and write images/<case>.nii.gz at the same time; returns the content hash.
+
+    The main thread decodes slabs of slices and hashes them; a second thread deflates each slab as soon as
+    it is decoded (ISA-L and the file reads release the GIL). The file and the hash are the same as
+    ``writer.write_image`` gives for the whole volume (formats.md: sha256 of the int16 voxels, C order).
+    """
+    from lymphcad.io.nifti import write_nifti_slabs
+
+    ready: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+
+    def announced() -> Iterator[int]:
+        while (k := ready.get()) is not None:
+            yield k
+
+    digest = hashlib.sha256()
+    array = stream.array
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        written = pool.submit(
+            write_nifti_slabs, writer.image_path(case_id), array, stream.geometry, announced()
+        )
+        try:
+            done = 0
+            for k in stream.slabs():
+                digest.update(array[done:k].data.cast("B"))
+                ready.put(k)
+                done = k
+        finally:
+            ready.put(None)  # on a decoding error the writer stops short and leaves no file
+        written.result()
+    return digest.hexdigest()
 
 
 def check_centroids(pc: PatientCentroids, geom: Geometry) -> tuple[NDArray[np.float64], dict[str, Any]]:
@@ -317,12 +356,12 @@ def convert_case(job: CaseJob) -> CaseResult:
     result = CaseResult(job.case_id, "failed", signature=job.signature)
     try:
         writer = CohortWriter(job.out)
-        volume, series_info = _read_ct(job.dirs)
-        geom = volume.geometry
+        stream, series_info = _open_ct(job.dirs)
+        geom = stream.geometry
         result.dicom_bytes = sum(
             f.stat().st_size for d in job.dirs if d.modality in ("CT", "") for f in d.files
         )
-        result.content_hash = writer.write_image(job.case_id, volume)
+        result.content_hash = _write_ct_overlapped(writer, job.case_id, stream)
         checks: dict[str, Any] = {
             "series": series_info,
             "geometry": {
@@ -540,7 +579,11 @@ def prepare(
         for job in todo:
             _done(convert_case(job))
     else:
-        ctx = mp.get_context("spawn")
+        # forkserver: a fresh server process imports lymphcad once (preload) and forks the workers from it,
+        # so each worker starts without re-importing numpy/pydicom/nibabel (about 1 CPU-s each) and without
+        # inheriting the caller's threads (as plain fork would)
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["lymphcad.tcia.prepare", "lymphcad.io.dicom", "lymphcad.io.nifti"])
         with ProcessPoolExecutor(max_workers=min(opts.workers, len(todo)), mp_context=ctx) as pool:
             futures = [pool.submit(convert_case, job) for job in todo]
             for fut in as_completed(futures):
