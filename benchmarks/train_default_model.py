@@ -270,7 +270,7 @@ def main() -> None:
     )
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--ship", action="store_true", help="copy the model into src/lymphcad/models/")
-    ap.add_argument("--name", default="centernet3d_phantom_v1")
+    ap.add_argument("--name", default="centernet3d_phantom_v2")
     ap.add_argument("--skip-train", action="store_true", help="only evaluate an existing run")
     ap.add_argument(
         "--fpr-iters",

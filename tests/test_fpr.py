@@ -180,10 +180,10 @@ def test_train_fpr_end_to_end_on_a_phantom_cohort(tmp_path: Path) -> None:
     import json
     import shutil
 
-    from lymphcad.detector.model import resolve_model_path
+    from lymphcad.detector.model import DEFAULT_MODEL, resolve_model_path
 
     model_dir = tmp_path / "model"
-    shutil.copytree(resolve_model_path("centernet3d_phantom_v1").parent, model_dir)
+    shutil.copytree(resolve_model_path(DEFAULT_MODEL).parent, model_dir)
     code = main(
         [
             "train-fpr",

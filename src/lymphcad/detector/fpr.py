@@ -8,8 +8,9 @@ candidate can tell apart (Roth et al. 2014 did this on the CT Lymph Nodes collec
 * :class:`CandidateNet`: a small 3D CNN on a ``crop_vox``³ cube (plan grid, default 24 voxels = 48 mm at
   2 mm) centred on a candidate → one logit.
 * :func:`collect_candidates`: runs the first stage on training cases and labels each candidate with the
-  evaluator's radius rule (positive within max(5 mm, diameter / 2) of an enlarged node, ignored near an
-  ignored finding, negative otherwise); the ground-truth centres are added as positives too.
+  evaluator's radius rule (positive within max(5 mm, diameter / 2) of an enlarged node, negative otherwise;
+  hits on ignored findings are negatives by default, dropped with ``ignored_as_negative=False``); the
+  ground-truth centres are added as positives too.
 * :func:`train_fpr`: balanced batches, flips / in-plane quarter turns / ±jitter / intensity augmentation,
   AdamW + cosine; then the fusion weight ``w`` of ``p = p1^(1-w) · p2^w`` is chosen on the validation cases
   by CPM with the project's evaluator (w = 0 keeps the first stage unchanged).
@@ -65,6 +66,9 @@ class FPRConfig:
     noise_sd: float = 0.03
     #: a candidate within max(match_min_mm, diameter / 2) of an enlarged node is a positive
     match_min_mm: float = 5.0
+    #: hits on ignored findings (e.g. 8–10 mm nodes under ``--truth extra``) train as negatives: the
+    #: evaluation counts them as false positives, and the first stage was not taught to separate them
+    ignored_as_negative: bool = True
     seed: int = 0
     #: fusion p = p1^(1 - weight) · p2^weight; set by validation in :func:`train_fpr`
     weight: float = 0.5
@@ -234,7 +238,7 @@ def collect_candidates(
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> CandidateSet:
-    """Run the first stage on training cases and keep labelled crops (ignored hits are dropped).
+    """Run the first stage on training cases and keep labelled crops (ignored hits: see ``ignored_as_negative``).
 
     ``cases`` are :class:`~lymphcad.detector.sampling.TrainCase` objects; ``detect(case)`` returns the first
     stage's detections of a case; ``normalised(case)`` its normalised plan-grid image and pad value.
@@ -258,6 +262,8 @@ def collect_candidates(
             case.ignore_radius_mm,
             match_min_mm=cfg.match_min_mm,
         )
+        if cfg.ignored_as_negative:
+            lab[lab < 0] = 0
         keep = lab >= 0
         zyx = g.world_to_zyx(xyz[keep]) if keep.any() else np.zeros((0, 3))
         # the truth centres are positives as well: the classifier must know nodes the first stage missed

@@ -29,7 +29,7 @@ from lymphcad.errors import InputError
 MODEL_FORMAT: Final = "lymphcad-centernet3d"
 MODEL_VERSION: Final = 1
 #: the model ``lymphcad detect`` uses without ``--model``
-DEFAULT_MODEL: Final = "centernet3d_phantom_v1"
+DEFAULT_MODEL: Final = "centernet3d_phantom_v2"
 
 
 @dataclass
