@@ -15,6 +15,15 @@ from lymphcad.phantom.canvas import Canvas
 from lymphcad.phantom.tissue import NODE_HOST, SOFT_TISSUE, T
 
 # -- samplers -------------------------------------------------------------------------------------
+#: other stations of the region an enlarged node tries when its drawn station has no room
+EXTRA_STATIONS: Final = 2
+#: room poses per station of the tour, tried only after every anchor pose of the tour failed
+ROOM_TRIES: Final = 12
+#: extra fat (mm) a room pose keeps around its short axis beyond the drawn gap: a node placed by fat depth sits
+#: in the middle of a fat pad, not wedged between the bowel, psoas and crura that bound it
+ROOM_MARGIN: Final = 3.0
+#: smallest measured SAD (mm) an enlarged node is scaled to when its measurement departs from the drawn SAD
+SAD_FLOOR: Final = 10.5
 COUNT_PARAMS: Final = {"mediastinal": (3.3, 2.0), "abdominal": (5.9, 1.5)}
 
 
@@ -65,6 +74,7 @@ class Station:
     anchors: tuple[str, ...]
     direction: tuple[float, float, float]
     zrange: tuple[float, float] | None = None
+    mirror_x: bool = False  # the direction's x sign is drawn per node (left or right of the anchor)
 
 
 STATIONS: Final = (
@@ -90,7 +100,10 @@ STATIONS: Final = (
     Station("celiac", "abdominal", 0.06, ("celiac",), (0.0, 0.0, 0.0), None),
     Station("gastrohepatic", "abdominal", 0.05, ("portal", "celiac"), (0.0, -1.0, 0.3), (-200, -170)),
     Station("peripancreatic", "abdominal", 0.06, ("pancreas", "splenic_v"), (0.0, 0.0, 0.0), None),
-    Station("retrocrural", "abdominal", 0.05, ("desc_aorta", "abd_aorta"), (0.0, 1.0, 0.0), (-175, -120)),
+    # behind the crura, beside (not into) the spine: posterolateral of the aorta, either side
+    Station(
+        "retrocrural", "abdominal", 0.05, ("desc_aorta", "abd_aorta"), (0.9, 0.7, 0.0), (-175, -120), True
+    ),
 )
 
 
@@ -156,8 +169,11 @@ class NodePlacer:
         self.lo, self.hi = lo, hi
         self._pert: dict[int, Any] = {}
         self._station_cache: dict[str, list[Any]] = {}
+        self._room_cache: tuple[NDArray[np.float32], tuple[int, int, int]] | None = None
         #: drawn nodes that fit nowhere (dropped, never shrunk below the enlarged threshold)
         self.dropped = {"enlarged": 0, "small": 0}
+        #: enlarged-node counts drawn per region by :meth:`place_all` (spec §4.1)
+        self.drawn_counts: dict[str, int] = {}
         self._soft = np.zeros(256, dtype=bool)
         self._soft[list(SOFT_TISSUE)] = True
         self._host = np.zeros(256, dtype=bool)
@@ -193,8 +209,10 @@ class NodePlacer:
 
     # -- geometry of one node -------------------------------------------------------------------
     def _pose(
-        self, st: Station, sad: float, ratio: float, cc: float
+        self, st: Station, sad: float, ratio: float, cc: float, spread: float = 0.35
     ) -> tuple[str, NDArray[np.float64], NDArray[np.float64], tuple[float, float, float], float] | None:
+        """A pose beside one of the station's anchor points; ``spread`` jitters the station's direction
+        (0.35: the textbook side of the anchor; ≥ 1: any side, used when the textbook side is full)."""
         rng = self.rng
         pts = self.station_points(st)
         if not pts:
@@ -203,7 +221,9 @@ class NodePlacer:
         base = np.asarray(st.direction, dtype=float)
         if np.linalg.norm(base) < 1e-6:
             base = rng.normal(0, 1, 3)
-        d = _unit(_unit(base) + rng.normal(0, 0.35, 3))
+        if st.mirror_x and rng.random() < 0.5:
+            base = base * np.array([-1.0, 1.0, 1.0])
+        d = _unit(_unit(base) + rng.normal(0, spread, 3))
         d = _unit(d - (d @ tang) * tang)  # perpendicular to the anchor
         gap = float(np.clip(rng.exponential(self.np["gap_mean"]), 0.0, 10.0))
         # axes: short along d (flattened against the anchor), long along the tangent ±20°
@@ -215,6 +235,109 @@ class NodePlacer:
         rot = np.stack([d, third, t], axis=1)
         centre = q + d * (float(r_anchor) + gap + half[0] + 0.5)
         return name, centre, rot, half, gap
+
+    def _room(self) -> tuple[NDArray[np.float32], tuple[int, int, int]]:
+        """Depth of host fat (mm to the nearest non-fat voxel) on a ~2 mm grid, and its voxel stride (z, y, x).
+
+        Built once per case; placed nodes lower it conservatively (:meth:`_claim`), and every pose it
+        proposes still passes the exact voxel checks of :meth:`try_place`.
+        """
+        if self._room_cache is None:
+            from scipy import ndimage
+
+            cv = self.cv
+            stride = (
+                max(1, round(2.0 / cv.spacing[0])),
+                max(1, round(2.0 / cv.spacing[1])),
+                max(1, round(2.0 / cv.spacing[2])),
+            )
+            host = self._host[cv.tissue[:: stride[0], :: stride[1], :: stride[2]]]
+            host[0, :, :] = host[-1, :, :] = False
+            sampling = tuple(float(a * b) for a, b in zip(cv.spacing, stride, strict=True))
+            edt = ndimage.distance_transform_edt(host, sampling=sampling).astype(np.float32)
+            self._room_cache = (edt, stride)
+        return self._room_cache
+
+    def _coarse_box(
+        self, c: NDArray[np.float64], r: float
+    ) -> tuple[tuple[slice, slice, slice], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """Slices of the room grid within ``r`` mm of world point ``c`` and the world x, y, z of its voxels."""
+        cv = self.cv
+        st = self._room()[1]
+        axes = (cv.zs[:: st[0]], cv.ys[:: st[1]], cv.xs[:: st[2]])
+        sl = []
+        for ax, v in zip(axes, (c[2], c[1], c[0]), strict=True):
+            a = int(np.searchsorted(ax, v - r))
+            b = int(np.searchsorted(ax, v + r))
+            sl.append(slice(a, max(a, b)))
+        z, y, x = (np.asarray(axes[i][sl[i]], dtype=float) for i in range(3))
+        return (sl[0], sl[1], sl[2]), x, y, z
+
+    def _room_pose(
+        self, st: Station, sad: float, ratio: float, cc: float, margin: float = ROOM_MARGIN
+    ) -> tuple[str, NDArray[np.float64], NDArray[np.float64], tuple[float, float, float], float] | None:
+        """A pose where the station's fat is deep enough for the node (spec §6.4 "retry / mold"): a centre
+        drawn among room-grid voxels within reach of an anchor point whose fat depth exceeds the node's
+        short half-axis + drawn gap + ``margin`` mm, the short axis along the fat-depth gradient, the long axis
+        along the anchor."""
+        rng = self.rng
+        pts = self.station_points(st)
+        if not pts:
+            return None
+        name, q, r_anchor, tang = pts[int(rng.integers(len(pts)))]
+        comp = 1.0 + 0.6 * self.np["perturb_amp"]
+        half0 = sad / 2.0 * comp
+        reach = float(r_anchor) + 2.0 * half0 + 12.0
+        edt, _ = self._room()
+        sl, x, y, z = self._coarse_box(q, reach)
+        box = edt[sl]
+        if box.size == 0:
+            return None
+        d2 = (x[None, None, :] - q[0]) ** 2 + (y[None, :, None] - q[1]) ** 2 + (z[:, None, None] - q[2]) ** 2
+        # clearance as beside an anchor (Exponential gap, mean from d): room poses must not pack nodes tighter
+        # against their neighbours than anchor poses do (the soft-contact share stays set by soft_contact_p)
+        gap = float(np.clip(rng.exponential(self.np["gap_mean"]), 0.0, 10.0))
+        ok = (box >= half0 + 0.5 + gap + margin) & (d2 <= reach**2)
+        cand = np.flatnonzero(ok)
+        if cand.size == 0:
+            return None
+        k = int(cand[int(rng.integers(cand.size))])
+        iz, iy, ix = (int(v) for v in np.unravel_index(k, box.shape))
+        centre = np.array([x[ix], y[iy], z[iz]], dtype=float) + rng.uniform(-0.7, 0.7, 3)
+        # short axis along the depth gradient (towards the nearest wall), long axes along the anchor
+        g = np.zeros(3)
+        ijk = (iz, iy, ix)
+        for a, coord in enumerate((x, y, z)):
+            ax = 2 - a  # box axis (z, y, x) of world axis a (x, y, z)
+            lo, hi = max(ijk[ax] - 1, 0), min(ijk[ax] + 1, box.shape[ax] - 1)
+            if hi > lo:
+                i_lo = tuple(lo if j == ax else ijk[j] for j in range(3))
+                i_hi = tuple(hi if j == ax else ijk[j] for j in range(3))
+                g[a] = float(box[i_hi] - box[i_lo]) / float(coord[hi] - coord[lo])
+        d = _unit(g) if np.linalg.norm(g) > 1e-6 else _unit(rng.normal(0, 1, 3))
+        t = tang + rng.normal(0, 0.2, 3)
+        t = t - (t @ d) * d
+        if np.linalg.norm(t) < 1e-3:
+            t = rng.normal(0, 1, 3)
+            t = t - (t @ d) * d
+        t = _unit(t)
+        third = np.cross(d, t)
+        half = (half0, ratio * sad / 2.0, cc * sad / 2.0)
+        rot = np.stack([d, third, t], axis=1)
+        return name, centre, rot, half, gap
+
+    def _claim(self, node: Node) -> None:
+        """Lower the room grid around a placed node (depth ≤ distance to its bounding sphere)."""
+        if self._room_cache is None:
+            return
+        edt, _ = self._room_cache
+        r = float(max(node.half_axes)) * 1.25
+        sl, x, y, z = self._coarse_box(node.center, r + 40.0)
+        c = node.center
+        dist = np.sqrt(
+            (x[None, None, :] - c[0]) ** 2 + (y[None, :, None] - c[1]) ** 2 + (z[:, None, None] - c[2]) ** 2
+        )
+        np.minimum(edt[sl], np.maximum(dist - r, 0.0).astype(np.float32), out=edt[sl])
 
     def _tissue_at(self, w: NDArray[np.float64]) -> int:
         cv = self.cv
@@ -262,20 +385,17 @@ class NodePlacer:
                     out.append((centre + dirs[n] * (dist - back), back - 0.6))
         return out
 
-    def try_place(self, node: Node, *, check: bool = True) -> bool:
-        """Render the node into the node map if it fits (all covered voxels are host fat)."""
+    def _fit(self, node: Node, check: bool) -> tuple[Any, Any, Any, Any] | None:
+        """(box, sdf, coverage, mask) of the node when it lies inside the volume (2 voxels from the border) and,
+        with ``check``, covers only host fat; None otherwise."""
         cv = self.cv
-        if check and not self._precheck(node):
-            return False
         b, sdf = cv.ellipsoid_sdf(
             node.center, node.half_axes, node.rot, perturb=self._pert.get(node.node_index)
         )
         if sdf is None or b.empty:
-            return False
-        shape = (b.z1 - b.z0, b.y1 - b.y0, b.x1 - b.x0)
-        if sdf.shape != shape:
-            return False  # clipped at the volume border
-        # keep 2 voxels away from the border
+            return None
+        if sdf.shape != (b.z1 - b.z0, b.y1 - b.y0, b.x1 - b.x0):
+            return None  # clipped at the volume border
         if (
             b.z0 == 0
             or b.y0 == 0
@@ -284,17 +404,55 @@ class NodePlacer:
             or b.y1 == cv.shape[1]
             or b.x1 == cv.shape[2]
         ):
-            return False
+            return None  # keep 2 voxels away from the border
         a = cv.coverage(sdf)
         inside = a >= 0.5
         if not inside.any():
+            return None
+        if check and not np.all(self._host[cv.tissue[b.slices][inside]]):
+            return None
+        return b, sdf, a, inside
+
+    def try_place(self, node: Node, *, check: bool = True) -> bool:
+        """Render the node into the node map if it fits (all covered voxels are host fat).
+
+        With ``check``, the measured SAD (§6.7) must agree with the drawn one: an enlarged node is scaled
+        (≤ 3 times, only where it still fits) until its RECIST SAD is within 0.3 mm of the drawn SAD (never below
+        10.5 mm) and refused when it measures < 10 mm; a sub-threshold node that measures ≥ 10 mm (an in-plane long
+        axis seen across on the axial RECIST slice) is shrunk until it measures < 10 mm, so the enlarged counts
+        and sizes are those drawn (§4.1, §6.11.4).
+        """
+        cv = self.cv
+        if check and not self._precheck(node):
             return False
-        sl = b.slices
-        tis = cv.tissue[sl]
-        if check and not np.all(np.isin(tis[inside], np.asarray(NODE_HOST, dtype=np.uint8))):
+        fit = self._fit(node, check)
+        if fit is None:
             return False
-        if check and node.drawn_enlarged and measure_mask(inside, cv.spacing)["sad_mm"] < 10.0:
-            return False  # perturbation or molding took it below the threshold: place it elsewhere (§6.11.3)
+        if check:
+            # the measured SAD follows the drawn one: an oblique node measures wider (or a perturbed one narrower)
+            # on its axial RECIST slice than its short axis; a small node must measure < 10 mm
+            target = (
+                max(SAD_FLOOR, min(node.drawn_sad, 2.0 * node.half_axes[0])) if node.drawn_enlarged else 9.4
+            )
+            sad_m = measure_mask(fit[3], cv.spacing)["sad_mm"]
+            for _ in range(3):
+                if (abs(sad_m - target) <= 0.3) if node.drawn_enlarged else (sad_m < 10.0):
+                    break
+                prev = (node.half_axes, fit, sad_m)
+                f = float(np.clip(target / sad_m, 0.6, 1.3))
+                node.half_axes = (node.half_axes[0] * f, node.half_axes[1] * f, node.half_axes[2] * f)
+                new = self._fit(node, check)
+                if new is None:  # grown into a neighbour: keep the size before
+                    node.half_axes, fit, sad_m = prev
+                    break
+                fit, sad_m = new, measure_mask(new[3], cv.spacing)["sad_mm"]
+                if node.drawn_enlarged and sad_m < 10.0:  # shrunk too far: keep the size before
+                    node.half_axes, fit, sad_m = prev
+                    break
+                node.molded = node.molded or not node.drawn_enlarged
+            if (sad_m < 10.0) if node.drawn_enlarged else (sad_m >= 10.0):
+                return False  # measures in the other class: place it elsewhere (§6.11.3)
+        b, sdf, a, inside = fit
         self._render(node, b, sdf, a, inside)
         return True
 
@@ -398,6 +556,13 @@ class NodePlacer:
         seed_node: Node | None = None,
         allow_contact: bool = True,
     ) -> Node | None:
+        """Draw one node and place it (spec §6.4); None when it fits nowhere (counted in ``dropped``).
+
+        Where the drawn station is full, an enlarged node keeps its drawn size and shape and looks for room
+        first on any side of the station's anchors, then at up to ``EXTRA_STATIONS`` other stations of its
+        region (by weight) — a real enlarged node takes the room the fat offers, it does not vanish — and is
+        molded (up to 30 % smaller, never below 10 mm SAD) only when all of that fails.
+        """
         rng = self.rng
         sts, w = self.available(region)
         if not sts:
@@ -418,9 +583,30 @@ class NodePlacer:
         # molding never takes an enlarged node below the threshold (a measured check in try_place backs this)
         floor = min(1.0, max(0.7, 10.6 / sad)) if enlarged else 0.7
         contact = allow_contact and seed_node is None and rng.random() < self.np.get("soft_contact_p", 0.0)
-        for attempt in range(44 if enlarged else 24):
-            # retries at full size, then molding: up to 30 % smaller (spec §4.2)
-            scale = 1.0 if attempt < 32 else max(floor, 1.0 - 0.03 * (attempt - 31))
+        tour = [st]
+        if enlarged and seed_node is None and station is None and len(sts) > 1:
+            # fall-back stations of the same region, drawn once by weight (fixed draw count: determinism)
+            rest = [i for i in range(len(sts)) if sts[i] is not st]
+            wr = w[rest] / w[rest].sum()
+            k = min(EXTRA_STATIONS, len(rest))
+            tour += [sts[rest[int(i)]] for i in rng.choice(len(rest), size=k, replace=False, p=wr)]
+        # the plan of tries, (station, kind, scale, spread): anchor poses (textbook side, then any side) at every
+        # station of the tour first; room poses only once all of those failed; molding last (§4.2, §6.4)
+        plan: list[tuple[Station, str, float, float]] = []
+        if enlarged:
+            for st_k in tour:
+                plan += [(st_k, "anchor", 1.0, 0.35 if a < 16 else 1.5) for a in range(32)]
+            if not contact and seed_node is None:
+                for st_k in tour:
+                    plan += [(st_k, "room", 1.0, 1.5)] * ROOM_TRIES
+            if not contact:
+                plan += [(tour[-1], "anchor", max(floor, 1.0 - 0.03 * (a + 1)), 1.5) for a in range(12)]
+            if not contact and seed_node is None:
+                # last resort before a drop: room poses with only the drawn gap as clearance (rarely reached)
+                plan += [(st_k, "room_tight", 1.0, 1.5) for st_k in tour for _ in range(ROOM_TRIES)]
+        else:
+            plan = [(st, "anchor", 1.0, 0.35 if a < 16 else 1.5) for a in range(24)]
+        for st_k, how, scale, spread in plan:
             if seed_node is not None:
                 # cluster neighbour: along the seed's long axis or sideways, gap 0–1.5 mm
                 axis = seed_node.rot[:, 2] if rng.random() < 0.6 else seed_node.rot[:, 1]
@@ -434,15 +620,22 @@ class NodePlacer:
                 )
                 pose = (seed_node.anchor, centre, seed_node.rot, half, gap)
             else:
-                pose0 = self._pose(st, sad * scale, ratio, cc)
-                if pose0 is None:
-                    return None
+                if how != "anchor":
+                    pose0 = self._room_pose(
+                        st_k, sad * scale, ratio, cc, ROOM_MARGIN if how == "room" else 0.0
+                    )
+                    if pose0 is None:
+                        continue
+                else:
+                    pose0 = self._pose(st_k, sad * scale, ratio, cc, spread)
+                    if pose0 is None:
+                        continue
                 pose = pose0
             name, centre, rot, half, gap = pose
             node = Node(
                 idx,
-                st.name,
-                st.region,
+                st_k.name,
+                st_k.region,
                 sad,
                 enlarged,
                 kind,
@@ -461,11 +654,13 @@ class NodePlacer:
                     node.center, node.gap = c2, g2
                     if self.try_place(node):
                         self.nodes.append(node)
+                        self._claim(node)
                         return node
                 node.center, node.gap = centre, gap
                 continue  # keep looking for a pose with soft tissue in reach
             if self.try_place(node):
                 self.nodes.append(node)
+                self._claim(node)
                 return node
         if contact:  # no soft tissue in reach of this station: an ordinary placement
             return self.place_one(region, enlarged, cluster_id, station, None, allow_contact=False)
@@ -480,6 +675,7 @@ class NodePlacer:
             case_region: sample_enlarged_count(rng, case_region),
             other: sample_enlarged_count(rng, other),
         }
+        self.drawn_counts = dict(counts)
         cluster_p = npar["cluster_p_med"] if case_region == "mediastinal" else npar["cluster_p_abd"]
         cluster_next = 1
         for region in (case_region, other):
@@ -494,7 +690,8 @@ class NodePlacer:
                         placed += 1
                         continue
                     placed += 1
-                    size = int(rng.integers(2, 10))
+                    # 2–9 nodes, capped at the count still to place (the count of §4.1 includes members)
+                    size = min(int(rng.integers(2, 10)), n - placed + 1)
                     members = [seed]
                     for _ in range(size - 1):
                         nb = self.place_one(
