@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,6 +315,8 @@ def fit_network(
     progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[CandidateNet, list[float]]:
     """Train :class:`CandidateNet` on labelled crops with balanced batches; returns it and the loss per step."""
+    from lymphcad.detector.train import lr_factor  # train imports infer, which imports this module
+
     pos = np.nonzero(data.labels == 1)[0]
     neg = np.nonzero(data.labels == 0)[0]
     if len(pos) == 0 or len(neg) == 0:
@@ -330,12 +331,7 @@ def fit_network(
     losses: list[float] = []
     n_pos = max(1, round(cfg.batch_size * cfg.p_positive))
     for it in range(cfg.iters):
-        if it < cfg.warmup_iters:
-            f = (it + 1) / cfg.warmup_iters
-        else:
-            f = 0.01 + 0.99 * 0.5 * (
-                1 + math.cos(math.pi * (it - cfg.warmup_iters) / max(1, cfg.iters - cfg.warmup_iters))
-            )
+        f = lr_factor(it, warmup=cfg.warmup_iters, total=cfg.iters)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * f
         idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, cfg.batch_size - n_pos)])
@@ -438,7 +434,7 @@ def train_fpr(
         raise InputError(f"fold {fold} has no training cases", split)
     dcfg = DetectorConfig()
     settings = with_overrides(first.detect, second_stage=False)
-    pad_value = float(first.plan.normalise(torch.tensor(-1024.0)))
+    pad_value = first.plan.normalised_air()
 
     def detect(case: Any) -> list[Any]:
         return detect_prepared(case.prepared, first.network, first.plan, settings, case_id=case.case_id)

@@ -135,7 +135,7 @@ def predict_dense(
 def normalised_padded(prepared: PreparedVolume, plan: Plan) -> torch.Tensor:
     """The plan-normalised image padded with air at the far ends to multiples of 8."""
     img = plan.normalise(prepared.hu)
-    pad_val = float(plan.normalise(torch.tensor(-1024.0)))
+    pad_val = plan.normalised_air()
     pads = [_round_up(s, SIZE_MULTIPLE) - s for s in img.shape]
     if any(pads):
         img = F.pad(img[None, None], (0, pads[2], 0, pads[1], 0, pads[0]), value=pad_val)[0, 0]
@@ -182,8 +182,7 @@ def detect_prepared(
         diameter_factor=settings.nms_diameter_factor,
     )[: settings.max_detections]
     if fpr is not None and settings.second_stage and len(keep):
-        pad_value = float(plan.normalise(torch.tensor(-1024.0)))
-        fused = rescore(fpr, img, peaks.zyx[inside][keep], score[keep], pad_value=pad_value)
+        fused = rescore(fpr, img, peaks.zyx[inside][keep], score[keep], pad_value=plan.normalised_air())
         score = score.astype(np.float64, copy=True)
         score[keep] = fused
         keep = keep[np.argsort(-fused, kind="stable")]

@@ -96,6 +96,10 @@ class Plan:
         lo, hi = self.hu_window
         return (hu.clamp(lo, hi) - (lo + hi) / 2.0) / ((hi - lo) / 2.0)
 
+    def normalised_air(self) -> float:
+        """The normalised value of air (−1024 HU): what the network sees outside the volume."""
+        return float(self.normalise(torch.tensor(-1024.0)))
+
 
 def _pair(value: Any) -> tuple[float, float]:
     a, b = value

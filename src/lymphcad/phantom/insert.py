@@ -76,10 +76,10 @@ INSERT_NODE_COLUMNS: Final = (
     "region",
     "enlarged",
     "annotated",
-    "internal",
+    "internal_type",
     "mean_hu",
     "gap_mm",
-    "drawn_sad",
+    "drawn_sad_mm",
 )
 
 CRLM_CITATION: Final = (
