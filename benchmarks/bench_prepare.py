@@ -2,11 +2,12 @@
 
 Generates P synthetic patients (``ABD_LYMPH_001``…), each a 512×512×N uncompressed CT series
 (Explicit VR LE, 12-bit stored, intercept −1024) in the classic TCIA layout, plus a centroid archive.
-Then, with the files in the page cache, for each W in ``--workers``:
+Then, with the files in the page cache, for each W in ``--workers`` and each T in ``--deflate-threads``
+(deflate threads per worker; ``auto`` = prepare's default, the CPUs divided among the workers):
 
 * **SimpleITK** (reference, measured right before): ``ImageSeriesReader`` + ``GetGDCMSeriesFileNames``
   per series, one ITK thread, all series one after the other (one core: the per-worker reference);
-* **prepare, W workers**: the whole per-patient job (find the series, read it with the foundation reader,
+* **prepare, W workers × T deflate threads**: the whole per-patient job (find the series, read it with the foundation reader,
   write ``images/<id>.nii.gz``, centroids, self-checks) over all patients. With W > 1 the first repeat also
   starts prepare's forkserver (one import of lymphcad, about 1 CPU-s); later repeats in the same process
   reuse it. Every repeat's wall and CPU seconds are recorded (``prepare_every_repeat``).
@@ -18,7 +19,8 @@ wall × W); CPU ratio = SimpleITK CPU / prepare CPU (independent of W). The spli
 processes is checked from the per-case seconds: their sum over (wall × W) is the busy fraction of the workers.
 Target (issue): ratio ≥ 0.8 per worker, and more workers → more MB/s.
 
-    python benchmarks/bench_prepare.py [--patients 4] [--slices 300] [--workers 1 2] [--repeats 2]
+    python benchmarks/bench_prepare.py [--patients 4] [--slices 300] [--workers 1 2] \
+        [--deflate-threads 1 auto] [--repeats 2]
 
 Writes benchmarks/results/prepare.json.
 """
@@ -38,57 +40,24 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 SIZE = 512
 
 
-def _slice_pixels(k: int, rng: np.random.Generator) -> np.ndarray:
-    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    hu = np.full((SIZE, SIZE), -1000.0, dtype=np.float32)
-    body = ((x - 256) / 220) ** 2 + ((y - 256) / 160) ** 2 <= 1
-    hu[body] = 40.0
-    hu[((x - 256) / 25) ** 2 + ((y - 366) / 25) ** 2 <= 1] = 700.0
-    hu[((x - 226 - 20 * np.cos(k / 30)) / 10) ** 2 + ((y - 230) / 10) ** 2 <= 1] = 90.0
-    hu += rng.normal(0, 15, size=hu.shape).astype(np.float32)
-    return np.clip(np.rint(hu + 1024), 0, 4095).astype(np.uint16)
+def _write_slice(args: tuple[Path, str, str, str, int, int]) -> None:
+    from lymphcad.io.synthetic import body_slice, ct_slice
 
-
-def _write_slice(args: tuple[Path, str, str, str, int]) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder, pid, study, series, k = args
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.PatientID = pid
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.FrameOfReferenceUID = study + ".1"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.InstanceNumber = k + 1
-    ds.ImagePositionPatient = ["-250.0", "-250.0", f"{-600.0 + 1.0 * k:.1f}"]
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.PixelSpacing = ["0.9765625", "0.9765625"]
-    ds.SliceThickness = "1.0"
-    ds.RescaleIntercept = "-1024"
-    ds.RescaleSlope = "1"
-    ds.Rows = ds.Columns = SIZE
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = _slice_pixels(k, np.random.default_rng(k)).tobytes()
+    folder, pid, study, series, k, n = args
+    ds = ct_slice(
+        body_slice(k, n, SIZE),
+        (-250.0, -250.0, -600.0 + 1.0 * k),
+        series_uid=series,
+        study_uid=study,
+        instance=k + 1,
+        pixel_spacing=(0.9765625, 0.9765625),
+        bits_stored=12,
+        patient_id=pid,
+    )
     ds.save_as(folder / f"1-{k + 1:03d}.dcm", enforce_file_format=True)
 
 
@@ -103,7 +72,7 @@ def generate(root: Path, patients: int, slices: int, jobs: int) -> tuple[Path, P
             study, series = f"61.7.1000{p}", f"61.7.2000{p}"
             d = raw / pid / study / series
             d.mkdir(parents=True, exist_ok=True)
-            tasks += [(d, pid, study, series, k) for k in range(slices)]
+            tasks += [(d, pid, study, series, k, slices) for k in range(slices)]
             idx = [(200, 210, slices // 3), (300, 260, slices // 2)]
             pts = [(-250.0 + i * 0.9765625, -250.0 + j * 0.9765625, -600.0 + k) for i, j, k in idx]
             top = "MED_ABD_LYMPH_ANNOTATIONS"
@@ -166,14 +135,16 @@ def sitk_read_all(raw: Path) -> tuple[float, float]:
     return time.perf_counter() - t0, _cpu() - c0
 
 
-def prepare_all(raw: Path, ann: Path, out: Path, workers: int) -> dict[str, Any]:
+def prepare_all(raw: Path, ann: Path, out: Path, workers: int, deflate_threads: int) -> dict[str, Any]:
     """Wall and CPU seconds for a fresh ``prepare`` of every patient, plus the per-case seconds."""
     from lymphcad.tcia.prepare import PrepareOptions, prepare
 
     shutil.rmtree(out, ignore_errors=True)
     c0 = _cpu()
     t0 = time.perf_counter()
-    report = prepare(PrepareOptions(raw=raw, annotations=ann, out=out, workers=workers))
+    report = prepare(
+        PrepareOptions(raw=raw, annotations=ann, out=out, workers=workers, deflate_threads=deflate_threads)
+    )
     wall = time.perf_counter() - t0
     time.sleep(0.5)  # let the forkserver reap the pool's workers, so that their CPU time is counted
     cpu = _cpu() - c0
@@ -213,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patients", type=int, default=4)
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--deflate-threads",
+        nargs="+",
+        default=["1", "auto"],
+        help="deflate threads per worker to measure ('auto' = prepare's default for the worker count)",
+    )
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "prepare.json")
@@ -227,13 +204,24 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, Any] = {}
         steps = breakdown(raw, work, args.repeats)
         print(f"one case, CPU s per step (sequential): {steps}", flush=True)
+        from lymphcad.tcia.prepare import auto_deflate_threads
+
+        configs: list[tuple[int, int, bool]] = []  # (workers, deflate threads, chosen by default)
         for w in args.workers:
+            for t in args.deflate_threads:
+                n = auto_deflate_threads(w) if t == "auto" else int(t)
+                if (w, n) not in [(a, b) for a, b, _ in configs]:
+                    configs.append((w, n, n == auto_deflate_threads(w)))
+        for w, t, default in configs:
             load = os.getloadavg()
             ref_wall, ref_cpu = min(sitk_read_all(raw) for _ in range(args.repeats))
-            tries = [prepare_all(raw, ann, work / f"cohort-w{w}", w) for _ in range(args.repeats)]
+            tries = [prepare_all(raw, ann, work / f"cohort-w{w}", w, t) for _ in range(args.repeats)]
             best = min(tries, key=lambda r: float(r["wall"]))
             wall, cpu, cases = float(best["wall"]), float(best["cpu"]), best["case_seconds"]
-            runs[f"workers{w}"] = {
+            runs[f"workers{w}_deflate{t}"] = {
+                "workers": w,
+                "deflate_threads_per_worker": t,
+                "default_for_these_workers": default,
                 "load_average_1_5_15_before": [round(v, 2) for v in load],
                 "simpleitk": {
                     "seconds": round(ref_wall, 3),
@@ -249,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                     "mb_per_cpu_s": _rate(mb, cpu),
                 },
                 "prepare_every_repeat": [
-                    {"seconds": round(float(t["wall"]), 3), "cpu_seconds": round(float(t["cpu"]), 3)}
-                    for t in tries
+                    {"seconds": round(float(r["wall"]), 3), "cpu_seconds": round(float(r["cpu"]), 3)}
+                    for r in tries
                 ],
                 "ratio_per_worker_wall": round(ref_wall / (wall * w), 3),
                 "ratio_cpu": round(ref_cpu / cpu, 3),
@@ -258,13 +246,22 @@ def main(argv: list[str] | None = None) -> int:
                 "workers_busy_fraction": round(sum(cases.values()) / (wall * w), 3),
             }
             print(
-                f"{w} worker(s): prepare {wall:.2f} s ({mb / wall:.1f} MB/s, {mb / (wall * w):.1f} MB/s/worker, "
-                f"{cpu:.2f} CPU s) vs SimpleITK {ref_wall:.2f} s ({mb / ref_wall:.1f} MB/s, {ref_cpu:.2f} CPU s): "
-                f"ratio wall/worker {ref_wall / (wall * w):.2f}, CPU {ref_cpu / cpu:.2f}; "
-                f"load {load[0]:.2f}",
+                f"{w} worker(s) x {t} deflate thread(s){' (default)' if default else ''}: prepare {wall:.2f} s "
+                f"({mb / wall:.1f} MB/s, {mb / (wall * w):.1f} MB/s/worker, {cpu:.2f} CPU s) vs SimpleITK "
+                f"{ref_wall:.2f} s ({mb / ref_wall:.1f} MB/s, {ref_cpu:.2f} CPU s): ratio wall/worker "
+                f"{ref_wall / (wall * w):.2f}, CPU {ref_cpu / cpu:.2f}; load {load[0]:.2f}",
                 flush=True,
             )
-        w0, wn = f"workers{args.workers[0]}", f"workers{args.workers[-1]}"
+        scaling: dict[str, Any] = {}
+        for label, pick in (
+            ("default_threads", lambda r: r["default_for_these_workers"]),
+            ("one_deflate_thread", lambda r: r["deflate_threads_per_worker"] == 1),
+        ):
+            rates = {f"workers{r['workers']}": r["prepare"]["mb_per_s"] for r in runs.values() if pick(r)}
+            if len(rates) > 1:
+                values = list(rates.values())
+                first, last = values[0], values[-1]
+                scaling[label] = {**rates, "speedup": round(float(last) / float(first), 3)}
         result = {
             "benchmark": "prepare vs SimpleITK ImageSeriesReader (uncompressed 512x512 CT series), same run",
             "patients": args.patients,
@@ -274,19 +271,14 @@ def main(argv: list[str] | None = None) -> int:
             "generate_seconds": round(gen_s, 1),
             "one_case_cpu_seconds": steps,
             "runs": runs,
-            "scaling_mb_per_s": {
-                w0: runs[w0]["prepare"]["mb_per_s"],
-                wn: runs[wn]["prepare"]["mb_per_s"],
-                "speedup": round(
-                    float(runs[wn]["prepare"]["mb_per_s"]) / float(runs[w0]["prepare"]["mb_per_s"]), 3
-                ),
-            },
+            "scaling_mb_per_s": scaling,
             "load_average_1_5_15_after": [round(v, 2) for v in os.getloadavg()],
             "target": "ratio_per_worker_wall >= 0.8; MB/s grows with --workers",
             "note": (
-                "prepare's time includes writing images/<id>.nii.gz (ISA-L deflate, level 1, in a second thread "
-                "that deflates each slab of slices while the next slab is read), the sha256 content hash and the "
-                "per-case checks; SimpleITK's only reads. CPU seconds count both threads and the worker "
+                "prepare's time includes writing images/<id>.nii.gz (ISA-L deflate, level 1, in 1 MiB blocks on "
+                "deflate_threads_per_worker threads that deflate each slab of slices while the next slab is read), "
+                "the sha256 content hash and the per-case checks; SimpleITK's only reads, on one thread. The default "
+                "deflate threads per worker are the CPUs divided among the workers. CPU seconds count all threads and the worker "
                 "processes. Files are in the page cache for both. The machine is shared with other jobs (see "
                 "load averages): compare ratios measured in the same run, not absolutes."
             ),

@@ -34,70 +34,30 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 SIZE = 512
 
 
-def _phantom_slice(k: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """A CT-like slice in stored values (HU + 1024, 12 bit): air, body, lungs, spine, noise."""
-    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    cy, cx = SIZE / 2, SIZE / 2
-    hu = np.full((SIZE, SIZE), -1000.0, dtype=np.float32)
-    body = ((x - cx) / 220) ** 2 + ((y - cy) / (160 + 20 * np.sin(k / n * np.pi))) ** 2 <= 1
-    hu[body] = 40.0
-    for side in (-1, 1):
-        lung = ((x - cx - side * 95) / 70) ** 2 + ((y - cy + 10) / 100) ** 2 <= 1
-        hu[lung] = -850.0
-    spine = ((x - cx) / 25) ** 2 + ((y - cy - 110) / 25) ** 2 <= 1
-    hu[spine] = 700.0
-    vessel = ((x - cx - 30 * np.cos(k / 40)) / 12) ** 2 + ((y - cy + 20) / 12) ** 2 <= 1
-    hu[vessel] = 250.0
-    hu += rng.normal(0, 15, size=hu.shape).astype(np.float32)
-    return np.clip(np.rint(hu + 1024), 0, 4095).astype(np.uint16)
-
-
 def _write_slice(args: tuple[Path, int, int, str, str, bool]) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+    from pydicom.uid import JPEG2000Lossless
+
+    from lymphcad.io.synthetic import body_slice, ct_slice
 
     folder, k, n, series_uid, study_uid, j2k = args
-    rng = np.random.default_rng(k)
-    pixels = _phantom_slice(k, n, rng)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
+    pixels = body_slice(k, n, SIZE)
+    ds = ct_slice(
+        pixels,
+        (-250.0, -250.0, -600.0 + 1.0 * k),
+        series_uid=series_uid,
+        study_uid=study_uid,
+        instance=k + 1,
+        pixel_spacing=(0.9765625, 0.9765625),
+        bits_stored=12,
+        description="synthetic benchmark series",
+    )
     ds.Manufacturer = "lymphcad-benchmark"
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = generate_uid()
-    ds.SeriesDescription = "synthetic benchmark series"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.InstanceNumber = k + 1
-    ds.ImagePositionPatient = ["-250.0", "-250.0", f"{-600.0 + 1.0 * k:.1f}"]
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.PixelSpacing = ["0.9765625", "0.9765625"]
-    ds.SliceThickness = "1.0"
-    ds.Rows = ds.Columns = SIZE
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = "-1024"
-    ds.RescaleSlope = "1"
     if j2k:
         ds.compress(JPEG2000Lossless, pixels)
-    else:
-        ds.PixelData = pixels.tobytes()
     # file names in reverse spatial order, so neither reader can rely on the name order
     ds.save_as(folder / f"IMG{n - k:05d}.dcm", enforce_file_format=True)
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import RLELossless, generate_uid
 
 from lymphcad.errors import InputError
 from lymphcad.io.dicom import DicomSeriesError, dicom_summary, list_series, read_dicom_series
 from lymphcad.io.reader import read_ct
+from lymphcad.io.synthetic import ct_slice
 
 ROWS, COLS = 12, 10
 IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -25,43 +27,20 @@ def _slice(
     *,
     series_uid: str,
     instance: int,
-    modality: str | None = "CT",
-    sop_class: str = CTImageStorage,
-    slope: float = 1.0,
-    intercept: float = -1024.0,
     iop: tuple[float, ...] = IOP,
-    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+    **kw: Any,
 ) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    if modality is not None:
-        ds.Modality = modality
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyInstanceUID = "1.2.3.4"
-    ds.SeriesDescription = "synthetic"
+    ds = ct_slice(
+        pixels,
+        ipp,
+        series_uid=series_uid,
+        study_uid="1.2.3.4",
+        instance=instance,
+        orientation=iop,
+        slice_thickness=2.0,
+        **kw,
+    )
     ds.PatientName = "SECRET^NAME"
-    ds.ImageType = list(image_type)
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [f"{v:.4f}" for v in ipp]
-    ds.ImageOrientationPatient = [f"{v:.6f}" for v in iop]
-    ds.PixelSpacing = ["0.7", "0.8"]
-    ds.SliceThickness = "2.0"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1 if pixels.dtype == np.int16 else 0
-    ds.RescaleSlope = f"{slope:g}"
-    ds.RescaleIntercept = f"{intercept:g}"
-    ds.PixelData = pixels.tobytes()
     return ds
 
 
@@ -254,3 +233,22 @@ def test_no_warnings_for_clean_series(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_dicom_series(tmp_path / "s")
+
+
+def test_synthetic_builder_values(tmp_path: Path) -> None:
+    from lymphcad.io.synthetic import body_slice, ds_number
+
+    assert [ds_number(v) for v in (1.25, -600.0, -0.0, 0.9765625)] == ["1.25", "-600", "0", "0.9765625"]
+    assert all(len(ds_number(v)) <= 16 for v in (1e-7, -123456789.123456, 3e20))
+    a, b = body_slice(3, 10, 64), body_slice(3, 10, 64)
+    assert a.dtype == np.uint16 and np.array_equal(a, b) and a.max() <= 4095
+    assert (a < 200).mean() > 0.2 and (a > 1700).any()  # air around the body, bone in it
+    with pytest.raises(ValueError, match="2-D"):
+        ct_slice(np.zeros((2, 2, 2), np.uint16), (0, 0, 0), series_uid="1.2")
+    # the file reads back with the stored values and geometry it was built from
+    ds = ct_slice(a.astype(np.int16), (-1.5, 2.0, 3.25), series_uid="1.2.3.9", pixel_spacing=(0.5, 0.75))
+    ds.save_as(tmp_path / "one.dcm", enforce_file_format=True)
+    back = pydicom.dcmread(tmp_path / "one.dcm")
+    assert np.array_equal(back.pixel_array, a.astype(np.int16)) and back.PixelRepresentation == 1
+    assert [float(v) for v in back.ImagePositionPatient] == [-1.5, 2.0, 3.25]
+    assert [float(v) for v in back.PixelSpacing] == [0.5, 0.75]

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import gzip
+import threading
+import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from lymphcad.cohort import CohortWriter, voxel_hash
 from lymphcad.geometry import CTVolume, Geometry
 from lymphcad.io import dicom
 from lymphcad.io.nifti import read_nifti, write_ct, write_nifti, write_nifti_slabs
+from lymphcad.io.synthetic import ct_slice
 from lymphcad.tcia.prepare import _write_ct_overlapped
 
 
@@ -28,19 +32,17 @@ def _ct_file(
     description: str = "synthetic",
     sequences: bool = True,
 ) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = UID(syntax)
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
+    pixels = (np.arange(30, dtype=np.uint16) * 7 + int(z)).reshape(6, 5)
+    ds = ct_slice(
+        pixels,
+        (-10.5, 20.0, z),
+        series_uid="1.2.3.4",
+        slice_thickness=1.25,
+        bits_stored=12,
+        description=description,
+        syntax=syntax,
+    )
     ds.Manufacturer = "ACME"
-    ds.SeriesDescription = description
     if sequences:  # nested sequences before the tags the reader needs: written with undefined lengths
         inner = Dataset()
         inner.CodeValue = "X1"
@@ -52,22 +54,6 @@ def _ct_file(
         item.PurposeOfReferenceCodeSequence.is_undefined_length = True
         for it in (item, inner):
             it.is_undefined_length_sequence_item = True
-    ds.SliceThickness = "1.25"
-    ds.StudyInstanceUID = "1.2.3"
-    ds.SeriesInstanceUID = "1.2.3.4"
-    ds.ImagePositionPatient = ["-10.5", "20", f"{z:g}"]
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.PixelSpacing = ["0.7", "0.8"]
-    ds.Rows, ds.Columns = 6, 5
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = "-1024"
-    ds.RescaleSlope = "1"
-    ds.PixelData = (np.arange(30, dtype=np.uint16) * 7 + int(z)).tobytes()
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -144,6 +130,27 @@ def test_write_nifti_slabs_bytes_do_not_depend_on_timing(tmp_path: Path) -> None
     assert not list(tmp_path.glob("*short*"))  # no file, no temporary left behind
 
 
+def test_threaded_deflate_is_one_gzip_member_whatever_the_threads(tmp_path: Path) -> None:
+    # 3.1 MB of voxels: four 1 MiB blocks deflated on different threads, joined into one member
+    arr = np.random.default_rng(2).integers(-1024, 400, size=(48, 180, 180)).astype(np.int16)
+    arr[:, :60] = -1024  # compressible, like air around a body
+    geom = _geom(arr.shape)
+    sizes = set()
+    for threads in (1, 2, 3):
+        write_nifti_slabs(tmp_path / f"t{threads}.nii.gz", arr, geom, [10, 30, 48], threads=threads)
+        sizes.add((tmp_path / f"t{threads}.nii.gz").read_bytes())
+    assert len(sizes) == 1  # byte-identical files
+    packed = sizes.pop()
+    d = zlib.decompressobj(31)
+    raw = d.decompress(packed)
+    assert d.eof and d.unused_data == b""  # a single gzip member with a valid CRC and size
+    assert len(raw) == 352 + arr.nbytes and len(packed) < 0.9 * len(raw)
+    img = sitk.ReadImage(str(tmp_path / "t3.nii.gz"))
+    assert np.array_equal(sitk.GetArrayFromImage(img), arr)
+    with pytest.raises(ValueError, match="threads"):
+        write_nifti(tmp_path / "x.nii.gz", arr, geom, threads=0)
+
+
 def test_overlapped_write_equals_sequential(tmp_path: Path) -> None:
     folder = tmp_path / "series"
     folder.mkdir()
@@ -159,7 +166,8 @@ def test_overlapped_write_equals_sequential(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "images" / "CASE_1.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()
 
 
-def test_overlapped_write_leaves_no_file_on_a_decoding_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_overlapped_write_leaves_no_file_on_a_decoding_error(tmp_path: Path, threads: int) -> None:
     folder = tmp_path / "series"
     folder.mkdir()
     for k in range(20):
@@ -167,6 +175,8 @@ def test_overlapped_write_leaves_no_file_on_a_decoding_error(tmp_path: Path) -> 
     stream = dicom.stream_dicom_series(folder)
     last = folder / "019.dcm"
     last.write_bytes(last.read_bytes()[:-10])  # pixel data truncated after the headers were read
+    before = threading.active_count()
     with pytest.raises(dicom.DicomSeriesError, match="truncated"):
-        _write_ct_overlapped(CohortWriter(tmp_path / "a"), "CASE_1", stream)
+        _write_ct_overlapped(CohortWriter(tmp_path / "a"), "CASE_1", stream, threads)
     assert not list((tmp_path / "a" / "images").iterdir())
+    assert threading.active_count() == before  # the deflate threads were stopped and joined

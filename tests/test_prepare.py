@@ -14,7 +14,7 @@ from lymphcad.cohort import open_cohort
 from lymphcad.io.detections import read_detections
 from lymphcad.splits import split_cohort
 from lymphcad.tcia.archives import PatientCentroids
-from lymphcad.tcia.prepare import PrepareOptions, check_centroids, prepare
+from lymphcad.tcia.prepare import PrepareOptions, auto_deflate_threads, check_centroids, prepare
 from tcia_fixtures import PHI_BIRTHDATE, FixtureCollection, build_collection, read_sitk_series
 
 pytestmark = pytest.mark.real
@@ -213,6 +213,27 @@ def test_mask_grid_mismatch_reported(coll: FixtureCollection, tmp_path: Path) ->
     assert m["grid_matches_ct"] is False and "origin" in m["grid_differences"][0]
     assert not (tmp_path / "cohort" / "labels" / "ABD_LYMPH_002.nii.gz").exists()
     assert report.summary["masks"]["grid_mismatch"] == 1
+
+
+def test_deflate_threads_share_the_cpus_and_do_not_change_the_files(
+    prepared: tuple[Path, Path, object], coll: FixtureCollection, tmp_path: Path
+) -> None:
+    assert [auto_deflate_threads(w, cpus=16) for w in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    assert auto_deflate_threads(1, cpus=1) == 1
+    cohort = prepared[0]
+    raw = coll.write_series_folders(tmp_path / "raw", "classic")
+    arch = coll.write_archives(tmp_path / "arch")
+    prepare(
+        PrepareOptions(
+            raw=raw,
+            annotations=arch["MED_ABD_LYMPH_ANNOTATIONS"],
+            out=tmp_path / "cohort",
+            patients=["ABD_LYMPH_002"],
+            deflate_threads=3,
+        )
+    )
+    name = "images/ABD_LYMPH_002.nii.gz"
+    assert (tmp_path / "cohort" / name).read_bytes() == (cohort / name).read_bytes()
 
 
 def test_index_base_detection() -> None:

@@ -151,6 +151,13 @@ def prepare_cmd(
     patients: list[str] = typer.Option(
         [], "--patients", help="Only these patient ids (repeat the option or separate with commas)."
     ),
+    deflate_threads: int | None = typer.Option(
+        None,
+        "--deflate-threads",
+        min=1,
+        max=64,
+        help="Threads per worker that gzip the images (default: the CPUs divided among the workers).",
+    ),
 ) -> None:
     """Turn a CT Lymph Nodes download + annotation archives into a cohort (formats.md §2)."""
     from lymphcad.tcia.prepare import PrepareOptions, prepare
@@ -171,6 +178,7 @@ def prepare_cmd(
         candidates=candidates,
         workers=workers,
         patients=_split_ids(patients),
+        deflate_threads=deflate_threads,
     )
     with progress() as bar:
         task = bar.add_task("prepare", total=None)

@@ -136,6 +136,7 @@ class CaseJob:
     mask_source: Path | None
     mask_entry: str | None
     signature: str
+    deflate_threads: int = 1
 
 
 @dataclass
@@ -210,11 +211,13 @@ def _open_ct(dirs: Sequence[SeriesDir]) -> tuple[SeriesStream, dict[str, Any]]:
     return stream_dicom_series(list(best.files), series_uid=best.series_uid), info
 
 
-def _write_ct_overlapped(writer: CohortWriter, case_id: str, stream: SeriesStream) -> str:
+def _write_ct_overlapped(
+    writer: CohortWriter, case_id: str, stream: SeriesStream, deflate_threads: int = 1
+) -> str:
     """Decode the series and write images/<case>.nii.gz at the same time; returns the content hash.
 
-    The main thread decodes slabs of slices and hashes them; a second thread deflates each slab as soon as
-    it is decoded (ISA-L and the file reads release the GIL). The file and the hash are the same as
+    The main thread decodes slabs of slices and hashes them; ``deflate_threads`` other threads deflate each
+    slab as soon as it is decoded (ISA-L and the file reads release the GIL). The file and the hash are the same as
     ``writer.write_image`` gives for the whole volume (formats.md: sha256 of the int16 voxels, C order).
     """
     from lymphcad.io.nifti import write_nifti_slabs
@@ -229,7 +232,12 @@ def _write_ct_overlapped(writer: CohortWriter, case_id: str, stream: SeriesStrea
     array = stream.array
     with ThreadPoolExecutor(max_workers=1) as pool:
         written = pool.submit(
-            write_nifti_slabs, writer.image_path(case_id), array, stream.geometry, announced()
+            write_nifti_slabs,
+            writer.image_path(case_id),
+            array,
+            stream.geometry,
+            announced(),
+            threads=deflate_threads,
         )
         try:
             done = 0
@@ -361,7 +369,7 @@ def convert_case(job: CaseJob) -> CaseResult:
         result.dicom_bytes = sum(
             f.stat().st_size for d in job.dirs if d.modality in ("CT", "") for f in d.files
         )
-        result.content_hash = _write_ct_overlapped(writer, job.case_id, stream)
+        result.content_hash = _write_ct_overlapped(writer, job.case_id, stream, job.deflate_threads)
         checks: dict[str, Any] = {
             "series": series_info,
             "geometry": {
@@ -440,6 +448,26 @@ class PrepareOptions:
     candidates: Path | None = None
     workers: int = 1
     patients: Sequence[str] = ()
+    #: deflate threads per worker; None = the usable CPUs shared out among the workers (at least 1)
+    deflate_threads: int | None = None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_deflate_threads(workers: int, cpus: int | None = None) -> int:
+    """Deflate threads per worker so that the workers' threads together fill the CPUs, never fewer than 1.
+
+    Deflating the .nii.gz costs ~2.5× decoding the DICOM files (benchmarks/results/prepare.json), so a worker
+    left alone on a machine deflates on the spare cores instead of leaving them idle.
+    """
+    n = usable_cpus() if cpus is None else cpus
+    return max(1, n // max(1, workers))
 
 
 @dataclass
@@ -541,6 +569,8 @@ def prepare(
         if missing:
             raise InputError(f"patient(s) not found in the download: {', '.join(missing[:5])}", opts.raw)
         case_ids = sorted(set(opts.patients))
+    n_workers = max(1, min(opts.workers, len(case_ids)))
+    threads = opts.deflate_threads if opts.deflate_threads is not None else auto_deflate_threads(n_workers)
     jobs: list[CaseJob] = []
     for cid in case_ids:
         mask = (Path(opts.masks), masks[cid]) if opts.masks is not None and cid in masks else None
@@ -554,6 +584,7 @@ def prepare(
                 mask[0] if mask else None,
                 mask[1] if mask else None,
                 sig,
+                threads,
             )
         )
     total = len(jobs)
