@@ -231,25 +231,25 @@ class CandidateSet:
 
 def collect_candidates(
     cases: Sequence[Any],
-    detect: Callable[[Any], list[Any]],
-    normalised: Callable[[Any], tuple[torch.Tensor, float]],
+    first_stage: Callable[[Any], tuple[list[Any], torch.Tensor]],
     cfg: FPRConfig,
+    pad_value: float,
     *,
     progress: Callable[[int, int], None] | None = None,
 ) -> CandidateSet:
     """Run the first stage on training cases and keep labelled crops (ignored hits: see ``ignored_as_negative``).
 
-    ``cases`` are :class:`~lymphcad.detector.sampling.TrainCase` objects; ``detect(case)`` returns the first
-    stage's detections of a case; ``normalised(case)`` its normalised plan-grid image and pad value.
+    ``cases`` are :class:`~lymphcad.detector.sampling.TrainCase` objects; ``first_stage(case)`` returns the
+    first stage's detections of a case and the normalised plan-grid image they came from (crops are cut
+    from it, padded with ``pad_value``).
     """
     size = cfg.crop_vox + 2 * cfg.jitter_vox
     crops: list[torch.Tensor] = []
     labels: list[NDArray[np.int8]] = []
     n_truth = 0
     for k, case in enumerate(cases):
-        img, pad_value = normalised(case)
+        dets, img = first_stage(case)
         g = case.prepared.geometry
-        dets = detect(case)
         xyz = np.array([d.center_xyz for d in dets], dtype=np.float64).reshape(-1, 3)
         pos_xyz = g.zyx_to_world(case.nodes_zyx) if len(case.nodes_zyx) else np.zeros((0, 3))
         ign_xyz = g.zyx_to_world(case.ignore_zyx) if len(case.ignore_zyx) else np.zeros((0, 3))
@@ -436,11 +436,13 @@ def train_fpr(
     settings = with_overrides(first.detect, second_stage=False)
     pad_value = first.plan.normalised_air()
 
-    def detect(case: Any) -> list[Any]:
-        return detect_prepared(case.prepared, first.network, first.plan, settings, case_id=case.case_id)
-
-    def normalised(case: Any) -> tuple[torch.Tensor, float]:
-        return normalised_padded(case.prepared, first.plan), pad_value
+    def first_stage(case: Any) -> tuple[list[Any], torch.Tensor]:
+        """Detections and the normalised image they came from (normalised once, used for the crops too)."""
+        img = normalised_padded(case.prepared, first.plan)
+        dets = detect_prepared(
+            case.prepared, first.network, first.plan, settings, case_id=case.case_id, image=img
+        )
+        return dets, img
 
     def step(message: str) -> Callable[[int, int], None]:
         return lambda done, total: progress(done, total, message) if progress else None
@@ -448,9 +450,9 @@ def train_fpr(
     with torch.no_grad():
         data = collect_candidates(
             load_cases(cohort, train_ids, first.plan, truth, dcfg),
-            detect,
-            normalised,
+            first_stage,
             cfg,
+            pad_value,
             progress=step("candidates"),
         )
     net, losses = fit_network(
@@ -464,10 +466,10 @@ def train_fpr(
         per_case = []
         with torch.no_grad():
             for case in val_cases:
-                dets = detect(case)
+                dets, img = first_stage(case)
                 g = case.prepared.geometry
                 zyx = g.world_to_zyx(np.array([d.center_xyz for d in dets]).reshape(-1, 3))
-                crops = crop_cubes(normalised(case)[0], zyx, cfg.crop_vox, pad_value=pad_value)
+                crops = crop_cubes(img, zyx, cfg.crop_vox, pad_value=pad_value)
                 p2 = score_crops(net, crops) if len(dets) else np.zeros(0)
                 per_case.append((dets, np.array([d.probability for d in dets]), p2))
         for w in FUSION_WEIGHTS:

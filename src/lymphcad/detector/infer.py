@@ -151,12 +151,14 @@ def detect_prepared(
     case_id: str,
     original: CTVolume | None = None,
     fpr: FPRModel | None = None,
+    image: torch.Tensor | None = None,
 ) -> list[Detection]:
     """Detections on an already prepared volume (the training loop's validation uses this).
 
     With ``fpr`` (and ``settings.second_stage``) the kept candidates are re-scored by the second stage.
+    ``image``: ``normalised_padded(prepared, plan)`` when the caller has it already (it is not recomputed).
     """
-    img = normalised_padded(prepared, plan)
+    img = normalised_padded(prepared, plan) if image is None else image
     dense = predict_dense(
         network, img, window_zyx=settings.window_zyx, overlap=settings.overlap, tta_flips=settings.tta_flips
     )
