@@ -98,6 +98,40 @@ def _geom(shape: tuple[int, int, int]) -> Geometry:
     return Geometry(shape, (2.5, 0.7, 0.8), (-10.0, 20.0, 30.0), np.diag([1.0, -1.0, 1.0]))
 
 
+@pytest.mark.parametrize(
+    ("dtype", "bits", "intercept", "low", "high"),
+    [
+        (np.int16, 16, -1024, -2000, 3071),  # the common clinical case (-3024 HU outside the scan field)
+        (np.int16, 16, -1024, -32768, 3071),  # would leave int16: clipped
+        (np.int16, 16, 0, -1024, 3071),
+        (np.int16, 16, 1024, 30000, 32767),  # clipped at the top
+        (np.uint16, 16, -1024, 0, 30000),
+        (np.uint16, 16, -1024, 0, 40000),  # clipped
+        (np.uint16, 16, 0, 0, 65535),  # clipped
+        (np.uint16, 16, -32768, 0, 65535),  # fits exactly after the shift
+        (np.uint16, 12, -1024, 0, 4095),
+    ],
+)
+def test_native_pixels_equal_pydicom(
+    tmp_path: Path, dtype: type, bits: int, intercept: int, low: int, high: int
+) -> None:
+    rng = np.random.default_rng(abs(bits + intercept))
+    pixels = rng.integers(low, high, size=(24, 20), endpoint=True).astype(dtype)
+    pixels[0, :2] = (low, high)
+    path = tmp_path / "a.dcm"
+    ct_slice(pixels, (0.0, 0.0, 0.0), series_uid="1.2", intercept=intercept, bits_stored=bits).save_as(
+        path, enforce_file_format=True
+    )
+    h = dicom._fast_header(path)
+    assert h is not None
+    fast = np.empty(pixels.shape, np.int16)
+    assert dicom._native_into(h, fast)  # no pydicom decoding for any of these
+    ref = np.empty(pixels.shape, np.int16)
+    dicom._rescale_into(pydicom.dcmread(path).pixel_array, h, ref, path)
+    assert np.array_equal(fast, ref)
+    assert np.array_equal(ref, np.clip(pixels.astype(np.int64) + intercept, -32768, 32767))
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8])
 def test_write_nifti_equals_nibabel_bytes(tmp_path: Path, dtype: type) -> None:
     rng = np.random.default_rng(0)

@@ -666,8 +666,10 @@ def _rescale_params(h: _Header) -> tuple[float, float]:
 def _native_into(h: _Header, out: NDArray[np.int16]) -> bool:
     """Uncompressed little-endian 16-bit pixels read from the file offset straight into ``out``.
 
-    Returns False (and leaves ``out`` alone) when the file is not in that form or the integer fast path
-    could overflow; the caller then decodes through pydicom.
+    Signed or unsigned, the intercept is added in place (values that would leave int16 are clipped, as the
+    general path does). Returns False when the file is not in that form (compressed, 8/32-bit, a slope,
+    signed with fewer than 16 stored bits, bits set above BitsStored); the caller then decodes through
+    pydicom, overwriting ``out``.
     """
     if h.transfer_syntax not in _NATIVE_LE or h.pixel_at is None:
         return False
@@ -684,11 +686,8 @@ def _native_into(h: _Header, out: NDArray[np.int16]) -> bool:
     slope, inter = _rescale_params(h)
     if slope != 1.0 or not inter.is_integer():
         return False
-    lo, hi = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
-    if (signed and stored < 16) or (not signed and stored == 16):
-        return False  # needs sign extension / may exceed int16: the general path handles it
-    if lo + inter < -32768 or hi + inter > 32767:
-        return False
+    if signed and stored < 16:
+        return False  # needs sign extension from bit stored-1: the general path handles it
     with open(h.path, "rb") as f:
         f.seek(offset)
         n = f.readinto(out.data.cast("B"))
@@ -696,8 +695,20 @@ def _native_into(h: _Header, out: NDArray[np.int16]) -> bool:
         raise DicomSeriesError(f"pixel data is truncated ({n} of {rows * cols * 2} bytes)", h.path)
     if not signed and stored < 15 and int(out.max()) >= 2**stored:
         return False  # bits set above BitsStored: let pydicom decide what they mean
+    stored_values = out if signed else out.view(np.uint16)
+    lo, hi = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
+    if lo + inter < -32768 or hi + inter > 32767:  # the stored range could leave int16: look at the values
+        lo, hi = int(stored_values.min()), int(stored_values.max())
+        if lo + inter < -32768 or hi + inter > 32767:  # they do: clip, as the general path does
+            hu = stored_values.astype(np.int32)
+            hu += int(inter)
+            np.clip(hu, -32768, 32767, out=hu)
+            out[...] = hu
+            return True
     if inter:
-        np.add(out, np.int16(inter), out=out)
+        # stored + intercept in place, modulo 2**16: the int16 bits are exact since the result fits
+        u = out.view(np.uint16)
+        np.add(u, np.uint16(int(inter) % 65536), out=u)
     return True
 
 
