@@ -287,6 +287,8 @@ def test_cli_prepare_no_phi(
             str(tmp_path / "cohort"),
             "--patients",
             "ABD_LYMPH_002",
+            "--deflate-threads",
+            "2",
         ]
     )
     cap = capfd.readouterr()

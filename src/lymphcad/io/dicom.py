@@ -763,27 +763,40 @@ _FORK_STATE: dict[str, Any] = {}
 
 def _worker_decode(indices: list[int]) -> None:
     headers: list[_Header] = _FORK_STATE["headers"]
-    buf = _FORK_STATE["buf"]
-    shape = _FORK_STATE["shape"]
-    vol = np.frombuffer(buf, dtype=np.int16).reshape(shape)
+    vol = _FORK_STATE["vol"]
     for k in indices:
         _decode_into(headers[k], vol[k])
 
 
-def _decode_all(headers: list[_Header], rows: int, cols: int, workers: int) -> NDArray[np.int16]:
+def _shared_empty(shape: tuple[int, int, int]) -> NDArray[np.int16]:
+    """An int16 array in anonymous shared memory: forked workers' writes land in the parent's array."""
+    count = int(np.prod(shape))
+    buf = mmap.mmap(-1, max(1, 2 * count))
+    return np.frombuffer(buf, dtype=np.int16, count=count).reshape(shape)  # the array keeps buf alive
+
+
+def _parallel(workers: int) -> bool:
+    return workers > 1 and os.name == "posix"
+
+
+def _decode_all(
+    headers: list[_Header], rows: int, cols: int, workers: int, out: NDArray[np.int16] | None = None
+) -> NDArray[np.int16]:
+    """Decode every slice into ``out`` (allocated when None; with ``workers > 1`` it must come from
+    :func:`_shared_empty`, since forked workers write into it)."""
     n = len(headers)
     shape = (n, rows, cols)
     workers = max(1, min(int(workers), n))
-    if workers == 1 or os.name != "posix":
-        vol = np.empty(shape, dtype=np.int16)
+    if not _parallel(workers):
+        vol = np.empty(shape, dtype=np.int16) if out is None else out
         for k, h in enumerate(headers):
             _decode_into(h, vol[k])
         return vol
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    buf = mmap.mmap(-1, n * rows * cols * 2)
-    _FORK_STATE.update(headers=headers, buf=buf, shape=shape)
+    vol = _shared_empty(shape) if out is None else out
+    _FORK_STATE.update(headers=headers, vol=vol)
     try:
         chunks = [list(range(i, n, workers)) for i in range(workers)]
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
@@ -791,7 +804,7 @@ def _decode_all(headers: list[_Header], rows: int, cols: int, workers: int) -> N
                 fut.result()
     finally:
         _FORK_STATE.clear()
-    return np.frombuffer(buf, dtype=np.int16).reshape(shape)
+    return vol
 
 
 def _resample_uniform(vol: NDArray[np.int16], pos: NDArray[np.float64]) -> tuple[NDArray[np.int16], float]:
@@ -848,7 +861,14 @@ class SeriesStream:
         """Decode the volume; yields how many leading z-slices of :attr:`array` are final so far."""
         plan, n = self.plan, self.array.shape[0]
         if plan.gaps or self.workers > 1:
-            vol = _decode_all(plan.headers, plan.rows, plan.cols, self.workers)
+            # decoded in place when the array is shared memory (parallel, no gaps): no second volume
+            direct = not plan.gaps and _parallel(self.workers) and len(plan.headers) > 1
+            vol = _decode_all(
+                plan.headers, plan.rows, plan.cols, self.workers, out=self.array if direct else None
+            )
+            if direct:
+                yield n
+                return
             if plan.gaps:
                 vol, spacing_z = _resample_uniform(vol, plan.positions)
                 warnings.warn(
@@ -900,7 +920,9 @@ def stream_dicom_series(
         (float(plan.origin[0]), float(plan.origin[1]), float(plan.origin[2])),
         plan.axes,
     )
-    return SeriesStream(geom, np.empty((n, plan.rows, plan.cols), dtype=np.int16), plan, workers)
+    shape = (n, plan.rows, plan.cols)
+    shared = not plan.gaps and _parallel(min(workers, n))
+    return SeriesStream(geom, _shared_empty(shape) if shared else np.empty(shape, np.int16), plan, workers)
 
 
 def read_dicom_series(

@@ -73,7 +73,10 @@ def ct_slice(
         ds.PatientID = patient_id
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = frame_of_reference or f"{study_uid}.1"
+    # one frame of reference per study unless given: derived from the study UID (same for every slice)
+    ds.FrameOfReferenceUID = frame_of_reference or generate_uid(
+        entropy_srcs=[study_uid, "frame-of-reference"]
+    )
     ds.InstanceNumber = int(instance)
     ds.ImagePositionPatient = [ds_number(float(v)) for v in position]
     ds.ImageOrientationPatient = [ds_number(float(v)) for v in orientation]
