@@ -223,7 +223,7 @@ def test_deflate_threads_share_the_cpus_and_do_not_change_the_files(
     cohort = prepared[0]
     raw = coll.write_series_folders(tmp_path / "raw", "classic")
     arch = coll.write_archives(tmp_path / "arch")
-    prepare(
+    report = prepare(
         PrepareOptions(
             raw=raw,
             annotations=arch["MED_ABD_LYMPH_ANNOTATIONS"],
@@ -232,6 +232,8 @@ def test_deflate_threads_share_the_cpus_and_do_not_change_the_files(
             deflate_threads=3,
         )
     )
+    assert report.summary["workers"] == 1 and report.summary["deflate_threads"] == 3
+    assert any("1 worker(s) x 3 deflate thread(s)" in line for line in report.summary_lines())
     name = "images/ABD_LYMPH_002.nii.gz"
     assert (tmp_path / "cohort" / name).read_bytes() == (cohort / name).read_bytes()
 

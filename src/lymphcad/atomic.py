@@ -6,11 +6,12 @@ A crash never leaves a half-written output under the final name.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,6 +60,14 @@ def write_bytes(target: str | Path, data: bytes) -> None:
     """Write bytes atomically."""
     with atomic_open(target, "wb") as fh:
         fh.write(data)
+
+
+def write_csv(target: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a CSV atomically: UTF-8, ``\n`` line ends, the header row then ``rows`` (already formatted)."""
+    with atomic_open(target) as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def write_json(target: str | Path, data: Any) -> None:

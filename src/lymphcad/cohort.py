@@ -183,21 +183,22 @@ def _fmt_float(value: float | None, digits: int = 4) -> str:
 def write_annotations(path: str | Path, rows: Iterable[Annotation]) -> None:
     """Write annotations.csv atomically, sorted by (case_id, node_id)."""
     ordered = sorted(rows, key=lambda a: (a.case_id, a.node_id))
-    with atomic.atomic_open(path) as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(ANNOTATION_COLUMNS)
-        for a in ordered:
-            writer.writerow(
-                [
-                    a.case_id,
-                    a.node_id,
-                    *(_fmt_float(v) for v in a.center_xyz),
-                    _fmt_float(a.short_axis_mm, 3),
-                    _fmt_float(a.long_axis_mm, 3),
-                    a.region or "",
-                    "" if a.label_id is None else a.label_id,
-                ]
-            )
+    atomic.write_csv(
+        path,
+        ANNOTATION_COLUMNS,
+        (
+            [
+                a.case_id,
+                a.node_id,
+                *(_fmt_float(v) for v in a.center_xyz),
+                _fmt_float(a.short_axis_mm, 3),
+                _fmt_float(a.long_axis_mm, 3),
+                a.region or "",
+                "" if a.label_id is None else a.label_id,
+            ]
+            for a in ordered
+        ),
+    )
 
 
 def _read_csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
@@ -282,11 +283,11 @@ def read_annotations(path: str | Path, *, known_cases: Iterable[str] | None = No
 def write_ignore(path: str | Path, rows: Iterable[IgnorePoint]) -> None:
     """Write ignore.csv atomically."""
     ordered = sorted(rows, key=lambda p: (p.case_id, p.center_xyz))
-    with atomic.atomic_open(path) as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(IGNORE_COLUMNS)
-        for p in ordered:
-            writer.writerow([p.case_id, *(_fmt_float(v) for v in p.center_xyz), _fmt_float(p.radius_mm, 3)])
+    atomic.write_csv(
+        path,
+        IGNORE_COLUMNS,
+        ([p.case_id, *(_fmt_float(v) for v in p.center_xyz), _fmt_float(p.radius_mm, 3)] for p in ordered),
+    )
 
 
 def read_ignore(path: str | Path, *, known_cases: Iterable[str] | None = None) -> list[IgnorePoint]:

@@ -7,7 +7,6 @@ Writing eval.json and matches.csv (formats.md §4) is :func:`write_outputs`; dra
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -343,9 +342,6 @@ def write_outputs(result: EvalResult, eval_json: str | Path) -> tuple[Path, Path
     """Write eval.json and matches.csv beside it, each atomically. Returns both paths."""
     eval_json = Path(eval_json)
     matches = eval_json.parent / "matches.csv"
-    with atomic.atomic_open(matches) as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(MATCHES_COLUMNS)
-        writer.writerows(result.match_rows())
+    atomic.write_csv(matches, MATCHES_COLUMNS, result.match_rows())
     atomic.write_json(eval_json, result.to_json(matches_name=matches.name))
     return eval_json, matches

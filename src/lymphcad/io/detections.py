@@ -128,18 +128,19 @@ def read_detections(path: str | Path, *, known_cases: Iterable[str] | None = Non
 def write_detections(path: str | Path, detections: Iterable[Detection]) -> None:
     """Write a detections CSV atomically (sorted by case, then descending probability)."""
     rows = sorted(detections, key=lambda d: (d.case_id, -d.probability, d.center_xyz))
-    with atomic.atomic_open(path) as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(DETECTION_COLUMNS)
-        for d in rows:
-            writer.writerow(
-                [
-                    d.case_id,
-                    *(f"{v:.3f}" for v in d.center_xyz),
-                    f"{d.probability:.6f}",
-                    "" if d.diameter_mm is None else f"{d.diameter_mm:.2f}",
-                ]
-            )
+    atomic.write_csv(
+        path,
+        DETECTION_COLUMNS,
+        (
+            [
+                d.case_id,
+                *(f"{v:.3f}" for v in d.center_xyz),
+                f"{d.probability:.6f}",
+                "" if d.diameter_mm is None else f"{d.diameter_mm:.2f}",
+            ]
+            for d in rows
+        ),
+    )
 
 
 def write_detections_json(path: str | Path, detections: Iterable[Detection]) -> None:

@@ -7,7 +7,6 @@ formats.md §2 plus the full truth under ``extra/``. Every case draws from its o
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from collections.abc import Callable
@@ -300,44 +299,45 @@ def write_case(writer: CohortWriter, case: PhantomCase) -> dict[str, Any]:
     write_nifti(root / "eval_regions" / f"{cid}.nii.gz", case.eval_region, geom)
     write_nifti(extra / f"{cid}_all_nodes.nii.gz", case.all_nodes, geom)
     write_nifti(extra / f"{cid}_tissue.nii.gz", case.tissue, geom)
-    with atomic.atomic_open(extra / f"{cid}_nodes.csv") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(NODE_COLUMNS)
-        for r in case.nodes:
-            w.writerow(
-                [
-                    cid,
-                    r["id"],
-                    r["gt_node_id"],
-                    *(_f(v) for v in r["coord"]),
-                    *(_f(v, 2) for v in r["ijk"]),
-                    *(_f(v, 2) for v in r["reader"]),
-                    _f(r["sad"]),
-                    _f(r["lad"]),
-                    " ".join(_f(v, 2) for v in r["axes3d"]),
-                    _f(r["volume"], 1),
-                    r["station"],
-                    r["region"],
-                    int(r["enlarged"]),
-                    int(r["annotated"]),
-                    int(r["in_eval"]),
-                    r["cluster_id"],
-                    r["internal"],
-                    _f(r["mean_hu"], 1),
-                    _f(r["cnr"], 2),
-                    r["nearest"],
-                    _f(r["gap"], 2),
-                    " ".join(_f(v) for v in r["box_lo"]),
-                    " ".join(_f(v) for v in r["box_hi"]),
-                    _f(r["drawn_sad"]),
-                    int(r["molded"]),
-                ]
-            )
-    with atomic.atomic_open(extra / f"{cid}_mimics.csv") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(("case_id", "type", "coordX", "coordY", "coordZ", "size_mm"))
-        for mm in case.mimics:
-            w.writerow([cid, mm["type"], *(_f(v) for v in mm["coord"]), _f(mm["size_mm"], 1)])
+    atomic.write_csv(
+        extra / f"{cid}_nodes.csv",
+        NODE_COLUMNS,
+        (
+            [
+                cid,
+                r["id"],
+                r["gt_node_id"],
+                *(_f(v) for v in r["coord"]),
+                *(_f(v, 2) for v in r["ijk"]),
+                *(_f(v, 2) for v in r["reader"]),
+                _f(r["sad"]),
+                _f(r["lad"]),
+                " ".join(_f(v, 2) for v in r["axes3d"]),
+                _f(r["volume"], 1),
+                r["station"],
+                r["region"],
+                int(r["enlarged"]),
+                int(r["annotated"]),
+                int(r["in_eval"]),
+                r["cluster_id"],
+                r["internal"],
+                _f(r["mean_hu"], 1),
+                _f(r["cnr"], 2),
+                r["nearest"],
+                _f(r["gap"], 2),
+                " ".join(_f(v) for v in r["box_lo"]),
+                " ".join(_f(v) for v in r["box_hi"]),
+                _f(r["drawn_sad"]),
+                int(r["molded"]),
+            ]
+            for r in case.nodes
+        ),
+    )
+    atomic.write_csv(
+        extra / f"{cid}_mimics.csv",
+        ("case_id", "type", "coordX", "coordY", "coordZ", "size_mm"),
+        ([cid, mm["type"], *(_f(v) for v in mm["coord"]), _f(mm["size_mm"], 1)] for mm in case.mimics),
+    )
     write_nifti(writer.image_path(cid), case.image, geom)
     h = voxel_hash(case.image)
     info = {

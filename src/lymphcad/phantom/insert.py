@@ -15,7 +15,6 @@ The cohort carries the background's licence and citations in dataset.json.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -424,27 +423,28 @@ def _ground_truth(
 
 def _write_node_table(path: Path, case_id: str, records: list[dict[str, Any]]) -> None:
     """The full truth of one insertion case: every inserted node, enlarged or not (formats.md §2 ``extra/``)."""
-    with atomic.atomic_open(path) as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(INSERT_NODE_COLUMNS)
-        for r in records:
-            w.writerow(
-                [
-                    case_id,
-                    r["id"],
-                    r["gt_node_id"],
-                    *(f"{v:.3f}" for v in r["xyz"]),
-                    f"{r['sad']:.3f}",
-                    f"{r['lad']:.3f}",
-                    r["region"],
-                    int(r["enlarged"]),
-                    int(r["enlarged"]),
-                    r["internal"],
-                    f"{r['mean_hu']:.1f}",
-                    f"{r['gap_mm']:.2f}",
-                    f"{r['drawn_sad']:.3f}",
-                ]
-            )
+    atomic.write_csv(
+        path,
+        INSERT_NODE_COLUMNS,
+        (
+            [
+                case_id,
+                r["id"],
+                r["gt_node_id"],
+                *(f"{v:.3f}" for v in r["xyz"]),
+                f"{r['sad']:.3f}",
+                f"{r['lad']:.3f}",
+                r["region"],
+                int(r["enlarged"]),
+                int(r["enlarged"]),
+                r["internal"],
+                f"{r['mean_hu']:.1f}",
+                f"{r['gap_mm']:.2f}",
+                f"{r['drawn_sad']:.3f}",
+            ]
+            for r in records
+        ),
+    )
 
 
 def _central(tis: NDArray[np.uint8], frac: float = 0.62) -> NDArray[np.bool_]:

@@ -478,6 +478,8 @@ class PrepareReport:
     failed: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: how the conversion ran (worker processes, deflate threads per worker)
+    settings: dict[str, int] = field(default_factory=dict)
 
     def summary_lines(self) -> list[str]:
         """Human-readable lines for the console (no PHI: ids, counts and geometry only)."""
@@ -488,7 +490,8 @@ class PrepareReport:
         ]
         if s.get("mb_per_s") is not None:
             lines.append(
-                f"throughput: {s['dicom_mb']:.1f} MB of DICOM in {self.seconds:.1f} s = {s['mb_per_s']:.1f} MB/s"
+                f"throughput: {s['dicom_mb']:.1f} MB of DICOM in {self.seconds:.1f} s = {s['mb_per_s']:.1f} MB/s "
+                f"({s.get('workers', 1)} worker(s) x {s.get('deflate_threads', 1)} deflate thread(s))"
             )
         ib = s.get("index_base", {})
         if ib:
@@ -571,6 +574,7 @@ def prepare(
         case_ids = sorted(set(opts.patients))
     n_workers = max(1, min(opts.workers, len(case_ids)))
     threads = opts.deflate_threads if opts.deflate_threads is not None else auto_deflate_threads(n_workers)
+    report.settings = {"workers": n_workers, "deflate_threads": threads}
     jobs: list[CaseJob] = []
     for cid in case_ids:
         mask = (Path(opts.masks), masks[cid]) if opts.masks is not None and cid in masks else None
@@ -653,6 +657,7 @@ def _finish(
     case_regions = {c: region_of(c) or "both" for c in cases}
     hashes = {c: report.cases[c].content_hash for c in cases}
     summary = _summarise(report, case_regions)
+    summary.update(report.settings)
     summary["unknown_files_ignored"] = {"annotations": len(unknown_ann), "candidates": len(unknown_cand)}
     summary["patients_without_annotations"] = sorted(c for c in cases if c not in centroids)
     if not opts.patients:
