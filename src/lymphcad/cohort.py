@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from lymphcad import atomic
 from lymphcad.errors import InputError
 from lymphcad.geometry import CTVolume, Geometry
+from lymphcad.io.detections import parse_number
 from lymphcad.io.nifti import header_geometry, read_nifti, read_nifti_array, write_ct, write_nifti
 
 FORMAT_VERSION: Final = "1.1"
@@ -226,13 +227,7 @@ def _parse_float(
         if optional:
             return None
         raise InputError(f"{name} is empty", path, line)
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"{name} {text!r} is not a number", path, line) from None
-    if not math.isfinite(value):
-        raise InputError(f"{name} {text!r} is not finite", path, line)
-    return value
+    return parse_number(text, name, path, line)
 
 
 def _parse_int(text: str | None, name: str, path: Path, line: int, *, optional: bool = False) -> int | None:

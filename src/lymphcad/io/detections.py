@@ -70,7 +70,8 @@ class DetectionTable:
         ]
 
 
-def _parse(text: str | None, name: str, path: Path, line: int) -> float:
+def parse_number(text: str | None, name: str, path: Path, line: int) -> float:
+    """A finite float from a CSV cell, else InputError naming the column, file and line."""
     text = (text or "").strip()
     try:
         value = float(text)
@@ -108,17 +109,17 @@ def read_detections(path: str | Path, *, known_cases: Iterable[str] | None = Non
             if known is not None and case_id not in known:
                 raise InputError(f"unknown case id {case_id!r} (not in the cohort)", path, line)
             xyz = (
-                _parse(row["coordX"], "coordX", path, line),
-                _parse(row["coordY"], "coordY", path, line),
-                _parse(row["coordZ"], "coordZ", path, line),
+                parse_number(row["coordX"], "coordX", path, line),
+                parse_number(row["coordY"], "coordY", path, line),
+                parse_number(row["coordZ"], "coordZ", path, line),
             )
-            prob = _parse(row["probability"], "probability", path, line)
+            prob = parse_number(row["probability"], "probability", path, line)
             if not 0.0 <= prob <= 1.0:
                 raise InputError(f"probability {prob} is outside [0, 1]", path, line)
             diam_text = (row.get("diameter_mm") or "").strip()
             diam = None
             if diam_text:
-                diam = _parse(diam_text, "diameter_mm", path, line)
+                diam = parse_number(diam_text, "diameter_mm", path, line)
                 if diam <= 0:
                     raise InputError(f"diameter_mm {diam} must be positive", path, line)
             dets.append(Detection(case_id, xyz, prob, diam))
