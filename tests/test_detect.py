@@ -144,3 +144,27 @@ def test_shipped_model_default_via_cli(tmp_path: Path) -> None:
     assert main(["detect", str(tmp_path / "ct.nii.gz"), "--out", str(out)]) == 0
     prov = json.loads((tmp_path / "dets.csv.json").read_text(encoding="utf-8"))
     assert prov["model"]["name"]
+
+
+def test_shipped_model_same_detections_from_dicom_and_nifti(tmp_path: Path) -> None:
+    """One phantom case given as a NIfTI file and as a DICOM series: the same nodes at the same world points."""
+    from lymphcad.geometry import CTVolume
+    from lymphcad.io.synthetic import write_dicom_series
+    from lymphcad.phantom.generate import generate_case
+
+    _shipped_or_skip()
+    case = generate_case(3, 0, "mediastinal", 0.5, "tiny")
+    vol = CTVolume(case.image, case.geometry)
+    write_ct(tmp_path / "case.nii.gz", vol)
+    write_dicom_series(vol, tmp_path / "dicom", patient_id="PHANTOM")
+    for name, src in (("nifti", tmp_path / "case.nii.gz"), ("dicom", tmp_path / "dicom")):
+        assert main(["detect", str(src), "--out", str(tmp_path / f"{name}.csv"), "--threads", "1"]) == 0
+    a, b = read_detections(tmp_path / "nifti.csv"), read_detections(tmp_path / "dicom.csv")
+    assert len(a) > 0 and len(a) == len(b)
+    assert np.allclose(a.centers_xyz, b.centers_xyz, atol=1e-3)
+    assert np.allclose(a.probabilities, b.probabilities, atol=1e-5)
+    # and the detector finds the annotated nodes there (a real check of the DICOM path, not only equality)
+    truth = np.array([n.center_xyz for n in case.annotations])
+    top = b.centers_xyz[b.probabilities >= 0.5]
+    found = [bool(len(top)) and float(np.min(np.linalg.norm(top - t, axis=1))) < 10.0 for t in truth]
+    assert np.mean(found) >= 0.5, (found, len(top))

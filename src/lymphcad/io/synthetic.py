@@ -9,11 +9,14 @@ to the returned dataset before saving it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from lymphcad.geometry import CTVolume, hu_to_int16
 
 #: axial rows along +x, columns along +y (LPS)
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -113,3 +116,54 @@ def body_slice(k: int, n: int, size: int = 512, *, seed: int | None = None) -> N
     rng = np.random.default_rng(k if seed is None else seed)
     hu += rng.normal(0, 15, size=hu.shape).astype(np.float32)
     return np.clip(np.rint(hu + 1024), 0, 4095).astype(np.uint16)
+
+
+def write_dicom_series(
+    volume: CTVolume,
+    folder: str | Path,
+    *,
+    patient_id: str = "SYNTHETIC",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    description: str = "synthetic",
+) -> list[Path]:
+    """Write a CT volume as a DICOM series (one file per z-slice, signed 16-bit, intercept −1024 when it fits).
+
+    The geometry is carried exactly as DICOM can: ImageOrientationPatient = the directions of the i and j
+    axes, ImagePositionPatient of slice k = the world position of voxel (k, 0, 0) (lymphcad.geometry), so
+    reading the folder back gives the same voxels and geometry — provided the direction matrix is
+    right-handed (k along i × j), since DICOM readers order slices along i × j. Returns the files in z order.
+    """
+    geom = volume.geometry
+    d = geom.direction
+    if np.linalg.det(d) < 0:
+        raise ValueError(
+            "a left-handed direction (k opposite to i × j) has no DICOM series form; flip z first"
+        )
+    hu = hu_to_int16(volume.array)
+    intercept = -1024 if int(hu.max(initial=0)) + 1024 <= 32767 else 0
+    stored = (hu.astype(np.int32) - intercept).astype(np.int16)
+    study = study_uid or generate_uid()
+    series = series_uid or generate_uid()
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    orientation = [float(v) for v in (*d[:, 0], *d[:, 1])]
+    paths = []
+    for k in range(geom.shape_zyx[0]):
+        ds = ct_slice(
+            stored[k],
+            [float(v) for v in geom.zyx_to_world(np.array([[k, 0.0, 0.0]]))[0]],
+            series_uid=series,
+            study_uid=study,
+            instance=k + 1,
+            orientation=orientation,
+            pixel_spacing=(geom.spacing_zyx[1], geom.spacing_zyx[2]),
+            slice_thickness=geom.spacing_zyx[0],
+            intercept=intercept,
+            description=description,
+            patient_id=patient_id,
+        )
+        path = out / f"CT{k + 1:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
