@@ -195,8 +195,7 @@ def continue_run(src: Path, run: Path, epochs: int, threads: int) -> None:
     done = int(ckpt.stem.split("_")[1])
     if epochs <= done:
         raise SystemExit(f"--epochs {epochs} must exceed the {done} epochs of {src}")
-    cfg.train.epochs = epochs
-    cfg.train.threads = threads
+    cfg = cfg.updated({"train": {"epochs": epochs, "threads": threads}})
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_config(run / "config.toml", cfg)
     for name in ("plan.json", "split.json"):
@@ -209,18 +208,22 @@ def default_config(epochs: int) -> Any:
     """The shipped model's configuration."""
     from lymphcad.detector.config import DetectorConfig
 
-    cfg = DetectorConfig()
-    cfg.train.epochs = epochs
-    cfg.train.iters_per_epoch = 40
-    cfg.train.batch_size = 4
-    cfg.train.patch_zyx = (32, 64, 64)
-    cfg.train.warmup_iters = 40
-    cfg.train.val_every = 6
-    cfg.train.val_max_cases = 8
-    cfg.train.lr = 2e-3
-    cfg.train.device = "cpu"
-    cfg.train.threads = 2
-    return cfg
+    return DetectorConfig().updated(
+        {
+            "train": {
+                "epochs": epochs,
+                "iters_per_epoch": 40,
+                "batch_size": 4,
+                "patch_zyx": [32, 64, 64],
+                "warmup_iters": 40,
+                "val_every": 6,
+                "val_max_cases": 8,
+                "lr": 2e-3,
+                "device": "cpu",
+                "threads": 2,
+            }
+        }
+    )
 
 
 def evaluate_model(model_dir: Path, test: Path, out: Path, *, second_stage: bool = True) -> dict[str, Any]:
@@ -307,8 +310,7 @@ def main() -> None:
     )
     t_data = time.perf_counter() - t0
     run = work / args.run
-    cfg = default_config(args.epochs)
-    cfg.train.threads = args.threads
+    cfg = default_config(args.epochs).updated({"train": {"threads": args.threads}})
     if args.continue_from and latest_checkpoint(run) is None:
         continue_run(work / args.continue_from, run, args.epochs, args.threads)
     t1 = time.perf_counter()
@@ -333,7 +335,8 @@ def main() -> None:
     fpr_summary = None
     t2 = time.perf_counter()
     if args.fpr_iters > 0:
-        from lymphcad.detector.fpr import FPR_FILE, FPRConfig, load_fpr, train_fpr
+        from lymphcad.detector.fpr import FPR_FILE, FPRConfig, load_fpr
+        from lymphcad.detector.fpr_train import train_fpr
 
         if (run / "model" / FPR_FILE).is_file():
             fpr_summary = load_fpr(run / "model" / FPR_FILE).config.validation

@@ -20,14 +20,18 @@ from lymphcad.io.nifti import write_ct
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("cli")
     cohort = write_sphere_cohort(root / "cohort", n_cases=3, shape_zyx=(32, 40, 40))
-    cfg = DetectorConfig()
-    cfg.network.base_channels = 8
-    cfg.network.blocks = (1, 1, 1)
-    cfg.train.epochs = 2
-    cfg.train.iters_per_epoch = 2
-    cfg.train.batch_size = 2
-    cfg.train.patch_zyx = (24, 32, 32)
-    cfg.train.val_every = 1
+    cfg = DetectorConfig().updated(
+        {
+            "network": {"base_channels": 8, "blocks": [1, 1, 1]},
+            "train": {
+                "epochs": 2,
+                "iters_per_epoch": 2,
+                "batch_size": 2,
+                "patch_zyx": [24, 32, 32],
+                "val_every": 1,
+            },
+        }
+    )
     save_config(root / "cfg.toml", cfg)
     run = root / "run"
     rc = main(

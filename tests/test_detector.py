@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lymphcad.detector.common import resolve_device
 from lymphcad.detector.config import DetectConfig, DetectorConfig, NetworkConfig, dumps_config, load_config
 from lymphcad.detector.infer import detect_prepared, detect_volume
 from lymphcad.detector.model import LoadedModel
@@ -17,7 +19,7 @@ from lymphcad.detector.network import STRIDE, build_network
 from lymphcad.detector.plan import Plan, load_plan, plan_warnings, prepare_volume, reorient, save_plan
 from lymphcad.detector.synthetic import sphere_volume
 from lymphcad.detector.targets import decode, encode, nms_mm, voxel_to_cell
-from lymphcad.errors import InputError
+from lymphcad.errors import InputError, UsageError
 from lymphcad.geometry import CTVolume, Geometry
 
 
@@ -208,12 +210,40 @@ def test_config_toml_round_trip_and_unknown_key(tmp_path: object) -> None:
     from pathlib import Path
 
     d = Path(str(tmp_path))
-    cfg = DetectorConfig()
-    cfg.train.epochs = 3
-    cfg.train.patch_zyx = (32, 48, 48)
+    cfg = DetectorConfig().updated({"train": {"epochs": 3, "patch_zyx": [32, 48, 48]}})
     (d / "c.toml").write_text(dumps_config(cfg), encoding="utf-8")
     again = load_config(d / "c.toml")
     assert again == cfg
     (d / "bad.toml").write_text("[train]\nepohcs = 3\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"unknown config key train\.epohcs"):
         load_config(d / "bad.toml")
+
+
+def test_config_is_frozen_and_updated_returns_a_checked_copy() -> None:
+    cfg = DetectorConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.epochs = 3  # type: ignore[misc]
+    new = cfg.updated({"train": {"epochs": 3, "patch_zyx": [32, 48, 48]}, "detect": {"threshold": 0.2}})
+    assert (new.train.epochs, new.train.patch_zyx, new.detect.threshold) == (3, (32, 48, 48), 0.2)
+    assert cfg == DetectorConfig() and new.train.lr == cfg.train.lr
+    with pytest.raises(InputError, match=r"train\.epochs must be an integer"):
+        cfg.updated({"train": {"epochs": "three"}})
+    with pytest.raises(InputError, match=r"unknown config section \[trian\]"):
+        cfg.updated({"trian": {"epochs": 3}})
+
+
+def test_resolve_device_names() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    with pytest.raises(UsageError, match="unknown device 'cuda:x'"):
+        resolve_device("cuda:x")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda:0") == torch.device("cuda", 0)
+        with pytest.raises(UsageError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(UsageError, match="no CUDA device is available"):
+                resolve_device(name)

@@ -12,17 +12,20 @@ from lymphcad.detector.config import DetectConfig
 from lymphcad.detector.fpr import (
     FPR_FILE,
     CandidateNet,
-    CandidateSet,
     FPRConfig,
     FPRModel,
-    centre_crop,
     crop_cubes,
-    fit_network,
     fuse,
-    label_candidates,
     load_fpr,
     save_fpr,
     score_crops,
+)
+from lymphcad.detector.fpr_train import (
+    FUSION_WEIGHTS,
+    CandidateSet,
+    centre_crop,
+    fit_network,
+    label_candidates,
 )
 from lymphcad.detector.infer import detect_volume, with_overrides
 from lymphcad.detector.model import LoadedModel, load_model, save_model
@@ -206,7 +209,7 @@ def test_train_fpr_end_to_end_on_a_phantom_cohort(tmp_path: Path) -> None:
     )
     assert code == 0
     fpr = load_fpr(model_dir / FPR_FILE)  # written beside the first stage's model.pt
-    assert fpr.config.weight in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert fpr.config.weight in FUSION_WEIGHTS
     assert set(fpr.config.validation) == {"0", "0.25", "0.5", "0.75", "1"}
     image = next((cohort / "images").glob("*.nii.gz"))
     dets = tmp_path / "dets.csv"

@@ -9,27 +9,31 @@ import numpy as np
 import pytest
 import torch
 
-from lymphcad.detector.config import DetectorConfig
-from lymphcad.detector.model import load_model, read_payload
+from lymphcad.detector.common import lr_factor
+from lymphcad.detector.config import DetectorConfig, dumps_config, load_config
+from lymphcad.detector.model import load_model, read_payload, truth_thresholds
 from lymphcad.detector.sampling import PatchSampler, load_case, read_split, truth_from_annotations
 from lymphcad.detector.synthetic import write_sphere_cohort
-from lymphcad.detector.train import latest_checkpoint, lr_factor, train
+from lymphcad.detector.train import latest_checkpoint, train
 from lymphcad.errors import InputError, UsageError
 
 
 def _tiny_config(epochs: int, iters: int) -> DetectorConfig:
-    cfg = DetectorConfig()
-    cfg.network.base_channels = 8
-    cfg.network.blocks = (1, 1, 1)
-    cfg.train.epochs = epochs
-    cfg.train.iters_per_epoch = iters
-    cfg.train.batch_size = 2
-    cfg.train.patch_zyx = (24, 32, 32)
-    cfg.train.warmup_iters = 2
-    cfg.train.val_every = 0
-    cfg.train.device = "cpu"
-    cfg.train.lr = 3e-3
-    return cfg
+    return DetectorConfig().updated(
+        {
+            "network": {"base_channels": 8, "blocks": [1, 1, 1]},
+            "train": {
+                "epochs": epochs,
+                "iters_per_epoch": iters,
+                "batch_size": 2,
+                "patch_zyx": [24, 32, 32],
+                "warmup_iters": 2,
+                "val_every": 0,
+                "device": "cpu",
+                "lr": 3e-3,
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +81,9 @@ def test_corrupted_checkpoint_gives_clear_error(spheres: Path, tmp_path: Path) -
     run = train(
         spheres, split=spheres / "splits.json", fold=0, out=tmp_path / "run", config=_tiny_config(1, 1)
     ).run
+    # the model and the checkpoint carry the truth thresholds the second stage labels its candidates with
+    assert load_model(run / "model").enlarged_mm == 10.0
+    assert read_payload(latest_checkpoint(run))["meta"]["ignore_below_mm"] == 8.0  # type: ignore[arg-type]
     ckpt = latest_checkpoint(run)
     assert ckpt is not None
     data = ckpt.read_bytes()
@@ -102,8 +109,7 @@ def test_patch_sampler_positive_patches_hold_a_centre(spheres: Path) -> None:
 
     cohort = open_cohort(spheres)
     case = load_case(cohort, cohort.cases[0], Plan(), truth_from_annotations(cohort, cohort.cases[0]))
-    cfg = _tiny_config(1, 1)
-    cfg.train.p_positive = 1.0
+    cfg = _tiny_config(1, 1).updated({"train": {"p_positive": 1.0}})
     sampler = PatchSampler([case], Plan(), cfg.train, cfg.augment)
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -115,6 +121,20 @@ def test_patch_sampler_positive_patches_hold_a_centre(spheres: Path) -> None:
     a = sampler.sample(np.random.default_rng(5))
     b = sampler.sample(np.random.default_rng(5))
     assert torch.equal(a.image, b.image) and torch.equal(a.heatmap, b.heatmap)
+
+
+def test_train_leaves_the_callers_config_alone(spheres: Path, tmp_path: Path) -> None:
+    """epochs/device given to train() apply to a copy; the run's thresholds reach its model and fpr training."""
+    cfg = _tiny_config(2, 1).updated({"train": {"enlarged_mm": 12.0, "ignore_below_mm": 9.0}})
+    before = dumps_config(cfg)
+    result = train(spheres, split=spheres / "splits.json", fold=0, out=tmp_path / "run", config=cfg, epochs=1)
+    assert result.epochs_done == 1 and dumps_config(cfg) == before
+    assert load_config(tmp_path / "run" / "config.toml").train.epochs == 1
+    model = load_model(tmp_path / "run" / "model")
+    assert (model.enlarged_mm, model.ignore_below_mm) == (12.0, 9.0)
+    # a model without the thresholds in its meta takes them from its run's config.toml
+    assert truth_thresholds(tmp_path / "run" / "model" / "model.pt", {}) == (12.0, 9.0)
+    assert truth_thresholds(tmp_path / "elsewhere" / "model.pt", {}) == (10.0, 8.0)
 
 
 def test_lr_schedule() -> None:

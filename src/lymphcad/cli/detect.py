@@ -109,7 +109,8 @@ def train_fpr_cmd(
     """Train the second stage (false-positive reduction) on the first stage's candidates of one fold."""
     import dataclasses
 
-    from lymphcad.detector.fpr import FPRConfig, train_fpr
+    from lymphcad.detector.fpr import FPRConfig
+    from lymphcad.detector.fpr_train import train_fpr
 
     if truth not in ("labels", "extra"):
         raise UsageError(f"--truth must be labels or extra, not {truth!r}")
@@ -204,10 +205,10 @@ def detect_cmd(
     import dataclasses
 
     from lymphcad.cohort import voxel_hash
+    from lymphcad.detector.common import resolve_device
     from lymphcad.detector.infer import detect_volume, with_overrides
     from lymphcad.detector.model import load_model
     from lymphcad.detector.plan import plan_warnings
-    from lymphcad.detector.train import resolve_device
     from lymphcad.io.detections import write_detections, write_detections_json, write_provenance
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:

@@ -9,9 +9,16 @@ Modules, one job each:
 * :mod:`~lymphcad.detector.targets` — target encoding (Gaussian heatmap, size, offset) and decoding
   (peaks, non-maximum suppression in mm).
 * :mod:`~lymphcad.detector.sampling` — patch sampling with positive oversampling and augmentation.
-* :mod:`~lymphcad.detector.train` — the training loop (checkpoints, resume, validation, curves).
+* :mod:`~lymphcad.detector.common` — device choice, the learning-rate schedule, loading training cases.
+* :mod:`~lymphcad.detector.fpr` — the second stage (false-positive reduction): its network and scoring.
+* :mod:`~lymphcad.detector.model` — loading/saving a trained model folder (``model.pt`` + ``plan.json``,
+  optionally ``fpr.pt``).
 * :mod:`~lymphcad.detector.infer` — sliding-window inference: :func:`detect_volume`.
-* :mod:`~lymphcad.detector.model` — loading/saving a trained model folder (``model.pt`` + ``plan.json``).
+* :mod:`~lymphcad.detector.train` — the training loop (checkpoints, resume, validation, curves).
+* :mod:`~lymphcad.detector.fpr_train` — training the second stage on the first stage's candidates.
+
+Imports point one way: inference (``infer`` → ``model`` → ``fpr``) never imports training (``train``,
+``fpr_train``), and ``tests/test_import_graph.py`` fails on any import cycle in the package.
 
 torch is imported by these modules, never by ``lymphcad`` itself, so the CLI starts fast.
 """

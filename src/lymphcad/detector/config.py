@@ -13,6 +13,9 @@ never silently falls back to a default::
     rotate_deg = 15.0
     [detect]
     threshold = 0.05
+
+The dataclasses are frozen: derive a changed copy with :meth:`DetectorConfig.updated` (or
+:func:`dataclasses.replace`), so no caller's config changes under it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from lymphcad import atomic
 from lymphcad.errors import InputError
 
 
-@dataclass
+@dataclass(frozen=True)
 class PlanConfig:
     """How the preprocessing plan is computed from a training cohort."""
 
@@ -37,7 +40,7 @@ class PlanConfig:
     hu_window: tuple[float, float] = (-250.0, 350.0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class NetworkConfig:
     """Shape of the network (see :mod:`lymphcad.detector.network`)."""
 
@@ -47,7 +50,7 @@ class NetworkConfig:
     blocks: tuple[int, int, int] = (1, 2, 2)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """Patch augmentation (applied on the fly to each training patch)."""
 
@@ -62,7 +65,7 @@ class AugmentConfig:
     p_blur: float = 0.3
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """The training loop."""
 
@@ -94,7 +97,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA only
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectConfig:
     """Inference settings (also the defaults of ``lymphcad detect``)."""
 
@@ -111,7 +114,7 @@ class DetectConfig:
     second_stage: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectorConfig:
     """All sections together."""
 
@@ -129,24 +132,28 @@ class DetectorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str | Path | None = None) -> DetectorConfig:
         """Build from a nested dict; missing keys keep their defaults, unknown keys raise InputError."""
-        cfg = cls()
-        cfg.update(data, where=where)
-        return cfg
+        return cls().updated(data, where=where)
 
-    def update(self, data: dict[str, Any], *, where: str | Path | None = None) -> None:
-        """Override values in place from a nested dict (same rules as :meth:`from_dict`)."""
+    def updated(self, data: dict[str, Any], *, where: str | Path | None = None) -> DetectorConfig:
+        """A copy with values overridden from a nested dict (same rules as :meth:`from_dict`).
+
+        ``cfg.updated({"train": {"epochs": 3}})`` changes one value; types are checked as when reading TOML.
+        """
+        sections: dict[str, Any] = {}
         for section, values in data.items():
             if not hasattr(self, section) or section.startswith("_"):
                 raise InputError(f"unknown config section [{section}]", where)
             if not isinstance(values, dict):
                 raise InputError(f"config section [{section}] must be a table", where)
-            obj = getattr(self, section)
-            fields = {f.name: f for f in dataclasses.fields(obj)}
+            obj = sections.get(section, getattr(self, section))
+            fields = {f.name for f in dataclasses.fields(obj)}
+            changes: dict[str, Any] = {}
             for key, value in values.items():
                 if key not in fields:
                     raise InputError(f"unknown config key {section}.{key}", where)
-                current = getattr(obj, key)
-                setattr(obj, key, _coerce(value, current, f"{section}.{key}", where))
+                changes[key] = _coerce(value, getattr(obj, key), f"{section}.{key}", where)
+            sections[section] = dataclasses.replace(obj, **changes)
+        return dataclasses.replace(self, **sections)
 
 
 def _plain(value: Any) -> Any:

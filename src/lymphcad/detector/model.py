@@ -20,7 +20,8 @@ from typing import Any, Final
 
 import torch
 
-from lymphcad.detector.config import DetectConfig, NetworkConfig
+from lymphcad import atomic
+from lymphcad.detector.config import DetectConfig, NetworkConfig, TrainConfig, load_config
 from lymphcad.detector.fpr import FPR_FILE, FPRModel, load_fpr
 from lymphcad.detector.network import CenterNet3D, build_network
 from lymphcad.detector.plan import Plan, load_plan, save_plan
@@ -32,7 +33,11 @@ MODEL_VERSION: Final = 1
 DEFAULT_MODEL: Final = "centernet3d_phantom_v2"
 
 
-@dataclass
+#: keys of ``meta`` holding the truth thresholds the model was trained with (see :func:`truth_thresholds`)
+THRESHOLD_KEYS: Final = ("enlarged_mm", "ignore_below_mm")
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """A network ready for inference (eval mode) with its plan and default detection settings."""
 
@@ -45,6 +50,10 @@ class LoadedModel:
     meta: dict[str, Any]
     #: the optional second stage (``fpr.pt`` beside ``model.pt``)
     fpr: FPRModel | None = None
+    #: the training truth's thresholds: nodes with a short axis ≥ enlarged_mm were positives, those in
+    #: [ignore_below_mm, enlarged_mm) ignored (the second stage labels its candidates the same way)
+    enlarged_mm: float = TrainConfig.enlarged_mm
+    ignore_below_mm: float = TrainConfig.ignore_below_mm
 
     @property
     def fingerprint(self) -> str:
@@ -89,8 +98,6 @@ def save_model(
     half: bool = False,
 ) -> Path:
     """Write ``folder/model.pt`` and ``folder/plan.json``; ``half`` stores float weights as float16."""
-    from lymphcad import atomic
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     payload = model_payload(network, name=name, detect=detect, meta=meta)
@@ -150,6 +157,26 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def truth_thresholds(path: Path, meta: dict[str, Any]) -> tuple[float, float]:
+    """``(enlarged_mm, ignore_below_mm)`` a model was trained with.
+
+    From its ``meta`` (written by the training loop), else from the training config kept with it (a run
+    folder's ``config.toml``, a shipped model's ``training_config.toml``), else the defaults of
+    :class:`~lymphcad.detector.config.TrainConfig`.
+    """
+    if all(k in meta for k in THRESHOLD_KEYS):
+        return float(meta[THRESHOLD_KEYS[0]]), float(meta[THRESHOLD_KEYS[1]])
+    for cand in (
+        path.parent / "training_config.toml",
+        path.parent / "config.toml",
+        path.parent.parent / "config.toml",
+    ):
+        if cand.is_file():
+            train = load_config(cand).train
+            return train.enlarged_mm, train.ignore_below_mm
+    return TrainConfig.enlarged_mm, TrainConfig.ignore_below_mm
+
+
 def shipped_models() -> list[str]:
     """Names of the models inside the package."""
     root = resources.files("lymphcad.models")
@@ -205,6 +232,8 @@ def load_model(model: str | Path | None = None, *, device: str | torch.device = 
     plan = load_plan(plan_path)
     detect = _cfg_from(DetectConfig, data.get("detect", {}))
     fpr_path = path.parent / FPR_FILE
+    meta = dict(data.get("meta", {}))
+    enlarged_mm, ignore_below_mm = truth_thresholds(path, meta)
     return LoadedModel(
         name=str(data.get("name", path.parent.name)),
         network=net,
@@ -212,6 +241,8 @@ def load_model(model: str | Path | None = None, *, device: str | torch.device = 
         detect=detect,
         sha256=file_sha256(path),
         path=path,
-        meta=dict(data.get("meta", {})),
+        meta=meta,
         fpr=load_fpr(fpr_path, device=device) if fpr_path.is_file() else None,
+        enlarged_mm=enlarged_mm,
+        ignore_below_mm=ignore_below_mm,
     )

@@ -27,7 +27,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -37,10 +36,13 @@ from typing import Any, Final
 
 import numpy as np
 import torch
+import torch.distributed as tdist
 
 from lymphcad import atomic
 from lymphcad.cohort import Cohort, open_cohort
+from lymphcad.detector.common import TruthMode, load_cases, lr_factor, resolve_device
 from lymphcad.detector.config import DetectorConfig, dumps_config, load_config, save_config
+from lymphcad.detector.infer import detect_prepared
 from lymphcad.detector.model import (
     MODEL_FORMAT,
     MODEL_VERSION,
@@ -50,17 +52,12 @@ from lymphcad.detector.model import (
 )
 from lymphcad.detector.network import CenterNet3D, build_network, count_parameters
 from lymphcad.detector.plan import Plan, compute_plan, enhanced_fraction, load_plan, save_plan
-from lymphcad.detector.sampling import (
-    NodeTruth,
-    PatchSampler,
-    TrainCase,
-    load_case,
-    read_split,
-    truth_from_annotations,
-    truth_from_extra,
-)
+from lymphcad.detector.sampling import PatchSampler, TrainCase, read_split
 from lymphcad.detector.targets import focal_loss, masked_l1
 from lymphcad.errors import InputError, UsageError
+from lymphcad.evaluate import EvalSettings, evaluate_truth
+from lymphcad.evaluate.settings import FP_RATES
+from lymphcad.evaluate.truth import load_truth
 from lymphcad.io.detections import Detection, DetectionTable, write_detections
 
 log = logging.getLogger(__name__)
@@ -102,58 +99,24 @@ def _init_distributed(device_kind: str) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    import torch.distributed as dist
-
     backend = "nccl" if device_kind == "cuda" else "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'cpu', 'cuda' or 'auto' → a torch device (UsageError when CUDA is asked for but absent)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    if name != "cpu":
-        raise UsageError(f"unknown device {name!r} (cpu, cuda or auto)")
-    return torch.device("cpu")
-
-
-def lr_factor(it: int, *, warmup: int, total: int) -> float:
-    """Linear warm-up over ``warmup`` iterations, then cosine decay to 1 % at ``total``."""
-    if warmup > 0 and it < warmup:
-        return (it + 1) / warmup
-    progress = min(1.0, (it - warmup) / max(1, total - warmup))
-    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend=backend)
+    return DistInfo(tdist.get_rank(), tdist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def compute_losses(
-    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: DetectorConfig
+    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], *, w_size: float, w_offset: float
 ) -> dict[str, torch.Tensor]:
-    """The three losses and their weighted sum (``"loss"``)."""
+    """The three losses and their weighted sum (``"loss"``; the heatmap's weight is 1)."""
     heat = focal_loss(out["heatmap"], batch["heatmap"], batch["ignore"])
     size = masked_l1(out["size"], batch["size"], batch["reg_mask"])
     offset = masked_l1(out["offset"], batch["offset"], batch["reg_mask"])
-    total = heat + cfg.train.w_size * size + cfg.train.w_offset * offset
+    total = heat + w_size * size + w_offset * offset
     return {"loss": total, "loss_heatmap": heat, "loss_size": size, "loss_offset": offset}
 
 
 # -- data ---------------------------------------------------------------------------------------------
-def case_truth_for_training(cohort: Cohort, case_id: str, truth: str, cfg: DetectorConfig) -> NodeTruth:
-    """The training truth of a case: annotations.csv ("labels") or the phantom's full truth ("extra")."""
-    if truth == "labels":
-        return truth_from_annotations(cohort, case_id)
-    if truth == "extra":
-        return truth_from_extra(
-            cohort, case_id, enlarged_mm=cfg.train.enlarged_mm, ignore_below_mm=cfg.train.ignore_below_mm
-        )
-    raise UsageError(f"--truth must be 'labels' or 'extra', got {truth!r}")
-
-
 def build_plan_from_cohort(cohort: Cohort, case_ids: Sequence[str], cfg: DetectorConfig) -> Plan:
     """Compute the plan from the training cases' headers and contrast statistics (reads each image once)."""
     geoms = [cohort.geometries[c] for c in case_ids]
@@ -165,13 +128,6 @@ def build_plan_from_cohort(cohort: Cohort, case_ids: Sequence[str], cfg: Detecto
         hu_window=cfg.plan.hu_window,
         source=f"{cohort.info.source} ({len(case_ids)} training cases)",
     )
-
-
-def load_cases(
-    cohort: Cohort, case_ids: Sequence[str], plan: Plan, truth: str, cfg: DetectorConfig
-) -> list[TrainCase]:
-    """Prepare the training cases on the plan grid."""
-    return [load_case(cohort, c, plan, case_truth_for_training(cohort, c, truth, cfg)) for c in case_ids]
 
 
 # -- checkpoints --------------------------------------------------------------------------------------
@@ -196,8 +152,9 @@ def save_checkpoint(
     epoch: int,
     cfg: DetectorConfig,
     name: str,
+    meta: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (loadable as a model too)."""
+    """Write a checkpoint atomically (loadable as a model too; ``meta`` defaults to ``{"epoch": epoch}``)."""
     payload: dict[str, Any] = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -205,7 +162,7 @@ def save_checkpoint(
         "network": dataclasses.asdict(network.config),
         "detect": dataclasses.asdict(cfg.detect),
         "state_dict": network.state_dict(),
-        "meta": {"epoch": epoch},
+        "meta": {"epoch": epoch} if meta is None else meta,
         "epoch": epoch,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -297,35 +254,11 @@ def plot_curves(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 # -- validation ---------------------------------------------------------------------------------------
 def evaluate_subset(
     cohort: Cohort, case_ids: Sequence[str], detections: Sequence[Detection]
-) -> dict[str, float] | None:
-    """FROC/CPM of detections on some cases of a cohort with the project's evaluator (None if absent)."""
-    try:
-        from lymphcad.evaluate import EvalSettings, evaluate_truth
-        from lymphcad.evaluate.truth import case_truth
-    except ImportError:
-        return None
-    truths = []
-    for c in sorted(case_ids):
-        label = cohort.read_label(c)
-        region = cohort.read_eval_region(c)
-        geom = (
-            label[1] if label is not None else region[1] if region is not None else cohort.geometries.get(c)
-        )
-        truths.append(
-            case_truth(
-                c,
-                region=cohort.region_of(c),
-                annotations=cohort.annotations_for(c),
-                geometry=geom,
-                labels_zyx=None if label is None else label[0],
-                eval_region_zyx=None if region is None else region[0],
-                ignore=cohort.ignore_for(c),
-            )
-        )
+) -> dict[str, float]:
+    """FROC/CPM of detections on some cases of a cohort with the project's evaluator."""
+    truths = load_truth(cohort, cases=case_ids)
     result = evaluate_truth(truths, DetectionTable.from_detections(detections), EvalSettings(bootstrap=0))
     sens = result.pooled.sensitivity_at_fp
-    from lymphcad.evaluate.settings import FP_RATES
-
     return {
         "val_cpm": float(result.pooled.cpm),
         "val_sens_at_1": float(sens[FP_RATES.index(1.0)]),
@@ -341,10 +274,8 @@ def validate(
     cohort: Cohort,
     val_cases: Sequence[TrainCase],
     out: Path,
-) -> dict[str, float] | None:
-    """Detect on the validation cases, write their detections, evaluate when the evaluator exists."""
-    from lymphcad.detector.infer import detect_prepared
-
+) -> dict[str, float]:
+    """Detect on the validation cases, write their detections and evaluate them."""
     network.eval()
     dets: list[Detection] = []
     for case in val_cases:
@@ -353,9 +284,6 @@ def validate(
     out.mkdir(parents=True, exist_ok=True)
     write_detections(out / "dets.csv", dets)
     metrics = evaluate_subset(cohort, [c.case_id for c in val_cases], dets)
-    if metrics is None:
-        log.warning("validation: lymphcad.evaluate is not available; no metric computed (detections saved)")
-        return None
     atomic.write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -380,7 +308,7 @@ def train(
     out: str | Path,
     config: str | Path | DetectorConfig | None = None,
     resume: bool = False,
-    truth: str = "labels",
+    truth: TruthMode | str = TruthMode.LABELS,
     epochs: int | None = None,
     device: str | None = None,
     progress: ProgressFn | None = None,
@@ -389,8 +317,10 @@ def train(
     """Train a detector on one fold of a cohort; see the module docstring for the run folder.
 
     ``stop_after_epochs`` ends the call early after that many epochs *of this call* (used by tests to
-    simulate an interruption; the schedule still follows the configured number of epochs).
+    simulate an interruption; the schedule still follows the configured number of epochs). The caller's
+    ``config`` is never changed (``epochs`` / ``device`` apply to a copy).
     """
+    mode = TruthMode.parse(truth)
     run = Path(out)
     cfg_path = run / "config.toml"
     if resume:
@@ -404,14 +334,14 @@ def train(
     else:
         cfg = config if isinstance(config, DetectorConfig) else load_config(config)
         if epochs is not None:
-            cfg.train.epochs = int(epochs)
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=int(epochs)))
         if device is not None:
-            cfg.train.device = device
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
         if latest_checkpoint(run) is not None:
             raise UsageError(f"{run} already holds checkpoints; use --resume or another --out")
     dev_kind = (
         "cuda"
-        if (cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()))
+        if (cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available()))
         else "cpu"
     )
     dist = _init_distributed(dev_kind)
@@ -446,20 +376,21 @@ def train(
                     "cohort": str(Path(cohort_root).resolve()),
                     "splits": str(Path(split).resolve()),
                     "fold": fold,
-                    "truth": truth,
+                    "truth": str(mode),
                     "train": train_ids,
                     "val": val_ids,
                     "test_not_used": test_ids,
                 },
             )
-    cases = load_cases(cohort, train_ids, plan, truth, cfg)
+    thresholds = {"enlarged_mm": cfg.train.enlarged_mm, "ignore_below_mm": cfg.train.ignore_below_mm}
+    cases = load_cases(cohort, train_ids, plan, mode, **thresholds)
     val_cases = []
     if cfg.train.val_every > 0 and val_ids:
         chosen = val_ids
         if 0 < cfg.train.val_max_cases < len(val_ids):  # evenly spread over the (sorted) val cases
             step = len(val_ids) / cfg.train.val_max_cases
             chosen = [val_ids[int(i * step)] for i in range(cfg.train.val_max_cases)]
-        val_cases = load_cases(cohort, chosen, plan, "labels", cfg)
+        val_cases = load_cases(cohort, chosen, plan, TruthMode.LABELS, **thresholds)
     sampler = PatchSampler(cases, plan, cfg.train, cfg.augment)
     n_nodes = sum(len(c.nodes_zyx) for c in cases)
     log.info("training on %d cases (%d nodes), validating on %d", len(cases), n_nodes, len(val_cases))
@@ -513,7 +444,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 outputs = model(batch["image"])
-            losses = compute_losses(outputs, batch, cfg)
+            losses = compute_losses(outputs, batch, w_size=cfg.train.w_size, w_offset=cfg.train.w_offset)
             if not torch.isfinite(losses["loss"]):
                 raise RuntimeError(f"non-finite loss at epoch {epoch + 1}, iteration {it + 1}")
             if scaler is not None:
@@ -553,6 +484,7 @@ def train(
                 epoch=epoch + 1,
                 cfg=cfg,
                 name=name,
+                meta={"epoch": epoch + 1, **thresholds},
             )
             last = epoch + 1 == cfg.train.epochs
             if val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last):
@@ -564,10 +496,15 @@ def train(
                     log.info("epoch %d validation: %s", epoch + 1, json.dumps(metrics))
             history.append(row)
             write_history(run, history)
-            save_model(run / "model", network, plan, name=name, detect=cfg.detect, meta={"epoch": epoch + 1})
+            save_model(
+                run / "model",
+                network,
+                plan,
+                name=name,
+                detect=cfg.detect,
+                meta={"epoch": epoch + 1, **thresholds},
+            )
     if dist.world > 1:
-        import torch.distributed as tdist
-
         tdist.barrier()
         tdist.destroy_process_group()
     return TrainResult(run, len(history), time.perf_counter() - t_start, history, count_parameters(network))

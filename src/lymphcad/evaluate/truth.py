@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -60,14 +60,23 @@ def case_truth(
     )
 
 
-def load_truth(cohort: Cohort, *, ignore: Sequence[IgnorePoint] | None = None) -> list[CaseTruth]:
+def load_truth(
+    cohort: Cohort,
+    *,
+    ignore: Sequence[IgnorePoint] | None = None,
+    cases: Collection[str] | None = None,
+) -> list[CaseTruth]:
     """Read every case's masks and build its :class:`CaseTruth`, in canonical case order.
 
     ``ignore`` replaces the cohort's ignore.csv (``--ignore FILE``); by default the cohort's own is used.
+    ``cases`` keeps only these cases (e.g. a validation fold); by default all of the cohort's.
     """
     points = cohort.ignore if ignore is None else list(ignore)
+    wanted = None if cases is None else set(cases)
     out = []
     for case in cohort.cases:
+        if wanted is not None and case not in wanted:
+            continue
         label = cohort.read_label(case)
         region_mask = cohort.read_eval_region(case)
         geometry = cohort.geometries.get(case)
