@@ -11,9 +11,34 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc where possible, else by setting and restoring it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _follow_umask(path: Path, *, directory: bool) -> None:
+    """Give a temporary file/folder the mode a plain ``open``/``mkdir`` would (tempfile makes 0600/0700).
+
+    Colleagues sharing a lab disk must be able to read a cohort, as with any other tool's output.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 @contextlib.contextmanager
@@ -30,6 +55,7 @@ def atomic_path(target: str | Path, *, suffix: str | None = None) -> Iterator[Pa
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        _follow_umask(tmp_path, directory=False)
         yield tmp_path
         os.replace(tmp_path, target)
     except BaseException:
@@ -82,6 +108,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        _follow_umask(tmp, directory=True)
         yield tmp
         if target.exists():
             shutil.rmtree(target)

@@ -1,6 +1,6 @@
 """The ``lymphcad`` command line (typer + rich). Thin: it validates arguments and calls library functions.
 
-Exit codes: 0 ok, 1 failure (one line naming the file and the problem), 2 usage.
+Exit codes: 0 ok, 1 failure (one line naming the file and the problem), 2 usage, 130 interrupted (Ctrl-C).
 Each command group lives in its own module and registers itself on :data:`app` when imported.
 """
 
@@ -9,13 +9,17 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
-from typing import Final
+import warnings
+from typing import Final, TextIO
 
 import typer
 
 from lymphcad import __version__
 from lymphcad.cli._common import app, err_console, state
 from lymphcad.errors import LymphcadError, UsageError
+
+#: Exit code of a run stopped by Ctrl-C (SIGINT), as shells report 128 + SIGINT.
+EXIT_INTERRUPTED: Final = 130
 
 #: Modules that add commands to ``app`` (each adds its commands when imported).
 COMMAND_MODULES: Final = (
@@ -50,11 +54,30 @@ def _load_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app and map errors to exit codes."""
-    _load_commands()
+    """Console entry point: run the app and map errors to exit codes (see the module notes)."""
     args = sys.argv[1:] if argv is None else argv
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Print a Python warning as one line, ``warning: <text>``, without the source location."""
+    text = " ".join(str(message).split())
+    err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _run(args: list[str]) -> int:
     try:
-        app(args=args, standalone_mode=False)
+        _load_commands()
+        code = app(args=args, standalone_mode=False)
     except UsageError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
@@ -64,13 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 1
     except typer.Exit as exc:
-        return int(exc.exit_code or 0)
+        code = exc.exit_code
     except typer.Abort:
         err_console.print("aborted")
         return 1
     except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
+        return _interrupted()
     except typer.TyperException as exc:  # bad usage: unknown option, missing argument, ...
         show = getattr(exc, "show", None)
         if callable(show):
@@ -89,7 +111,16 @@ def main(argv: list[str] | None = None) -> int:
                 soft_wrap=True,
             )
         return 1
-    return 0
+    # typer turns Ctrl-C into exit code 130 and returns (not raises) a command's exit code
+    code = int(code) if isinstance(code, int) else 0
+    if code == EXIT_INTERRUPTED:
+        return _interrupted()
+    return code
+
+
+def _interrupted() -> int:
+    err_console.print("interrupted", markup=False, highlight=False)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

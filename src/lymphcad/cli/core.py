@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from lymphcad.cli._common import app, console, err_console, progress
+from lymphcad.cli._guards import check_input, check_output_dir, check_output_file
 from lymphcad.errors import InputError, UsageError
 
 
@@ -41,8 +42,8 @@ def convert_cmd(
     from lymphcad.io.nifti import write_ct
     from lymphcad.io.reader import read_ct
 
-    if not str(out).endswith((".nii", ".nii.gz")):
-        raise UsageError(f"output must end in .nii or .nii.gz: {out}")
+    check_input(dicom_dir, "the DICOM input")
+    check_output_file(out, "OUT", suffixes=(".nii.gz", ".nii"), inputs=[dicom_dir])
     volume = read_ct(dicom_dir, series_uid=series, allow_gaps=allow_gaps)
     write_ct(out, volume)
     z, y, x = volume.shape_zyx
@@ -66,6 +67,11 @@ def import_cmd(
 
     if region is not None and region not in ("mediastinal", "abdominal", "both"):
         raise UsageError(f"--region must be mediastinal, abdominal or both, not {region!r}")
+    for p in inputs:
+        check_input(p)
+    if nodes is not None:
+        check_input(nodes, "--nodes")
+    check_output_dir(out, "--out", inputs=[*inputs, *([] if nodes is None else [nodes])])
     with progress() as bar:
         task = bar.add_task("import", total=len(inputs))
         info = import_cases(

@@ -13,6 +13,12 @@ from typing import Any
 import typer
 
 from lymphcad.cli._common import app, console, err_console, progress
+from lymphcad.cli._guards import (
+    check_detections_output,
+    check_device_name,
+    check_input,
+    check_output_dir,
+)
 from lymphcad.errors import InputError, UsageError
 
 
@@ -48,16 +54,20 @@ def train_cmd(
         "labels", "--truth", help="labels (annotations.csv) or extra (the phantom's full truth)."
     ),
     epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
-    device: str | None = typer.Option(None, "--device", help="cpu | cuda | auto (overrides train.device)."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu | cuda | cuda:N | auto (overrides train.device)."
+    ),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
 ) -> None:
     """Train the 3D centre-heatmap detector on one fold of a cohort (multi-GPU under torchrun)."""
+    check_input(cohort, "COHORT")
+    check_input(split, "--split")
+    check_output_dir(out, "--out", inputs=[cohort, split])
     from lymphcad.detector.train import train
 
     if truth not in ("labels", "extra"):
         raise UsageError(f"--truth must be labels or extra, not {truth!r}")
-    if device is not None and device not in ("cpu", "cuda", "auto"):
-        raise UsageError(f"--device must be cpu, cuda or auto, not {device!r}")
+    check_device_name(device)
     _setup_logging()
     _threads(threads)
     with progress() as bar:
@@ -103,7 +113,7 @@ def train_fpr_cmd(
         "labels", "--truth", help="labels (annotations.csv) or extra (the phantom's full truth)."
     ),
     iters: int | None = typer.Option(None, "--iters", help="Training iterations (default 1000)."),
-    device: str = typer.Option("auto", "--device", help="cpu | cuda | auto."),
+    device: str = typer.Option("auto", "--device", help="cpu | cuda | cuda:N | auto."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
 ) -> None:
     """Train the second stage (false-positive reduction) on the first stage's candidates of one fold."""
@@ -114,6 +124,7 @@ def train_fpr_cmd(
 
     if truth not in ("labels", "extra"):
         raise UsageError(f"--truth must be labels or extra, not {truth!r}")
+    check_device_name(device)
     if iters is not None and iters < 1:
         raise UsageError(f"--iters must be >= 1, got {iters}")
     _setup_logging()
@@ -202,6 +213,12 @@ def detect_cmd(
     json_out: bool = typer.Option(False, "--json", help="Also write OUT's JSON form (dets.csv → dets.json)."),
 ) -> None:
     """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection."""
+    # checked before torch and the model load (seconds): a wrong argument fails at once, nothing is lost
+    check_device_name(device)
+    check_input(input)
+    check_detections_output(out, inputs=[input], json_form=json_out)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold must lie in [0, 1], got {threshold}")
     import dataclasses
 
     from lymphcad.cohort import voxel_hash
@@ -211,8 +228,6 @@ def detect_cmd(
     from lymphcad.detector.plan import plan_warnings
     from lymphcad.io.detections import write_detections, write_detections_json, write_provenance
 
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise UsageError(f"--threshold must lie in [0, 1], got {threshold}")
     _threads(threads)
     dev = resolve_device(device)
     loaded = load_model(model, device=dev)

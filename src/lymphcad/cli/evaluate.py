@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from lymphcad.cli._common import app, console, err_console
+from lymphcad.cli._guards import check_distinct, check_input, check_output_file
 from lymphcad.errors import UsageError
 
 
@@ -126,6 +127,17 @@ def evaluate_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
     """FROC at 1/8…8 FP/volume, CPM with bootstrap CI, and box AP at IoU 0.1/0.5 — pooled, per region, per size."""
+    check_input(cohort, "COHORT")
+    check_input(detections, "DETECTIONS")
+    inputs = [cohort, detections, *([] if ignore is None else [check_input(ignore, "--ignore")])]
+    outputs = {"--out": out, "matches.csv": out.parent / "matches.csv"}
+    check_output_file(out, "--out", suffixes=(".json",), inputs=inputs)
+    check_output_file(
+        outputs["matches.csv"], "--out (matches.csv beside it)", suffixes=(".csv",), inputs=inputs
+    )
+    if plot is not None:
+        outputs["--plot"] = check_output_file(plot, "--plot", suffixes=(".png",), inputs=inputs)
+    check_distinct(outputs)
     from lymphcad.cohort import open_cohort, read_ignore
     from lymphcad.evaluate.run import evaluate_cohort, write_outputs
     from lymphcad.evaluate.settings import DuplicatePolicy, EvalSettings, MatchRule

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from lymphcad.cli._common import app, console, progress
+from lymphcad.cli._guards import check_input, check_output_dir, check_output_file
 from lymphcad.errors import InputError, UsageError
 
 
@@ -32,6 +33,7 @@ def phantom_cmd(
 
     if region not in ("mediastinal", "abdominal", "both"):
         raise UsageError("--region must be mediastinal, abdominal or both")
+    check_output_dir(out, "--out")
     with progress() as bar:
         task = bar.add_task("phantom", total=cases)
 
@@ -71,6 +73,7 @@ def insert_cmd(
         raise InputError("no such file or folder", background)
     if nodes[0] < 0 or nodes[1] < nodes[0]:
         raise UsageError("--nodes MIN MAX needs 0 <= MIN <= MAX")
+    check_output_dir(out, "--out", inputs=[background])
     with progress() as bar:
         task = bar.add_task("insert", total=cases)
 
@@ -92,5 +95,8 @@ def show_cmd(
     """Draw axial and coronal slices through nodes with ground-truth outlines (radiological convention)."""
     from lymphcad.report.show import show_cohort
 
+    check_input(cohort, "COHORT")
+    inputs = [cohort, *([] if dets is None else [check_input(dets, "--dets")])]
+    check_output_file(out, "--out", suffixes=(".png",), inputs=inputs)
     path = show_cohort(cohort, out, case_id=case, dets=dets, max_nodes=max_nodes)
     console.print(f"wrote {path}")

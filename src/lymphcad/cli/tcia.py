@@ -18,6 +18,7 @@ from rich.progress import (
 )
 
 from lymphcad.cli._common import app, console, err_console, progress
+from lymphcad.cli._guards import check_input, check_output_dir, check_output_file
 from lymphcad.errors import UsageError
 
 
@@ -88,6 +89,7 @@ def fetch_cmd(
 
     if manifest is not None and not manifest.is_file():
         raise UsageError(f"--manifest {manifest}: no such file")
+    check_output_dir(out, "--out", inputs=[] if manifest is None else [manifest])
     opts = FetchOptions(
         out=out,
         collection=collection,
@@ -170,6 +172,7 @@ def prepare_cmd(
     ):
         if p is not None and not p.exists():
             raise UsageError(f"{name} {p}: no such file or folder")
+    check_output_dir(out, "--out", inputs=[p for p in (raw, annotations, masks, candidates) if p is not None])
     opts = PrepareOptions(
         raw=raw,
         annotations=annotations,
@@ -214,6 +217,14 @@ def split_cmd(
         err_console.print(
             "note: scheme nndet ignores --folds/--seed/--test-fraction (nnDetection's fixed settings)"
         )
+    check_input(cohort, "COHORT")
+    check_output_file(
+        cohort / "splits.json" if out is None else out,
+        "--out",
+        suffixes=(".json",),
+        inputs=[cohort],
+        may_write=("splits.json",),
+    )
     target, splits = split_cohort(
         cohort, scheme=scheme, folds=folds, seed=seed, test_fraction=test_fraction, out=out
     )
