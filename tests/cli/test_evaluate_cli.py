@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from evaluate_fixtures import MASK_DETS, write_mask_cohort
 from lymphcad.cli import main
 from lymphcad.evaluate.settings import FP_RATE_KEYS
-from test_evaluate import MASK_DETS, write_mask_cohort
 
 BLOCK_KEYS = [
     "n_cases",
