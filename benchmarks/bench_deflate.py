@@ -52,7 +52,7 @@ def real_volume(shared: Path, mb: float) -> np.ndarray | None:
 
 def torso_volume(slices: int = 300) -> np.ndarray:
     """The synthetic torso of bench_prepare.py (``--pixels body``) in HU (int16)."""
-    from lymphcad.io.synthetic import body_slice
+    from lymphcad.io.dicom.write import body_slice
 
     return np.stack([body_slice(k, slices).astype(np.int16) - 1024 for k in range(slices)])
 

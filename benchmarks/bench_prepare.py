@@ -51,7 +51,7 @@ def _write_slice(args: tuple[Path, str, str, str, int, int, str]) -> None:
     """Slice k of n: the synthetic torso, or (``source`` set) the stored pixels of a real CT slice."""
     import pydicom
 
-    from lymphcad.io.synthetic import body_slice, ct_slice
+    from lymphcad.io.dicom.write import body_slice, ct_slice
 
     folder, pid, study, series, k, n, source = args
     pixels = pydicom.dcmread(source).pixel_array if source else body_slice(k, n, SIZE)

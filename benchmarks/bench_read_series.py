@@ -41,7 +41,7 @@ SIZE = 512
 def _write_slice(args: tuple[Path, int, int, str, str, bool]) -> None:
     from pydicom.uid import JPEG2000Lossless
 
-    from lymphcad.io.synthetic import body_slice, ct_slice
+    from lymphcad.io.dicom.write import body_slice, ct_slice
 
     folder, k, n, series_uid, study_uid, j2k = args
     pixels = body_slice(k, n, SIZE)

@@ -153,7 +153,7 @@ def test_shipped_model_default_via_cli(tmp_path: Path) -> None:
 def test_shipped_model_same_detections_from_dicom_and_nifti(tmp_path: Path) -> None:
     """One phantom case given as a NIfTI file and as a DICOM series: the same nodes at the same world points."""
     from lymphcad.geometry import CTVolume
-    from lymphcad.io.synthetic import write_dicom_series
+    from lymphcad.io.dicom.write import write_dicom_series
     from lymphcad.phantom.generate import generate_case
 
     _shipped_or_skip()

@@ -14,8 +14,8 @@ from pydicom.uid import RLELossless, generate_uid
 
 from lymphcad.errors import InputError
 from lymphcad.io.dicom import DicomSeriesError, dicom_summary, list_series, read_dicom_series
+from lymphcad.io.dicom.write import ct_slice
 from lymphcad.io.reader import read_ct
-from lymphcad.io.synthetic import ct_slice
 
 ROWS, COLS = 12, 10
 IOP = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -236,7 +236,7 @@ def test_no_warnings_for_clean_series(tmp_path: Path) -> None:
 
 
 def test_synthetic_builder_values(tmp_path: Path) -> None:
-    from lymphcad.io.synthetic import body_slice, ds_number
+    from lymphcad.io.dicom.write import body_slice, ds_number
 
     assert [ds_number(v) for v in (1.25, -600.0, -0.0, 0.9765625)] == ["1.25", "-600", "0", "0.9765625"]
     assert all(len(ds_number(v)) <= 16 for v in (1e-7, -123456789.123456, 3e20))
@@ -258,7 +258,7 @@ def test_write_dicom_series_round_trip_matches_simpleitk(tmp_path: Path) -> None
     import SimpleITK as sitk
 
     from lymphcad.geometry import CTVolume, Geometry
-    from lymphcad.io.synthetic import write_dicom_series
+    from lymphcad.io.dicom.write import write_dicom_series
 
     a, b = np.deg2rad(12.0), np.deg2rad(-7.0)
     rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])

@@ -19,8 +19,10 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 from lymphcad.cohort import CohortWriter, voxel_hash
 from lymphcad.geometry import CTVolume, Geometry
 from lymphcad.io import dicom
+from lymphcad.io.dicom import header
+from lymphcad.io.dicom import pixels as dicom_pixels
+from lymphcad.io.dicom.write import ct_slice
 from lymphcad.io.nifti import read_nifti, write_ct, write_nifti, write_nifti_slabs
-from lymphcad.io.synthetic import ct_slice
 from lymphcad.tcia.prepare import _write_ct_overlapped
 
 
@@ -61,9 +63,9 @@ def _ct_file(
 def test_fast_header_equals_pydicom(tmp_path: Path, syntax: str) -> None:
     path = tmp_path / "a.dcm"
     _ct_file(path, 3.0, syntax=syntax)
-    fast = dicom._fast_header(path)
+    fast = header.fast_header(path)
     assert fast is not None
-    ref = dicom._header_from_dataset(path, pydicom.dcmread(path, defer_size=16))  # pixels deferred
+    ref = header.header_from_dataset(path, pydicom.dcmread(path, defer_size=16))  # pixels deferred
     assert fast.values == ref.values
     assert fast.values["ImagePositionPatient"] == "-10.5\\20\\3"
     assert fast.values["Rows"] == 6 and fast.values["ImageType"] == "ORIGINAL\\PRIMARY\\AXIAL"
@@ -81,13 +83,13 @@ def test_fast_header_falls_back_to_pydicom(tmp_path: Path) -> None:
     _ct_file(good, 0.0, sequences=False)
     accented = tmp_path / "accented.dcm"
     _ct_file(accented, 1.0, description="Thorax Kontrastmittel ä")
-    assert dicom._fast_header(accented) is None  # non-ASCII text: pydicom decodes it
+    assert header.fast_header(accented) is None  # non-ASCII text: pydicom decodes it
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(good.read_bytes()[:300])
-    assert dicom._fast_header(truncated) is None
+    assert header.fast_header(truncated) is None
     text = tmp_path / "notes.txt"
     text.write_text("not DICOM")
-    assert dicom._fast_header(text) is None
+    assert header.fast_header(text) is None
     # the folder still reads: both good slices (one through each parser); the other files are skipped
     vol = dicom.read_dicom_series(tmp_path)
     assert vol.array.shape == (2, 6, 5)
@@ -122,12 +124,12 @@ def test_native_pixels_equal_pydicom(
     ct_slice(pixels, (0.0, 0.0, 0.0), series_uid="1.2", intercept=intercept, bits_stored=bits).save_as(
         path, enforce_file_format=True
     )
-    h = dicom._fast_header(path)
+    h = header.fast_header(path)
     assert h is not None
     fast = np.empty(pixels.shape, np.int16)
-    assert dicom._native_into(h, fast)  # no pydicom decoding for any of these
+    assert dicom_pixels.native_into(h, fast)  # no pydicom decoding for any of these
     ref = np.empty(pixels.shape, np.int16)
-    dicom._rescale_into(pydicom.dcmread(path).pixel_array, h, ref, path)
+    dicom_pixels.rescale_into(pydicom.dcmread(path).pixel_array, h, ref, path)
     assert np.array_equal(fast, ref)
     assert np.array_equal(ref, np.clip(pixels.astype(np.int64) + intercept, -32768, 32767))
 

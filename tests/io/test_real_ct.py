@@ -18,8 +18,15 @@ import pytest
 import SimpleITK as sitk
 
 from lymphcad.geometry import CTVolume, Geometry
-from lymphcad.io import dicom as dcm
-from lymphcad.io.dicom import DicomSeriesError, dicom_summary, list_series, read_dicom_series
+from lymphcad.io.dicom import (
+    DicomSeriesError,
+    dicom_summary,
+    header,
+    layout,
+    list_series,
+    pixels,
+    read_dicom_series,
+)
 from lymphcad.io.nifti import read_nifti
 from lymphcad.io.reader import read_ct
 
@@ -213,12 +220,12 @@ def test_ct3slice_nifti_equals_its_dicom(real_ct_dir: Path) -> None:
 
 def test_tilted_ge_series_sorted_like_dcm2niix(real_ct_dir: Path) -> None:
     """Rejected for reading, but the sort along the normal is checked: the raw stack equals dcm2niix's _2.nii."""
-    files, _ = dcm._expand(real_ct_dir / "dcm_qa_ct/In/GE")
-    (_, headers), = dcm._scan(files).items()  # fmt: skip
-    plan = dcm._plan(headers, allow_gaps=True, _allow_tilt=True)
-    vol = dcm._decode_all(plan.headers, plan.rows, plan.cols, 1)
+    files, _ = header.expand_inputs(real_ct_dir / "dcm_qa_ct/In/GE")
+    (_, headers), = header.scan_series(files).items()  # fmt: skip
+    slices = layout.layout_slices(headers, allow_gaps=True, _allow_tilt=True)
+    vol = pixels.decode_all(slices.headers, slices.rows, slices.cols, 1)
     _check_summary(vol, _summaries(real_ct_dir)["_2.nii.gz"])
-    assert plan.gaps  # 4.0 mm, then 1.08 mm, then 7.0 mm steps
+    assert slices.gaps  # 4.0 mm, then 1.08 mm, then 7.0 mm steps
 
 
 def _unzip_dupe(real: Path, tmp: Path) -> Path:
@@ -233,12 +240,12 @@ def test_duplicate_and_missing_slices(real_ct_dir: Path, tmp_path: Path) -> None
     with pytest.raises(DicomSeriesError, match="duplicate slice position"):
         read_dicom_series(folder)
     # the sorted, de-duplicated stack is dcm2niix's dupe.nii.gz
-    files, _ = dcm._expand(folder)
-    (_, headers), = dcm._scan(files).items()  # fmt: skip
-    plan = dcm._plan(headers, allow_gaps=True)
-    assert plan.dropped_duplicates == 1 and len(plan.headers) == 10
+    files, _ = header.expand_inputs(folder)
+    (_, headers), = header.scan_series(files).items()  # fmt: skip
+    slices = layout.layout_slices(headers, allow_gaps=True)
+    assert slices.dropped_duplicates == 1 and len(slices.headers) == 10
     _check_summary(
-        dcm._decode_all(plan.headers, plan.rows, plan.cols, 1), _summaries(real_ct_dir)["dupe.nii.gz"]
+        pixels.decode_all(slices.headers, slices.rows, slices.cols, 1), _summaries(real_ct_dir)["dupe.nii.gz"]
     )
     # allow_gaps: drops the duplicate, resamples linearly to the finest native step (7.5 mm here; dcm2niix's
     # _Eq_1 chose 20 slices instead) and warns; the end slices are the original end slices.

@@ -21,9 +21,9 @@ def _is_dicom_file(path: Path) -> bool:
         return False
     if len(head) >= 132 and head[128:132] == b"DICM":
         return True
-    from lymphcad.io.dicom import _read_header
+    from lymphcad.io.dicom.header import read_header
 
-    return _read_header(path) is not None
+    return read_header(path) is not None
 
 
 def read_ct(

@@ -1,9 +1,11 @@
-"""Synthetic CT DICOM slices: valid CT Image Storage datasets built from an array and a position.
+"""Writing CT as DICOM: valid CT Image Storage slices built from an array and a position, and whole series.
 
-For tests and benchmarks that need DICOM series of a chosen size, geometry or encoding (real files cannot
-be made to order). One builder serves them all, so every synthetic file carries the same mandatory
-attributes; callers add what their case needs (a planted PatientName, nested sequences, a compression)
-to the returned dataset before saving it.
+:func:`write_dicom_series` exports any :class:`~lymphcad.geometry.CTVolume` (right-handed direction) as a
+series that reads back to the same voxels and geometry. :func:`ct_slice` is the one builder behind it and
+behind the tests and benchmarks that need DICOM of a chosen size, geometry or encoding (real files cannot
+be made to order), so every written file carries the same mandatory attributes; callers add what their
+case needs (a planted PatientName, nested sequences, a compression) to the returned dataset before saving.
+:func:`body_slice` draws a CT-like torso slice for speed benchmarks.
 """
 
 from __future__ import annotations
