@@ -21,8 +21,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks release
+	$(BIN)/ruff format --check src tests benchmarks release
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

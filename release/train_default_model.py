@@ -1,6 +1,7 @@
-"""Reproducibly train the shipped default detector and measure it on a held-out phantom test cohort.
+"""The release recipe of the shipped default detector: train it reproducibly and measure it on a held-out
+phantom test cohort (the model card's figures come from here).
 
-    python benchmarks/train_default_model.py --work benchmarks/_work/default_model [--epochs N] [--ship]
+    python release/train_default_model.py --work benchmarks/_work/default_model [--epochs N] [--ship]
 
 Steps (each skipped when its output exists, so an interrupted run continues):
 
@@ -492,11 +493,11 @@ def model_card(name: str, result: dict[str, Any], n_params: int, size_mb: float,
         f"(last epoch loss {hist.get('loss', '–')}).",
         "- Full resolved configuration: `training_config.toml`; reproduce with "
         + (
-            f"`python benchmarks/train_default_model.py --epochs {result.get('continued_from_epochs')}` then "
-            f"`python benchmarks/train_default_model.py --run {result['run']} --continue-from "
+            f"`python release/train_default_model.py --epochs {result.get('continued_from_epochs')}` then "
+            f"`python release/train_default_model.py --run {result['run']} --continue-from "
             f"{result['continued_from']} --epochs {result['epochs']} --ship`."
             if result.get("continued_from")
-            else "`python benchmarks/train_default_model.py --ship`."
+            else "`python release/train_default_model.py --ship`."
         ),
         "",
         "## Measured figures (phantom test cohort, held out)",
