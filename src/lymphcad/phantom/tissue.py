@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 
-class T:
+class Tissue:
     """Tissue class ids (stable: they are written to files)."""
 
     AIR: Final = 0
@@ -49,7 +49,10 @@ class T:
     ARM: Final = 38
 
 
-NAMES: Final = {v: k.lower() for k, v in vars(T).items() if not k.startswith("_") and isinstance(v, int)}
+#: the short name node placement and image formation use
+T = Tissue
+
+NAMES: Final = {v: k.lower() for k, v in vars(Tissue).items() if not k.startswith("_") and isinstance(v, int)}
 
 #: classes a node may occupy (it displaces fat only)
 NODE_HOST: Final = (T.FAT_VISC, T.STRANDING)
