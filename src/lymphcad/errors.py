@@ -31,3 +31,10 @@ class InputError(LymphcadError):
 
 class UsageError(LymphcadError):
     """Bad command-line usage (exit code 2)."""
+
+
+class InputWarning(UserWarning):
+    """Input that can be read but may give wrong results (NaN voxels, no orientation, not HU, ...).
+
+    Raised with :func:`warnings.warn`; the CLI prints it as one line, ``warning: <file>: <problem>``.
+    """

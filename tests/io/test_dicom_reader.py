@@ -136,7 +136,7 @@ def test_duplicate_position_fails(tmp_path: Path) -> None:
 def test_missing_slice_fails_then_resamples(tmp_path: Path) -> None:
     _, hu = _series(tmp_path / "s", 6, names="ordered")
     (tmp_path / "s" / "IM0003").unlink()  # z = -94 is gone
-    with pytest.raises(DicomSeriesError, match=r"not uniform.*1 slice\(s\) missing.*allow_gaps"):
+    with pytest.raises(DicomSeriesError, match=r"not uniform.*1 slice\(s\) missing.*--allow-gaps"):
         read_dicom_series(tmp_path / "s")
     with pytest.warns(UserWarning, match="resampled linearly to 6 slices at 2.000 mm"):
         vol = read_dicom_series(tmp_path / "s", allow_gaps=True)

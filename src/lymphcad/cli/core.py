@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
 from lymphcad.cli._common import app, console, err_console, progress
 from lymphcad.cli._guards import check_input, check_output_dir, check_output_file
@@ -13,18 +14,27 @@ from lymphcad.errors import InputError, UsageError
 
 @app.command("info")
 def info_cmd(
-    path: Path = typer.Argument(..., help="A DICOM folder or file, a NIfTI file, or a cohort folder."),
+    path: Path = typer.Argument(
+        ..., help="A DICOM folder or file, a NIfTI/NRRD/MetaImage file, or a cohort folder (docs/formats.md)."
+    ),
     series: str | None = typer.Option(
         None, "--series", help="SeriesInstanceUID when a folder holds several CT series."
     ),
 ) -> None:
-    """Summarise a CT (size, spacing, orientation, modality, HU range, gaps) or a cohort. Never shows PHI."""
-    from lymphcad.summary import describe
+    """Summarise a CT (size, spacing, orientation, modality, HU range, gaps) or a cohort. Never shows PHI.
+
+    Exits 1 when the CT cannot be read as one 3D volume (the last line says why and names the file).
+    """
+    from lymphcad.summary import READABLE, describe
 
     if not path.exists():
         raise InputError("no such file or folder", path)
-    for key, value in describe(path, series_uid=series):
-        console.print(f"[bold]{key}[/bold]: {value}")
+    facts = describe(path, series_uid=series)
+    for key, value in facts:
+        console.print(Text.assemble((key, "bold"), ": ", value), soft_wrap=True)
+    unusable = [v for k, v in facts if k == READABLE and v.startswith("no: ")]
+    if unusable:
+        raise InputError(f"not readable as one 3D CT ({unusable[0][4:]})")
 
 
 @app.command("convert")
@@ -40,11 +50,11 @@ def convert_cmd(
 ) -> None:
     """Convert a DICOM CT series to an int16 NIfTI file (LPS geometry kept exactly)."""
     from lymphcad.io.nifti import write_ct
-    from lymphcad.io.reader import read_ct
+    from lymphcad.io.reader import read_ct_input
 
     check_input(dicom_dir, "the DICOM input")
     check_output_file(out, "OUT", suffixes=(".nii.gz", ".nii"), inputs=[dicom_dir])
-    volume = read_ct(dicom_dir, series_uid=series, allow_gaps=allow_gaps)
+    volume = read_ct_input(dicom_dir, series_uid=series, allow_gaps=allow_gaps)
     write_ct(out, volume)
     z, y, x = volume.shape_zyx
     console.print(f"wrote {out} ({x}×{y}×{z}, orientation {volume.geometry.orientation_codes()})")
@@ -61,9 +71,21 @@ def import_cmd(
     name: str | None = typer.Option(None, "--name", help="Cohort name (default: the folder name)."),
     license: str = typer.Option("as stated by the data owner", "--license", help="Licence of the images."),
     citation: list[str] = typer.Option([], "--citation", help="Citation to carry with results (repeatable)."),
+    series: str | None = typer.Option(
+        None, "--series", help="SeriesInstanceUID to import when a DICOM folder holds several CT series."
+    ),
+    allow_gaps: bool = typer.Option(
+        False,
+        "--allow-gaps",
+        help="DICOM: resample missing slices / uneven spacing (small gaps only; warns).",
+    ),
 ) -> None:
-    """Make a cohort from your own DICOM folders or NIfTI files (case ids come from file/folder names)."""
-    from lymphcad.importer import import_cases
+    """Make a cohort (docs/formats.md) from your own CT: DICOM folders, NIfTI, NRRD or MetaImage files.
+
+    Case ids come from the file/folder names and are printed; every input is checked before anything is
+    written, and a different scan whose name maps to an existing case id is refused.
+    """
+    from lymphcad.importer import case_id_for, import_cases
 
     if region is not None and region not in ("mediastinal", "abdominal", "both"):
         raise UsageError(f"--region must be mediastinal, abdominal or both, not {region!r}")
@@ -73,7 +95,14 @@ def import_cmd(
         check_input(nodes, "--nodes")
     check_output_dir(out, "--out", inputs=[*inputs, *([] if nodes is None else [nodes])])
     with progress() as bar:
-        task = bar.add_task("import", total=len(inputs))
+        task = bar.add_task("import: check", total=2 * len(inputs))
+
+        def checked(_case: str) -> None:
+            bar.advance(task)
+
+        def written(_case: str) -> None:
+            bar.update(task, description="import: write", advance=1)
+
         info = import_cases(
             inputs,
             out,
@@ -82,6 +111,11 @@ def import_cmd(
             name=name,
             license=license,
             citation=list(citation),
-            on_case=lambda _case: bar.advance(task),
+            series_uid=series,
+            allow_gaps=allow_gaps,
+            on_case=written,
+            on_checked=checked,
         )
-    err_console.print(f"cohort {out}: {len(info.cases)} case(s)")
+    for path in inputs:
+        console.print(f"{case_id_for(path)}: {path}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"cohort {out}: {len(info.cases)} case(s) (case ids above: first column)")

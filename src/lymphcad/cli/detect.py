@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import typer
 
 from lymphcad.cli._common import app, console, err_console, progress
+from lymphcad.cli._detect_support import second_stage_record, synthetic_model_notice
 from lymphcad.cli._guards import (
     check_detections_output,
     check_device_name,
@@ -20,6 +20,8 @@ from lymphcad.cli._guards import (
     check_output_dir,
 )
 from lymphcad.errors import InputError, UsageError
+from lymphcad.importer import case_id_for
+from lymphcad.io.checks import check_fits_model
 
 
 def _setup_logging() -> None:
@@ -155,17 +157,13 @@ def train_fpr_cmd(
 
 
 def _case_id_from_path(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    clean = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("._") or "volume"
-    return clean
+    return case_id_for(path)
 
 
-def _inputs(path: Path) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    """(case id, loader) pairs and dataset info (license/citation) for a NIfTI, DICOM folder or cohort."""
+def _inputs(
+    path: Path, *, series: str | None = None, allow_gaps: bool = False
+) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """(case id, loader) pairs and dataset info (license/citation) for a CT file, DICOM folder or cohort."""
     if not path.exists():
         raise InputError("no such file or folder", path)
     if path.is_dir() and (path / "dataset.json").is_file():
@@ -173,14 +171,20 @@ def _inputs(path: Path) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
 
         cohort = open_cohort(path)
         items = [(c, (lambda c=c: cohort.read_image(c))) for c in cohort.cases]
+        if series is not None or allow_gaps:
+            raise UsageError("--series and --allow-gaps apply to a DICOM folder, not to a cohort", path)
         return items, {
             "license": cohort.info.license,
             "citation": list(cohort.info.citation),
             "cohort": cohort,
+            "source": cohort.info.source,
         }
-    from lymphcad.io.reader import read_ct
+    from lymphcad.io.reader import read_ct_input
 
-    return [(_case_id_from_path(path), lambda: read_ct(path))], {"license": None, "citation": []}
+    def load() -> Any:
+        return read_ct_input(path, series_uid=series, allow_gaps=allow_gaps)
+
+    return [(_case_id_from_path(path), load)], {"license": None, "citation": []}
 
 
 @app.command("detect")
@@ -194,7 +198,9 @@ def detect_cmd(
         "--model",
         help="Run folder, model folder/file or shipped model name (default: the shipped model).",
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto."),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (a CUDA GPU when present, else the CPU) | cpu | cuda | cuda:N."
+    ),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Flip test-time augmentation (default: the model's setting)."
@@ -211,6 +217,14 @@ def detect_cmd(
         None, "--max-detections", help="Per volume (default: the model's)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Also write OUT's JSON form (dets.csv → dets.json)."),
+    series: str | None = typer.Option(
+        None, "--series", help="SeriesInstanceUID when a DICOM folder holds several CT series."
+    ),
+    allow_gaps: bool = typer.Option(
+        False,
+        "--allow-gaps",
+        help="DICOM: resample missing slices / uneven spacing (small gaps only; warns).",
+    ),
 ) -> None:
     """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection."""
     # checked before torch and the model load (seconds): a wrong argument fails at once, nothing is lost
@@ -238,14 +252,22 @@ def detect_cmd(
         max_detections=max_detections,
         second_stage=second_stage,
     )
-    items, info = _inputs(input)
+    items, info = _inputs(input, series=series, allow_gaps=allow_gaps)
+    notice = synthetic_model_notice(loaded.name, loaded.meta, info.get("source"))
+    if notice is not None:
+        err_console.print(notice, markup=False, highlight=False, soft_wrap=True)
     dets = []
     hashes: dict[str, str] = {}
+
+    def where(case_id: str) -> str:
+        return f"{input} (case {case_id})" if "cohort" in info else str(input)
+
     t0 = time.perf_counter()
     with progress() as bar:
         task = bar.add_task("detect", total=len(items))
         for case_id, load in items:
             volume = load()
+            check_fits_model(volume, loaded.plan.spacing_mm, where(case_id))
             for w in plan_warnings(volume, loaded.plan):
                 err_console.print(f"warning: {case_id}: {w}", markup=False, highlight=False)
             dets.extend(detect_volume(volume, loaded, settings, case_id=case_id))
@@ -263,7 +285,9 @@ def detect_cmd(
         model_sha256=loaded.fingerprint,
         settings={
             **dataclasses.asdict(settings),
-            "second_stage_used": bool(loaded.fpr is not None and settings.second_stage),
+            **second_stage_record(
+                requested=settings.second_stage, flag=second_stage, has_fpr=loaded.fpr is not None
+            ),
             "device": str(dev),
             "model_path": str(loaded.path),
             "plan": loaded.plan.to_json(),

@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 from lymphcad.atomic import atomic_path
 from lymphcad.errors import InputError
 from lymphcad.geometry import LPS_TO_RAS, CTVolume, Geometry, hu_to_int16
+from lymphcad.io.checks import finite_hu, warn_input
 
 _XFORM_UNKNOWN = 0
 #: slices handed to the deflater at a time when writing (with _BLOCK, the output depends on it: keep it fixed)
@@ -88,7 +89,8 @@ def _shape3(img: Any, path: Path) -> tuple[int, int, int]:
     if len(shape) == 2:
         shape = (*shape, 1)
     if len(shape) != 3:
-        raise InputError(f"expected a 3D image, got shape {img.shape}", path)
+        size = " × ".join(str(int(s)) for s in img.shape)
+        raise InputError(f"a {len(shape)}D image (size {size}); expected one 3D CT volume", path)
     return (shape[0], shape[1], shape[2])
 
 
@@ -176,6 +178,11 @@ def _geometry_from_header(header: Any, shape_xyz: tuple[int, int, int], path: Pa
     pix = np.where(pix > 0, pix, 1.0)
     nx, ny, nz = shape_xyz
     if mat is None:
+        warn_input(
+            path,
+            "qform_code and sform_code are both 0 (no orientation stored): read as LPS axes with origin 0, "
+            "as ITK does; world positions and left/right may be wrong",
+        )
         return Geometry((nz, ny, nx), (pix[2], pix[1], pix[0]), (0.0, 0.0, 0.0), np.eye(3))
     lps = LPS_TO_RAS @ mat[:3, :3]
     norms = np.linalg.norm(lps, axis=0)
@@ -246,7 +253,7 @@ def read_nifti_array(path: str | Path) -> tuple[NDArray[Any], Geometry]:
 def read_nifti(path: str | Path) -> CTVolume:
     """Read a CT NIfTI as int16 HU (rounded half away from zero, clipped to int16)."""
     array, geom = read_nifti_array(path)
-    return CTVolume(hu_to_int16(array), geom)
+    return CTVolume(hu_to_int16(finite_hu(array, path)), geom)
 
 
 def nifti_header_bytes(array: NDArray[Any], geometry: Geometry) -> bytes:

@@ -1,4 +1,8 @@
-"""One entry point for CT input: a NIfTI file, a DICOM folder, or a single DICOM file."""
+"""One entry point for CT input: a NIfTI, NRRD or MetaImage file, a DICOM folder, or a DICOM file.
+
+Commands read their CT through :func:`read_ct_input`, which adds the checks every input passes whatever
+its form (:func:`lymphcad.io.checks.check_volume`: 3D, not a single slice, plausible HU).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from pathlib import Path
 
 from lymphcad.errors import InputError
 from lymphcad.geometry import CTVolume
+from lymphcad.io.checks import check_volume
+from lymphcad.io.itkimage import itk_format, read_itk_image
 
 
 def _is_nifti(path: Path) -> bool:
@@ -31,22 +37,44 @@ def read_ct(
 ) -> CTVolume:
     """Read a CT as int16 HU in LPS geometry.
 
-    ``path`` may be a ``.nii``/``.nii.gz`` file, a folder of DICOM files (searched recursively; choose
-    among several CT series with ``series_uid``), or one DICOM file. Anything else is an InputError.
+    ``path`` may be a ``.nii``/``.nii.gz``, ``.nrrd``/``.nhdr`` or ``.mha``/``.mhd`` file, a folder of DICOM
+    files (searched recursively; choose among several CT series with ``series_uid``, the CLI's
+    ``--series``), or one DICOM file (a single slice is returned as a one-slice volume). Anything else is an
+    InputError.
     """
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or folder", path)
+    image_file = path.is_file() and (_is_nifti(path) or itk_format(path) is not None)
+    if image_file and series_uid is not None:
+        raise InputError("--series applies to DICOM input, not to an image file", path)
+    volume: CTVolume
     if path.is_file() and _is_nifti(path):
-        if series_uid is not None:
-            raise InputError("series_uid applies to DICOM input, not to a NIfTI file", path)
         from lymphcad.io.nifti import read_nifti
 
-        return read_nifti(path)
-    from lymphcad.io.dicom import read_dicom_series
+        volume = read_nifti(path)
+    elif image_file:
+        volume = read_itk_image(path)
+    else:
+        from lymphcad.io.dicom import read_dicom_series
 
-    if path.is_dir():
-        return read_dicom_series(path, series_uid=series_uid, allow_gaps=allow_gaps, workers=workers)
-    if path.is_file() and _is_dicom_file(path):
-        return read_dicom_series([path], series_uid=series_uid, allow_gaps=allow_gaps)
-    raise InputError("not a CT input: expected a .nii/.nii.gz file, a DICOM folder or a DICOM file", path)
+        if path.is_dir():
+            volume = read_dicom_series(path, series_uid=series_uid, allow_gaps=allow_gaps, workers=workers)
+        elif path.is_file() and _is_dicom_file(path):
+            volume = read_dicom_series([path], series_uid=series_uid, allow_gaps=allow_gaps)
+        else:
+            raise InputError(
+                "not a CT input: expected a .nii/.nii.gz, .nrrd or .mha/.mhd file, a DICOM folder or a DICOM "
+                "file",
+                path,
+            )
+    return volume
+
+
+def read_ct_input(
+    path: str | Path, *, series_uid: str | None = None, allow_gaps: bool = False, workers: int = 1
+) -> CTVolume:
+    """:func:`read_ct` for a command's CT input: a single slice or a 2D image is an InputError, and values
+    that cannot be HU give a warning."""
+    volume = read_ct(path, series_uid=series_uid, allow_gaps=allow_gaps, workers=workers)
+    return check_volume(volume, path)

@@ -17,7 +17,8 @@ How a folder is read (see docs/io.md for the reasons):
    or InstanceNumber). Slice k = 0 is the one with the lowest ``IPP·n``; the direction's third column is
    ``n`` (pointing from slice 0 to slice 1), as SimpleITK's ImageSeriesReader orients a series in GDCM's
    sorted order.
-5. Duplicate positions, missing slices and non-uniform spacing fail unless ``allow_gaps=True``, which
+5. Duplicate positions, missing slices and non-uniform spacing fail unless ``allow_gaps=True`` (the CLI's
+   ``--allow-gaps``; it bridges gaps up to 10 mm or two slice steps), which
    drops duplicates and resamples linearly along the normal to a uniform spacing (with a warning).
 6. Pixels are decoded straight into a preallocated int16 array, slice by slice:
    HU = round(RescaleSlope·raw + RescaleIntercept), rounded half away from zero and clipped to int16.

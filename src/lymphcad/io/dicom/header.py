@@ -398,7 +398,7 @@ def choose_series(
             for u, h in sorted(groups.items())
         )
         raise DicomSeriesError(
-            f"{len(groups)} CT series found, choose one with series_uid (--series): {listing}", where
+            f"{len(groups)} CT series found, choose one with --series UID: {listing}", where
         )
     uid = next(iter(groups))
     return uid, groups[uid]

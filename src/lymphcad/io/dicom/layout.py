@@ -8,7 +8,8 @@ slice normal, and handle duplicates and gaps.
    InstanceNumber). Slice k = 0 is the one with the lowest ``IPP·n``; the direction's third column is
    ``n`` (pointing from slice 0 to slice 1), as SimpleITK's ImageSeriesReader orients a series in GDCM's
    sorted order.
-5. Duplicate positions, missing slices and non-uniform spacing fail unless ``allow_gaps=True``, which
+5. Duplicate positions, missing slices and non-uniform spacing fail unless ``allow_gaps=True`` (the CLI's
+   ``--allow-gaps``; it bridges gaps up to :data:`MAX_BRIDGED_GAP_MM` or two slice steps), which
    drops duplicates and resamples linearly along the normal to a uniform spacing (with a warning).
 """
 
@@ -44,6 +45,8 @@ _REJECT_IMAGE_TYPES = {
 
 #: Tolerances (mm): two slices closer than this along the normal are duplicates.
 _DUP_TOL_MM = 1e-3
+#: the widest gap between slices that ``allow_gaps`` interpolates across (or two slice steps, if more)
+MAX_BRIDGED_GAP_MM = 10.0
 
 
 # -- geometry ---------------------------------------------------------------------------------------
@@ -107,7 +110,13 @@ def _image_type_problem(h: SliceHeader) -> str | None:
     return None
 
 
-def layout_slices(headers: list[SliceHeader], *, allow_gaps: bool, _allow_tilt: bool = False) -> SliceLayout:
+def layout_slices(
+    headers: list[SliceHeader],
+    *,
+    allow_gaps: bool,
+    _allow_tilt: bool = False,
+    _max_gap_mm: float = MAX_BRIDGED_GAP_MM,
+) -> SliceLayout:
     first = headers[0]
     sop = sop_class(first)
     if sop in _ENHANCED:
@@ -192,9 +201,7 @@ def layout_slices(headers: list[SliceHeader], *, allow_gaps: bool, _allow_tilt: 
             f"both at {pos[i]:.2f} mm along the normal"
         )
         if not allow_gaps:
-            raise DicomSeriesError(
-                msg + "; remove the duplicates or pass allow_gaps=True (--allow-gaps)", first.path
-            )
+            raise DicomSeriesError(msg + "; remove the duplicates or pass --allow-gaps", first.path)
         keep = np.ones(len(headers), dtype=bool)
         keep[dup + 1] = False
         dropped = int((~keep).sum())
@@ -214,8 +221,13 @@ def layout_slices(headers: list[SliceHeader], *, allow_gaps: bool, _allow_tilt: 
                 + (f", about {missing} slice(s) missing" if missing else "")
             )
             if not allow_gaps:
+                raise DicomSeriesError(msg + "; pass --allow-gaps to resample to uniform spacing", first.path)
+            cap = max(_max_gap_mm, 2.0 * step)
+            if float(d.max()) > cap + tol:
                 raise DicomSeriesError(
-                    msg + "; pass allow_gaps=True (--allow-gaps) to resample to uniform spacing", first.path
+                    msg + f"; the largest gap is {float(d.max()):.1f} mm and --allow-gaps bridges at most "
+                    f"{cap:.1f} mm ({MAX_BRIDGED_GAP_MM:g} mm or two slice steps): part of the scan is missing",
+                    first.path,
                 )
             gaps.append(msg)
     return SliceLayout(

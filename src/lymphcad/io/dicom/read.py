@@ -4,6 +4,7 @@ and a non-PHI summary. The steps are in :mod:`~lymphcad.io.dicom.header` (scan),
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -145,7 +146,8 @@ def dicom_summary(
     Keys: series_uid, n_files, n_slices, size_ijk, spacing_zyx, orientation (LPS letters), direction,
     origin_xyz, modality, sop_class_uid, transfer_syntaxes, manufacturer, model, description,
     slice_thickness, gaps (list of messages; empty = uniform), readable (bool: readable without
-    ``allow_gaps``), problem (why not), and — when ``hu_range`` and the series can be decoded —
+    ``allow_gaps``), problem (why not), allow_gaps_problem (when even ``allow_gaps`` cannot read it: a gap
+    too wide to bridge), and — when ``hu_range`` and the series can be decoded —
     hu_min / hu_max (of the slices as stored, before any gap resampling). With ``hu_range=False`` only
     headers are read.
     """
@@ -165,10 +167,15 @@ def dicom_summary(
         "slice_thickness": h0.text("SliceThickness"),
     }
     try:
-        layout = layout_slices(headers, allow_gaps=True)
+        layout = layout_slices(headers, allow_gaps=True, _max_gap_mm=math.inf)
     except DicomSeriesError as exc:
         out.update(readable=False, problem=exc.problem)
         return out
+    if layout.gaps:
+        try:
+            layout_slices(headers, allow_gaps=True)
+        except DicomSeriesError as exc:
+            out.update(allow_gaps_problem=exc.problem)
     pos = layout.positions
     sz = (
         single_slice_spacing(layout.headers[0])
