@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from lymphcad import atomic
 from lymphcad.errors import InputError
 from lymphcad.geometry import CTVolume, Geometry
+from lymphcad.io.checks import check_text_file
 from lymphcad.io.detections import parse_number
 from lymphcad.io.nifti import header_geometry, read_nifti, read_nifti_array, write_ct, write_nifti
 
@@ -208,6 +209,7 @@ def _read_csv_rows(path: Path, columns: Sequence[str]) -> list[tuple[int, dict[s
         fh = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(f"cannot read ({exc.strerror})", path) from exc
+    check_text_file(path)
     with fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []

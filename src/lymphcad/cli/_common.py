@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -48,3 +49,13 @@ def progress(*, transient: bool = False) -> Progress:
         transient=transient,
         disable=disable,
     )
+
+
+def print_full_width(renderable: RenderableType) -> None:
+    """Print a table on stdout whole: when stdout is not a terminal (a log, a pipe) rich would squeeze it
+    to 80 columns and cut cells ("0.53–0.…"); there the line is as wide as the table needs."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    width = Measurement.get(console, console.options, renderable).maximum
+    console.print(renderable, width=max(console.width, width), soft_wrap=False)

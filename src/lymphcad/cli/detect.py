@@ -20,8 +20,6 @@ from lymphcad.cli._guards import (
     check_output_dir,
 )
 from lymphcad.errors import InputError, UsageError
-from lymphcad.importer import case_id_for
-from lymphcad.io.checks import check_fits_model
 
 
 def _setup_logging() -> None:
@@ -157,6 +155,8 @@ def train_fpr_cmd(
 
 
 def _case_id_from_path(path: Path) -> str:
+    from lymphcad.importer import case_id_for
+
     return case_id_for(path)
 
 
@@ -240,6 +240,7 @@ def detect_cmd(
     from lymphcad.detector.infer import detect_volume, with_overrides
     from lymphcad.detector.model import load_model
     from lymphcad.detector.plan import plan_warnings
+    from lymphcad.io.checks import check_fits_model
     from lymphcad.io.detections import write_detections, write_detections_json, write_provenance
 
     _threads(threads)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from lymphcad.cli._common import app, console, err_console
+from lymphcad.cli._common import app, console, err_console, print_full_width
 from lymphcad.cli._guards import check_distinct, check_input, check_output_file
-from lymphcad.errors import UsageError
+from lymphcad.errors import InputError, UsageError
 
 
 def _parse_radius(text: str) -> float | None:
@@ -26,6 +26,10 @@ def _parse_radius(text: str) -> float | None:
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _fmt_ap(value: float | None) -> str:
+    return "n/a" if value is None else _fmt(value)
 
 
 def _print_table(result: object) -> None:
@@ -65,10 +69,15 @@ def _print_table(result: object) -> None:
         ],
     )
     row("max FP/vol", [_fmt(None if b.curve is None else b.curve.max_fp_per_volume, 2) for _, b in shown])
-    row("AP @IoU 0.1", [_fmt(b.ap[0]) for _, b in shown])
-    row("AP @IoU 0.5", [_fmt(b.ap[1]) for _, b in shown])
+    row("AP @IoU 0.1", [_fmt_ap(b.ap[0]) for _, b in shown])
+    row("AP @IoU 0.5", [_fmt_ap(b.ap[1]) for _, b in shown])
     hidden = [name for name, b in blocks if (name, b) not in shown]
-    console.print(table)
+    print_full_width(table)
+    no_ap = [name for name, b in shown if b.ap[0] is None]
+    if no_ap:
+        from lymphcad.evaluate.explain import ap_reason
+
+        console.print(f"AP n/a ({', '.join(no_ap)}): {ap_reason(result)}", markup=False, soft_wrap=True)
     if hidden:
         console.print(f"No nodes in: {', '.join(hidden)} (null in eval.json).", markup=False)
     console.print(
@@ -97,7 +106,7 @@ def _print_published() -> None:
         table.add_row(p.method, p.region, f"sens @{p.fp_per_volume:g} FP/vol", f"{p.sensitivity:.3f}")
     for a in PUBLISHED_AP:
         table.add_row(a.method, a.region, f"AP @IoU {a.iou:g}", f"{a.ap:.3f}")
-    console.print(table)
+    print_full_width(table)
 
 
 @app.command("evaluate")
@@ -141,6 +150,7 @@ def evaluate_cmd(
     from lymphcad.cohort import open_cohort, read_ignore
     from lymphcad.evaluate.run import evaluate_cohort, write_outputs
     from lymphcad.evaluate.settings import DuplicatePolicy, EvalSettings, MatchRule
+    from lymphcad.io.checks import count_duplicate_detections
     from lymphcad.io.detections import read_detections
 
     try:
@@ -161,8 +171,22 @@ def evaluate_cmd(
         bootstrap=bootstrap,
         seed=seed,
     )
+    if not (cohort / "annotations.csv").is_file():
+        raise InputError(
+            "missing: evaluate needs the cohort's ground-truth nodes (docs/formats.md, a cohort on disk)",
+            cohort / "annotations.csv",
+        )
     co = open_cohort(cohort)
     dets = read_detections(detections, known_cases=co.info.cases)
+    dupes = count_duplicate_detections(dets.case_ids, dets.centers_xyz, dets.probabilities)
+    if dupes:
+        err_console.print(
+            f"warning: {detections}: {dupes} row(s) repeat an earlier row exactly (same case, position and "
+            "probability); each counts as a separate detection and changes the result",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     points = None if ignore is None else read_ignore(ignore, known_cases=co.info.cases)
     result = evaluate_cohort(co, dets, settings, ignore=points)
     eval_path, matches_path = write_outputs(result, out)

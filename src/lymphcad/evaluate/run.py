@@ -259,7 +259,8 @@ def evaluate_stratum(
         n_nodes_case.append(int(np.count_nonzero(stratum.nodes[i])))
     n_nodes = int(sum(n_nodes_case))
     ap: tuple[float | None, ...] = (None,) * len(AP_IOUS)
-    if with_ap:
+    # AP needs boxes: with no diameter_mm anywhere it is undefined (None, "n/a"), not 0
+    if with_ap and bool(np.isfinite(detections.diameters_mm).any()):
         pb, ps, gb, gi = _ap_inputs(matched, detections, stratum, settings)
         if pb:
             ap = tuple(

@@ -82,3 +82,40 @@ def check_fits_model(volume: CTVolume, spacing_mm: float, where: str | Path, *, 
             f"least {need:g} mm along each axis",
             where,
         )
+
+
+def check_text_file(path: str | Path, what: str = "CSV") -> None:
+    """Refuse a file that is not UTF-8 text (e.g. an image given where a CSV belongs), naming it.
+
+    Without this, Python's csv module fails later with a UnicodeDecodeError that names no file.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return  # the caller's own open() reports a missing or unreadable file
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise InputError(f"not a text {what}: binary data (a NUL byte at offset {nul})", path)
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"not a UTF-8 text {what}: byte 0x{data[exc.start]:02x} at offset {exc.start} cannot be decoded "
+            "(a binary file?)",
+            path,
+        ) from None
+
+
+def count_duplicate_detections(
+    case_ids: NDArray[Any], centers_xyz: NDArray[Any], probabilities: NDArray[Any]
+) -> int:
+    """How many detection rows repeat an earlier row's case, centre and probability exactly."""
+    seen: set[tuple[str, float, float, float, float]] = set()
+    dupes = 0
+    for case, (x, y, z), p in zip(
+        case_ids.tolist(), centers_xyz.tolist(), probabilities.tolist(), strict=True
+    ):
+        key = (str(case), float(x), float(y), float(z), float(p))
+        dupes += key in seen
+        seen.add(key)
+    return dupes

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 from lymphcad import __version__, atomic
 from lymphcad.errors import InputError
+from lymphcad.io.checks import check_text_file
 
 DETECTION_COLUMNS: Final = ("seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm")
 
@@ -90,6 +91,7 @@ def read_detections(path: str | Path, *, known_cases: Iterable[str] | None = Non
         fh = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise InputError(f"cannot read detections ({exc.strerror})", path) from exc
+    check_text_file(path, "detections CSV")
     dets: list[Detection] = []
     with fh:
         reader = csv.DictReader(fh)

@@ -181,6 +181,7 @@ def render_rows(
                             color="#ff5050",
                             fontsize=7,
                             ha="center",
+                            clip_on=True,  # a label beside the zoom window must not float over the next panel
                         )
             if zoom:
                 ax.set_xlim(p[0] - half_fov_mm, p[0] + half_fov_mm)
