@@ -56,9 +56,14 @@ def _load_commands() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and map errors to exit codes (see the module notes)."""
     args = sys.argv[1:] if argv is None else argv
+    _shown.clear()
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         return _run(args)
+
+
+#: warning lines already printed in this run (the same fact found twice is said once)
+_shown: set[str] = set()
 
 
 def _show_warning(
@@ -71,6 +76,9 @@ def _show_warning(
 ) -> None:
     """Print a Python warning as one line, ``warning: <text>``, without the source location."""
     text = " ".join(str(message).split())
+    if text in _shown:
+        return
+    _shown.add(text)
     err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from lymphcad.errors import InputError
+from lymphcad.errors import InputError, InputWarning
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -343,8 +343,19 @@ def _is_ct_image(h: SliceHeader) -> bool:
     return sop_class(h) in _CT_SOP_CLASSES
 
 
+def _has_dicm_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def scan_series(files: Sequence[Path]) -> dict[str, list[SliceHeader]]:
+    """CT image headers grouped by SeriesInstanceUID; other files are skipped, except that a DICOM file
+    which cannot be read (truncated, corrupt) is named in a warning rather than becoming a silent gap."""
     groups: dict[str, list[SliceHeader]] = defaultdict(list)
+    unreadable: list[Path] = []
     with warnings.catch_warnings():
         # pydicom warns about non-conformant values (e.g. an invalid UID) that do not matter here
         warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
@@ -353,10 +364,21 @@ def scan_series(files: Sequence[Path]) -> dict[str, list[SliceHeader]]:
             if h is None:
                 ds = read_header(f)
                 if ds is None:
+                    if _has_dicm_magic(f):
+                        unreadable.append(f)
                     continue
                 h = header_from_dataset(f, ds)
             if _is_ct_image(h):
                 groups[h.text("SeriesInstanceUID")].append(h)
+            elif not h.has_pixels and sop_class(h) in _CT_SOP_CLASSES:
+                unreadable.append(f)  # a CT slice whose pixel data is cut off
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        warnings.warn(
+            f"{unreadable[0]}: a DICOM file that cannot be read (truncated or corrupt){more}; left out",
+            InputWarning,
+            stacklevel=3,
+        )
     return dict(groups)
 
 
