@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from review_fixtures import ReviewRun, build_review_run
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -31,3 +33,9 @@ def real_ct_dir(shared_dir: Path) -> Path:
     if not (d / "SOURCES.md").is_file():
         pytest.skip(f"real CT test data not found at {d}")
     return d
+
+
+@pytest.fixture(scope="session")
+def review_run(tmp_path_factory: pytest.TempPathFactory) -> ReviewRun:
+    """A tiny phantom cohort with the shipped detector's detections (built once per session)."""
+    return build_review_run(tmp_path_factory.mktemp("review_run"))

@@ -283,6 +283,48 @@ class Geometry:
         )
 
 
+def reorient_to_lps(array: NDArray[Any], geom: Geometry) -> tuple[NDArray[Any], Geometry]:
+    """Permute/flip a (z, y, x) array so its index axes run along +x, +y, +z of LPS; exact, no resampling.
+
+    The returned geometry describes the same voxels (its direction is the identity for axis-aligned grids;
+    an oblique grid keeps its small rotation, each axis mapped to its nearest world axis). In the result,
+    columns run patient right → left and rows anterior → posterior, so an axial slice shown as stored is
+    in the radiological convention; coronal and sagittal slices need only their rows flipped (superior up).
+    """
+    d = geom.direction
+    world_axis = [int(np.argmax(np.abs(d[:, c]))) for c in range(3)]  # world axis of index axis i, j, k
+    if sorted(world_axis) != [0, 1, 2]:
+        raise ValueError("the grid's axes do not map one-to-one onto x, y, z")
+    # array axis a holds index axis 2 - a; the output array axis for world axis w is 2 - w
+    order = [0, 0, 0]
+    for c in range(3):
+        order[2 - world_axis[c]] = 2 - c
+    out = np.transpose(array, order)
+    new_dir = np.zeros((3, 3))
+    spacing_ijk = [0.0, 0.0, 0.0]
+    start_ijk = [0.0, 0.0, 0.0]
+    flips = []
+    for c in range(3):
+        w = world_axis[c]
+        sign = 1.0 if d[w, c] > 0 else -1.0
+        new_dir[:, w] = d[:, c] * sign
+        spacing_ijk[w] = geom.spacing_ijk[c]
+        if sign < 0:
+            flips.append(2 - w)
+            start_ijk[c] = geom.size_ijk[c] - 1.0
+    if flips:
+        out = np.flip(out, axis=tuple(flips))
+    origin = geom.index_to_world(np.asarray(start_ijk))
+    shape = (int(out.shape[0]), int(out.shape[1]), int(out.shape[2]))
+    new_geom = Geometry(
+        shape,
+        (spacing_ijk[2], spacing_ijk[1], spacing_ijk[0]),
+        (float(origin[0]), float(origin[1]), float(origin[2])),
+        new_dir,
+    )
+    return out, new_geom
+
+
 def _fmt(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"
 

@@ -28,6 +28,7 @@ COMMAND_MODULES: Final = (
     "lymphcad.cli.tcia",
     "lymphcad.cli.evaluate",
     "lymphcad.cli.detect",
+    "lymphcad.cli.serve",
 )
 
 

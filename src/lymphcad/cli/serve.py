@@ -1,0 +1,58 @@
+"""``lymphcad serve``: review detections in the browser (a local web app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lymphcad.cli._common import app, console, err_console
+from lymphcad.errors import UsageError
+
+
+@app.command("serve")
+def serve_cmd(
+    cohort: Path = typer.Argument(..., help="Cohort folder (dataset.json, images/, annotations.csv, ...)."),
+    dets: Path | None = typer.Option(None, "--dets", help="Detections CSV to review (formats.md §3)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for review.csv and the export (default: DETS_review/ beside --dets)."
+    ),
+    port: int = typer.Option(8765, "--port", min=1, max=65535, help="TCP port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (other than loopback: a warning)."),
+    reader: str = typer.Option("reader", "--reader", help="Reader name written with every decision."),
+    threshold: float = typer.Option(
+        0.5, "--threshold", min=0.0, max=1.0, help="Initial probability threshold."
+    ),
+) -> None:
+    """A local page to review detections: three linked panes, keyboard accept/reject/add, export.
+
+    Decisions go to OUT/review.csv on every key press; the export writes OUT/reviewed_dets.csv.
+    """
+    from lymphcad.serve.server import plan_launch, serve
+    from lymphcad.serve.service import ReviewSettings
+
+    if dets is not None and not dets.is_file():
+        raise UsageError(f"--dets {dets}: no such file")
+    if out is None:
+        out = (dets.parent / f"{dets.stem}_review") if dets is not None else Path("lymphcad_review")
+    if "\n" in reader or "," in reader or len(reader) > 80:
+        raise UsageError("--reader must be one line of at most 80 characters without commas")
+    launch = plan_launch(host, port)
+    if not launch.is_loopback:
+        err_console.print(
+            f"warning: listening on {host}: other machines can reach this page (no login; the token only "
+            "stops cross-site writes). Use the default 127.0.0.1 unless you need this.",
+            markup=False,
+        )
+    settings = ReviewSettings(
+        cohort_dir=cohort, detections=dets, out_dir=out, reader=reader, threshold=threshold
+    )
+
+    def announce(url: str) -> None:
+        console.print(f"review page: {url}", markup=False)
+        err_console.print(
+            f"decisions are saved to {out / 'review.csv'}; Ctrl-C stops the server", markup=False
+        )
+
+    if serve(settings, launch, announce=announce):
+        raise KeyboardInterrupt

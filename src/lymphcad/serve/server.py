@@ -1,0 +1,74 @@
+"""Running the review app: a per-launch token, the allowed Host names, uvicorn, one canonical URL."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+
+from lymphcad.serve.app import LOOPBACK_HOSTS, create_app
+from lymphcad.serve.service import ReviewService, ReviewSettings
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where the app listens and the Host names it answers to."""
+
+    host: str
+    port: int
+    allowed_hosts: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        """The one URL to open (loopback when bound to all interfaces)."""
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when only this machine can connect."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+
+def plan_launch(host: str, port: int) -> Launch:
+    """The Host names to accept: the loopback names, plus ``host`` itself when it is a real address."""
+    allowed = list(LOOPBACK_HOSTS)
+    name = host.strip("[]")
+    if host not in ("0.0.0.0", "::", "") and name not in ("127.0.0.1", "localhost", "::1"):
+        allowed.append(f"[{name}]" if ":" in name else name)
+    return Launch(host, port, tuple(allowed))
+
+
+def make_server(
+    settings: ReviewSettings, launch: Launch, *, token: str | None = None
+) -> tuple[uvicorn.Server, ReviewService]:
+    """Build the service and an uvicorn server for it (not started). Access logs are off: quiet and no ids."""
+    service = ReviewService(settings)
+    app = create_app(service, token=token or secrets.token_urlsafe(32), allowed_hosts=launch.allowed_hosts)
+    config = uvicorn.Config(
+        app, host=launch.host, port=launch.port, log_level="warning", access_log=False, lifespan="off"
+    )
+    return uvicorn.Server(config), service
+
+
+def serve(settings: ReviewSettings, launch: Launch, *, announce: Callable[[str], None]) -> bool:
+    """Run until Ctrl-C; returns True when stopped by a signal. Prefetches the first case to review."""
+    server, service = make_server(settings, launch)
+    todo = [c.case_id for c in service.cohort_out().cases if c.status != "done"]
+    if todo or service.cases:
+        service.volumes.prefetch((todo or service.cases)[0])
+    announce(launch.url)
+    server.run()
+    return bool(server.should_exit)

@@ -1,0 +1,102 @@
+"""End to end in headless Chromium (Debian's, driven by Playwright): review a case with the keyboard and mouse.
+
+The server runs in a thread on 127.0.0.1 with a free port; the browser opens a case, steps to a detection
+with j, accepts it, rejects another, adds a missed node by clicking, reloads, finds all three decisions,
+exports, and saves a screenshot that must show an image (not a blank page).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from review_fixtures import CHROMIUM, CHROMIUM_ARGS, ReviewRun, free_port
+
+from lymphcad.io.detections import read_detections
+from lymphcad.serve.server import make_server, plan_launch
+from lymphcad.serve.service import ReviewSettings
+from lymphcad.serve.store import Action, read_review
+
+pytestmark = pytest.mark.slow
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright (Python) is not installed")
+if not CHROMIUM.is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)", allow_module_level=True)
+
+
+@pytest.fixture
+def served(review_run: ReviewRun, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A running review server (thread) and its output folder."""
+    out = tmp_path / "review"
+    launch = plan_launch("127.0.0.1", free_port())
+    server, _ = make_server(ReviewSettings(review_run.cohort, review_run.dets, out, reader="e2e"), launch)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield launch.url, out
+    server.should_exit = True
+    thread.join(10)
+
+
+def _not_blank(path: Path) -> None:
+    img = np.asarray(Image.open(path).convert("L"), dtype=float)
+    h, w = img.shape
+    pane = img[h // 10 : h * 9 // 10, w // 6 : w // 2]  # inside the axial pane
+    assert pane.std() > 20, f"screenshot looks blank (std {pane.std():.1f})"
+    assert len(np.unique(pane.astype(np.uint8))) > 50
+
+
+def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewRun, tmp_path: Path) -> None:
+    url, out = served
+    case_id = "phantom_0001"
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            page.goto(f"{url}#case={case_id}")
+            page.wait_for_function(f"() => window.__lymphcad && window.__lymphcad.ready === '{case_id}'", timeout=30_000)
+            page.locator("#pane-axial canvas.view").hover()
+            page.keyboard.press("j")
+            page.wait_for_function("() => window.__lymphcad.current === 'd1'")
+            page.keyboard.press("a")
+            page.wait_for_selector('#findings li[data-id="d1"].accept')
+            page.keyboard.press("j")
+            page.wait_for_function("() => window.__lymphcad.current === 'd2'")
+            page.keyboard.press("r")
+            page.wait_for_selector('#findings li[data-id="d2"].reject')
+            # a missed node: add mode, then a click on the axial pane
+            page.keyboard.press("n")
+            box = page.locator("#pane-axial canvas.view").bounding_box()
+            assert box is not None
+            page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.55)
+            page.wait_for_selector('#findings li[data-id="a1"].add')
+            # everything is on the server: a reload shows the same three decisions
+            page.reload()
+            page.wait_for_function(f"() => window.__lymphcad && window.__lymphcad.ready === '{case_id}'", timeout=30_000)
+            page.wait_for_selector('#findings li[data-id="d1"].accept')
+            page.wait_for_selector('#findings li[data-id="d2"].reject')
+            page.wait_for_selector('#findings li[data-id="a1"].add')
+            assert "1" in page.locator("#case-table tr.current td").nth(3).inner_text()
+            page.click("#export")
+            page.wait_for_function("() => document.querySelector('#toast').textContent.startsWith('exported')")
+            shot = tmp_path / "review.png"
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert not errors, errors
+    _not_blank(shot)
+    rows = read_review(out / "review.csv")
+    assert [(r.finding_id, r.action) for r in rows] == [("d1", Action.ACCEPT), ("d2", Action.REJECT), ("a1", Action.ADD)]
+    assert all(r.case_id == case_id and r.reader == "e2e" for r in rows)
+    exported = read_detections(out / "reviewed_dets.csv")
+    assert sorted(exported.probabilities.tolist())[-1] == 1.0 and len(exported) == 2
