@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from review_fixtures import CHROMIUM, CHROMIUM_ARGS, ReviewRun, free_port
 
 from lymphcad.io.detections import read_detections
 from lymphcad.serve.server import make_server, plan_launch
 from lymphcad.serve.service import ReviewSettings
 from lymphcad.serve.store import Action, read_review
+from review_fixtures import CHROMIUM, CHROMIUM_ARGS, ReviewRun, free_port
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright (Python) is not installed")
@@ -64,7 +64,9 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
             page.goto(f"{url}#case={case_id}")
-            page.wait_for_function(f"() => window.__lymphcad && window.__lymphcad.ready === '{case_id}'", timeout=30_000)
+            page.wait_for_function(
+                f"() => window.__lymphcad && window.__lymphcad.ready === '{case_id}'", timeout=30_000
+            )
             page.locator("#pane-axial canvas.view").hover()
             page.keyboard.press("j")
             page.wait_for_function("() => window.__lymphcad.current === 'd1'")
@@ -82,13 +84,17 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
             page.wait_for_selector('#findings li[data-id="a1"].add')
             # everything is on the server: a reload shows the same three decisions
             page.reload()
-            page.wait_for_function(f"() => window.__lymphcad && window.__lymphcad.ready === '{case_id}'", timeout=30_000)
+            page.wait_for_function(
+                f"() => window.__lymphcad && window.__lymphcad.ready === '{case_id}'", timeout=30_000
+            )
             page.wait_for_selector('#findings li[data-id="d1"].accept')
             page.wait_for_selector('#findings li[data-id="d2"].reject')
             page.wait_for_selector('#findings li[data-id="a1"].add')
             assert "1" in page.locator("#case-table tr.current td").nth(3).inner_text()
             page.click("#export")
-            page.wait_for_function("() => document.querySelector('#toast').textContent.startsWith('exported')")
+            page.wait_for_function(
+                "() => document.querySelector('#toast').textContent.startsWith('exported')"
+            )
             shot = tmp_path / "review.png"
             page.screenshot(path=str(shot))
         finally:
@@ -96,7 +102,11 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
     assert not errors, errors
     _not_blank(shot)
     rows = read_review(out / "review.csv")
-    assert [(r.finding_id, r.action) for r in rows] == [("d1", Action.ACCEPT), ("d2", Action.REJECT), ("a1", Action.ADD)]
+    assert [(r.finding_id, r.action) for r in rows] == [
+        ("d1", Action.ACCEPT),
+        ("d2", Action.REJECT),
+        ("a1", Action.ADD),
+    ]
     assert all(r.case_id == case_id and r.reader == "e2e" for r in rows)
     exported = read_detections(out / "reviewed_dets.csv")
     assert sorted(exported.probabilities.tolist())[-1] == 1.0 and len(exported) == 2

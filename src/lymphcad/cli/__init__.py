@@ -29,6 +29,7 @@ COMMAND_MODULES: Final = (
     "lymphcad.cli.evaluate",
     "lymphcad.cli.detect",
     "lymphcad.cli.serve",
+    "lymphcad.cli.report",
 )
 
 

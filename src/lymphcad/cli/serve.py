@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from lymphcad.cli._common import app, console, err_console
+from lymphcad.cli._guards import check_detections_output, check_input, check_output_dir
 from lymphcad.errors import UsageError
 
 
@@ -31,10 +32,13 @@ def serve_cmd(
     from lymphcad.serve.server import plan_launch, serve
     from lymphcad.serve.service import ReviewSettings
 
-    if dets is not None and not dets.is_file():
-        raise UsageError(f"--dets {dets}: no such file")
+    inputs = [check_input(cohort, "cohort")]
+    if dets is not None:
+        inputs.append(check_input(dets, "--dets"))
     if out is None:
         out = (dets.parent / f"{dets.stem}_review") if dets is not None else Path("lymphcad_review")
+    check_output_dir(out, "--out", inputs=inputs)
+    check_detections_output(out / "reviewed_dets.csv", inputs=inputs, json_form=False)
     if "\n" in reader or "," in reader or len(reader) > 80:
         raise UsageError("--reader must be one line of at most 80 characters without commas")
     launch = plan_launch(host, port)
