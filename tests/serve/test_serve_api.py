@@ -330,7 +330,7 @@ def test_host_option_warns_and_binds_loopback_by_default(
 ) -> None:
     seen: list[serve_server.Launch] = []
 
-    def fake_serve(settings: ReviewSettings, launch: serve_server.Launch, *, announce: object) -> bool:
+    def fake_serve(service: ReviewService, launch: serve_server.Launch, *, announce: object) -> bool:
         seen.append(launch)
         assert callable(announce)
         announce(launch.url)

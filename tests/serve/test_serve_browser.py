@@ -18,7 +18,7 @@ from PIL import Image
 
 from lymphcad.io.detections import read_detections
 from lymphcad.serve.server import make_server, plan_launch
-from lymphcad.serve.service import ReviewSettings
+from lymphcad.serve.service import ReviewService, ReviewSettings
 from lymphcad.serve.store import Action, read_review
 from review_fixtures import CHROMIUM, CHROMIUM_ARGS, ReviewRun, free_port
 
@@ -33,7 +33,9 @@ def served(review_run: ReviewRun, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A running review server (thread) and its output folder."""
     out = tmp_path / "review"
     launch = plan_launch("127.0.0.1", free_port())
-    server, _ = make_server(ReviewSettings(review_run.cohort, review_run.dets, out, reader="e2e"), launch)
+    server = make_server(
+        ReviewService(ReviewSettings(review_run.cohort, review_run.dets, out, reader="e2e")), launch
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

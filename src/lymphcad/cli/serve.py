@@ -29,8 +29,7 @@ def serve_cmd(
 
     Decisions go to OUT/review.csv on every key press; the export writes OUT/reviewed_dets.csv.
     """
-    from lymphcad.serve.server import plan_launch, serve
-    from lymphcad.serve.service import ReviewSettings
+    from lymphcad.serve.service import ReviewService, ReviewSettings
 
     inputs = [check_input(cohort, "cohort")]
     if dets is not None:
@@ -39,8 +38,15 @@ def serve_cmd(
         out = (dets.parent / f"{dets.stem}_review") if dets is not None else Path("lymphcad_review")
     check_output_dir(out, "--out", inputs=inputs)
     check_detections_output(out / "reviewed_dets.csv", inputs=inputs, json_form=False)
-    if "\n" in reader or "," in reader or len(reader) > 80:
-        raise UsageError("--reader must be one line of at most 80 characters without commas")
+    if not reader.isprintable() or len(reader) > 80:
+        raise UsageError("--reader must be one line of at most 80 printable characters")
+    settings = ReviewSettings(
+        cohort_dir=cohort, detections=dets, out_dir=out, reader=reader, threshold=threshold
+    )
+    service = ReviewService(settings)
+    service.prefetch_first()  # reads the first case while the web stack is imported and started
+    from lymphcad.serve.server import plan_launch, serve
+
     launch = plan_launch(host, port)
     if not launch.is_loopback:
         err_console.print(
@@ -48,9 +54,6 @@ def serve_cmd(
             "stops cross-site writes). Use the default 127.0.0.1 unless you need this.",
             markup=False,
         )
-    settings = ReviewSettings(
-        cohort_dir=cohort, detections=dets, out_dir=out, reader=reader, threshold=threshold
-    )
 
     def announce(url: str) -> None:
         console.print(f"review page: {url}", markup=False)
@@ -58,5 +61,5 @@ def serve_cmd(
             f"decisions are saved to {out / 'review.csv'}; Ctrl-C stops the server", markup=False
         )
 
-    if serve(settings, launch, announce=announce):
+    if serve(service, launch, announce=announce):
         raise KeyboardInterrupt

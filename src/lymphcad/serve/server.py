@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from lymphcad.serve.app import LOOPBACK_HOSTS, create_app
-from lymphcad.serve.service import ReviewService, ReviewSettings
+from lymphcad.serve.service import ReviewService
 
 
 @dataclass(frozen=True)
@@ -51,24 +51,18 @@ def plan_launch(host: str, port: int) -> Launch:
     return Launch(host, port, tuple(allowed))
 
 
-def make_server(
-    settings: ReviewSettings, launch: Launch, *, token: str | None = None
-) -> tuple[uvicorn.Server, ReviewService]:
-    """Build the service and an uvicorn server for it (not started). Access logs are off: quiet and no ids."""
-    service = ReviewService(settings)
+def make_server(service: ReviewService, launch: Launch, *, token: str | None = None) -> uvicorn.Server:
+    """An uvicorn server for a review session (not started). Access logs are off: quiet, and no ids logged."""
     app = create_app(service, token=token or secrets.token_urlsafe(32), allowed_hosts=launch.allowed_hosts)
     config = uvicorn.Config(
         app, host=launch.host, port=launch.port, log_level="warning", access_log=False, lifespan="off"
     )
-    return uvicorn.Server(config), service
+    return uvicorn.Server(config)
 
 
-def serve(settings: ReviewSettings, launch: Launch, *, announce: Callable[[str], None]) -> bool:
-    """Run until Ctrl-C; returns True when stopped by a signal. Prefetches the first case to review."""
-    server, service = make_server(settings, launch)
-    todo = [c.case_id for c in service.cohort_out().cases if c.status != "done"]
-    if todo or service.cases:
-        service.volumes.prefetch((todo or service.cases)[0])
+def serve(service: ReviewService, launch: Launch, *, announce: Callable[[str], None]) -> bool:
+    """Run until Ctrl-C; returns True when stopped by a signal."""
+    server = make_server(service, launch)
     announce(launch.url)
     server.run()
     return bool(server.should_exit)

@@ -91,6 +91,12 @@ class ReviewService:
         self.volumes = VolumeCache(self._load_volume)
         self._export_lock = threading.Lock()
 
+    def prefetch_first(self) -> None:
+        """Start reading the first case still to review (a launch's first view does not wait for it)."""
+        todo = [c for c in self.cases if self.summary(c).status != "done"]
+        if todo or self.cases:
+            self.volumes.prefetch((todo or self.cases)[0])
+
     # -- reading ----------------------------------------------------------------------------------
     @property
     def cases(self) -> list[str]:
