@@ -1,7 +1,8 @@
 """End to end in headless Chromium (Debian's, driven by Playwright): review a case with the keyboard and mouse.
 
 The server runs in a thread on 127.0.0.1 with a free port; the browser opens a case, steps to a detection
-with j, accepts it, rejects another, adds a missed node by clicking, reloads, finds all three decisions,
+with j, accepts it, rejects another, adds a missed node by clicking (and one by Shift+drag, with its
+diameter), reloads, finds every decision,
 exports, and saves a screenshot that must show an image (not a blank page).
 """
 
@@ -84,6 +85,15 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
             assert box is not None
             page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.55)
             page.wait_for_selector('#findings li[data-id="a1"].add')
+            # another one with Shift, dragged out from its centre to give its diameter
+            x, y = box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.45
+            page.keyboard.down("Shift")
+            page.mouse.move(x, y)
+            page.mouse.down()
+            page.mouse.move(x + 30, y, steps=5)
+            page.mouse.up()
+            page.keyboard.up("Shift")
+            page.wait_for_selector('#findings li[data-id="a2"].add')
             # everything is on the server: a reload shows the same three decisions
             page.reload()
             page.wait_for_function(
@@ -92,7 +102,8 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
             page.wait_for_selector('#findings li[data-id="d1"].accept')
             page.wait_for_selector('#findings li[data-id="d2"].reject')
             page.wait_for_selector('#findings li[data-id="a1"].add')
-            assert "1" in page.locator("#case-table tr.current td").nth(3).inner_text()
+            page.wait_for_selector('#findings li[data-id="a2"].add')
+            assert "+2" in page.locator("#case-table tr.current td").nth(3).inner_text()
             page.click("#export")
             page.wait_for_function(
                 "() => document.querySelector('#toast').textContent.startsWith('exported')"
@@ -108,7 +119,10 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
         ("d1", Action.ACCEPT),
         ("d2", Action.REJECT),
         ("a1", Action.ADD),
+        ("a2", Action.ADD),
     ]
+    assert rows[2].diameter_mm is None  # a plain click: centre only
+    assert rows[3].diameter_mm is not None and 5 < rows[3].diameter_mm < 100  # dragged 30 px = the radius
     assert all(r.case_id == case_id and r.reader == "e2e" for r in rows)
     exported = read_detections(out / "reviewed_dets.csv")
-    assert sorted(exported.probabilities.tolist())[-1] == 1.0 and len(exported) == 2
+    assert sorted(exported.probabilities.tolist())[-2:] == [1.0, 1.0] and len(exported) == 3

@@ -450,6 +450,12 @@
     $("#hidden-count").textContent = hidden ? `${hidden} detection(s) below the threshold hidden` : "";
   }
 
+  function renderFindingsEmpty() {
+    $("#findings").textContent = "";
+    $("#findings-count").textContent = "";
+    $("#hidden-count").textContent = "";
+  }
+
   function renderCases() {
     const tb = $("#case-table tbody");
     tb.textContent = "";
@@ -495,6 +501,8 @@
   async function openCase(caseId) {
     const seq = ++S.loadSeq;
     S.caseId = caseId; S.current = null; S.undo = [];
+    S.vol = null; S.info = null; S.ready = null;  // let the previous case's voxels go before the next arrive
+    drawAll(); renderFindingsEmpty();
     $("#case-title").textContent = caseId;
     $("#loading").hidden = false; $("#loading").textContent = "Loading…";
     renderCases();
