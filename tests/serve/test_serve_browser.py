@@ -8,6 +8,7 @@ exports, and saves a screenshot that must show an image (not a blank page).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lymphcad.citations import SYNTHETIC_LICENSE
+from lymphcad.cohort import CohortWriter, DatasetInfo
+from lymphcad.geometry import CTVolume, Geometry, reorient_to_lps
 from lymphcad.io.detections import read_detections
 from lymphcad.serve.server import make_server, plan_launch
 from lymphcad.serve.service import ReviewService, ReviewSettings
@@ -29,23 +33,30 @@ if not CHROMIUM.is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium)", allow_module_level=True)
 
 
-@pytest.fixture
-def served(review_run: ReviewRun, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A running review server (thread) and its output folder."""
-    out = tmp_path / "review"
+@contextlib.contextmanager
+def _running(cohort: Path, dets: Path, out: Path) -> Iterator[str]:
+    """A review server in a thread on a free port; yields its URL."""
     launch = plan_launch("127.0.0.1", free_port())
-    server = make_server(
-        ReviewService(ReviewSettings(review_run.cohort, review_run.dets, out, reader="e2e")), launch
-    )
+    server = make_server(ReviewService(ReviewSettings(cohort, dets, out, reader="e2e")), launch)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
-    yield launch.url, out
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield launch.url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served(review_run: ReviewRun, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A running review server (thread) and its output folder."""
+    out = tmp_path / "review"
+    with _running(review_run.cohort, review_run.dets, out) as url:
+        yield url, out
 
 
 def _not_blank(path: Path) -> None:
@@ -126,3 +137,65 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
     assert all(r.case_id == case_id and r.reader == "e2e" for r in rows)
     exported = read_detections(out / "reviewed_dets.csv")
     assert sorted(exported.probabilities.tolist())[-2:] == [1.0, 1.0] and len(exported) == 3
+
+
+def test_panes_follow_the_radiological_convention(tmp_path: Path) -> None:
+    """A bright marker left, anterior and superior in a RAS-stored image lands where a radiologist expects it."""
+    direction = np.diag([-1.0, -1.0, 1.0])  # index axes run to patient right, anterior, superior
+    geom = Geometry((40, 50, 60), (2.0, 1.0, 1.5), (30.0, 20.0, -50.0), direction)
+    array = np.zeros(geom.shape_zyx, dtype=np.int16)
+    k, j, i = 30, 38, 12  # stored index axes run right, anterior, superior: this is left, anterior, superior
+    array[k - 1 : k + 2, j - 1 : j + 2, i - 1 : i + 2] = 1500
+    writer = CohortWriter(tmp_path / "cohort")
+    writer.write_image("marker", CTVolume(array, geom))
+    writer.finish(
+        DatasetInfo(
+            "orientation",
+            "marker",
+            ["marker"],
+            {"marker": "mediastinal"},
+            SYNTHETIC_LICENSE,
+            ["test"],
+            "test",
+        ),
+        [],
+    )
+    dets = tmp_path / "dets.csv"
+    x, y, z = geom.zyx_to_world(np.array([k, j, i], dtype=float))
+    dets.write_text(f"seriesuid,coordX,coordY,coordZ,probability,diameter_mm\nmarker,{x},{y},{z},0.9,5\n")
+    _, lps = reorient_to_lps(array, geom)
+    kz, jy, ix = lps.world_to_voxel_zyx([x, y, z])
+    nz, ny, nx = lps.shape_zyx
+    # (rows, cols, row, col) of the marker in each pane, radiological convention (formats.md §1)
+    expected = {
+        "axial": (ny, nx, jy, ix),
+        "coronal": (nz, nx, nz - 1 - kz, ix),
+        "sagittal": (nz, ny, nz - 1 - kz, jy),
+    }
+    with _running(tmp_path / "cohort", dets, tmp_path / "out") as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}#case=marker")
+            page.wait_for_function("() => window.__lymphcad && window.__lymphcad.ready === 'marker'")
+            found = page.evaluate(
+                """() => Object.fromEntries(Object.entries(window.__lymphcad.panes).map(([name, pane]) => {
+                    const img = pane.img, d = img.data;
+                    let best = -1, at = 0;
+                    for (let p = 0; p < img.width * img.height; p++) if (d[4 * p] > best) { best = d[4 * p]; at = p; }
+                    return [name, [img.height, img.width, Math.floor(at / img.width), at % img.width]];
+                }))"""
+            )
+        finally:
+            browser.close()
+    for plane, (rows, cols, row, col) in expected.items():
+        assert found[plane][:2] == [rows, cols], plane
+        assert abs(found[plane][2] - row) <= 1 and abs(found[plane][3] - col) <= 1, (
+            plane,
+            found[plane],
+            row,
+            col,
+        )
+    # patient left on the image's right, anterior / superior up, sagittal anterior on the left
+    assert expected["axial"][3] > nx / 2 and expected["axial"][2] < ny / 2
+    assert expected["coronal"][2] < nz / 2 and expected["sagittal"][3] < ny / 2
