@@ -21,7 +21,9 @@ def info_cmd(
         None, "--series", help="SeriesInstanceUID when a folder holds several CT series."
     ),
 ) -> None:
-    """Summarise a CT (size, spacing, orientation, modality, HU range, gaps) or a cohort. Never shows PHI.
+    """Summarise a CT (size, spacing, orientation, modality, HU range, gaps) or a cohort (docs/formats.md).
+
+    Never shows PHI.
 
     Exits 1 when the CT cannot be read as one 3D volume (the last line says why and names the file).
     """

@@ -38,8 +38,8 @@ def _threads(n: int | None) -> None:
 
 @app.command("train")
 def train_cmd(
-    cohort: Path = typer.Argument(..., help="Training cohort folder (formats.md §2)."),
-    split: Path = typer.Option(..., "--split", help="splits.json (formats.md §5)."),
+    cohort: Path = typer.Argument(..., help="Training cohort folder (docs/formats.md)."),
+    split: Path = typer.Option(..., "--split", help="splits.json (docs/formats.md)."),
     fold: int = typer.Option(
         0, "--fold", help="Fold index in splits.json: train on its 'train', validate on its 'val'."
     ),
@@ -100,9 +100,9 @@ def train_cmd(
 
 @app.command("train-fpr")
 def train_fpr_cmd(
-    cohort: Path = typer.Argument(..., help="Training cohort folder (formats.md §2)."),
+    cohort: Path = typer.Argument(..., help="Training cohort folder (docs/formats.md)."),
     model: str = typer.Option(..., "--model", help="The first stage: run folder, model folder/file or name."),
-    split: Path = typer.Option(..., "--split", help="splits.json (formats.md §5)."),
+    split: Path = typer.Option(..., "--split", help="splits.json (docs/formats.md)."),
     fold: int = typer.Option(
         0, "--fold", help="Fold: candidates from its 'train', fusion weight from its 'val'."
     ),
@@ -125,6 +125,8 @@ def train_fpr_cmd(
     if truth not in ("labels", "extra"):
         raise UsageError(f"--truth must be labels or extra, not {truth!r}")
     check_device_name(device)
+    if out is not None:
+        check_output_dir(out, "--out", inputs=[cohort, split])
     if iters is not None and iters < 1:
         raise UsageError(f"--iters must be >= 1, got {iters}")
     _setup_logging()
@@ -191,7 +193,9 @@ def _inputs(
 def detect_cmd(
     input: Path = typer.Argument(..., help="A NIfTI file, a DICOM folder or a cohort folder."),
     out: Path = typer.Option(
-        ..., "--out", help="Detections CSV (formats.md §3); provenance goes to OUT.json."
+        ...,
+        "--out",
+        help="Detections CSV (docs/formats.md); its provenance goes beside it (dets.csv → dets.csv.json).",
     ),
     model: str | None = typer.Option(
         None,
@@ -233,6 +237,9 @@ def detect_cmd(
     check_detections_output(out, inputs=[input], json_form=json_out)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold must lie in [0, 1], got {threshold}")
+    from lymphcad.io.reader import precheck_ct_input
+
+    precheck_ct_input(input, series_uid=series, allow_gaps=allow_gaps)
     import dataclasses
 
     from lymphcad.cohort import voxel_hash

@@ -1,4 +1,4 @@
-"""``lymphcad evaluate``: FROC / CPM / AP of a detections CSV on a cohort (formats.md §4)."""
+"""``lymphcad evaluate``: FROC / CPM / AP of a detections CSV on a cohort (docs/formats.md)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def _print_published() -> None:
 def evaluate_cmd(
     cohort: Path = typer.Argument(..., help="Cohort folder (dataset.json, annotations.csv, labels/, ...)."),
     detections: Path = typer.Argument(
-        ..., help="Detections CSV (seriesuid,coordX,coordY,coordZ,probability,diameter_mm)."
+        ..., help="Detections CSV (seriesuid,coordX,coordY,coordZ,probability,diameter_mm; docs/formats.md)."
     ),
     out: Path = typer.Option(..., "--out", help="eval.json to write (matches.csv is written beside it)."),
     plot: Path | None = typer.Option(None, "--plot", help="Also draw the FROC plot to this PNG."),
@@ -135,7 +135,10 @@ def evaluate_cmd(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
 ) -> None:
-    """FROC at 1/8…8 FP/volume, CPM with bootstrap CI, and box AP at IoU 0.1/0.5 — pooled, per region, per size."""
+    """FROC at 1/8…8 FP/volume, CPM with bootstrap CI, and box AP at IoU 0.1/0.5 — pooled, per region, per size.
+
+    Writes eval.json and matches.csv (described in docs/formats.md).
+    """
     check_input(cohort, "COHORT")
     check_input(detections, "DETECTIONS")
     inputs = [cohort, detections, *([] if ignore is None else [check_input(ignore, "--ignore")])]

@@ -161,7 +161,7 @@ def prepare_cmd(
         help="Threads per worker that gzip the images (default: the CPUs divided among the workers).",
     ),
 ) -> None:
-    """Turn a CT Lymph Nodes download + annotation archives into a cohort (formats.md §2)."""
+    """Turn a CT Lymph Nodes download + annotation archives into a cohort (docs/formats.md)."""
     from lymphcad.tcia.prepare import PrepareOptions, prepare
 
     for p, name in (
@@ -208,7 +208,7 @@ def split_cmd(
     ),
     out: Path | None = typer.Option(None, "--out", help="Where to write (default COHORT/splits.json)."),
 ) -> None:
-    """Patient-level splits → splits.json (formats.md §5); identical volumes always share a fold."""
+    """Patient-level splits → splits.json (docs/formats.md); identical volumes always share a fold."""
     from lymphcad.splits import SCHEMES, split_cohort
 
     if scheme not in SCHEMES:

@@ -45,14 +45,19 @@ def finite_hu(array: NDArray[Any], path: str | Path) -> NDArray[Any]:
 
 def check_volume(volume: CTVolume, path: str | Path) -> CTVolume:
     """Refuse what is not a 3D CT volume; warn when the values cannot be Hounsfield units. Returns ``volume``."""
-    nz, ny, nx = volume.geometry.shape_zyx
+    check_shape(volume.geometry.shape_zyx, path)
+    warn_if_not_hu(volume, path)
+    return volume
+
+
+def check_shape(shape_zyx: tuple[int, int, int], path: str | Path) -> None:
+    """Refuse a single slice or a 2D image (any axis of one voxel)."""
+    nz, ny, nx = shape_zyx
     if min(nz, ny, nx) == 1:
         kind = "a single slice" if nz == 1 else "a 2D image"
         raise InputError(
             f"{kind} ({nx} × {ny} × {nz} voxels): lymphcad needs a 3D CT volume of several slices", path
         )
-    warn_if_not_hu(volume, path)
-    return volume
 
 
 def warn_if_not_hu(volume: CTVolume, path: str | Path) -> None:

@@ -65,3 +65,23 @@ def read_itk_image(path: str | Path) -> CTVolume:
     """Read a 3D NRRD/MetaImage CT as int16 HU in LPS (NaN voxels become air, with a warning)."""
     array, geometry = read_itk_array(path)
     return CTVolume(hu_to_int16(finite_hu(array, path)), geometry)
+
+
+def read_itk_shape(path: str | Path) -> tuple[int, int, int]:
+    """The (z, y, x) size from an NRRD/MetaImage header alone (a 2D image as one slice; 4D refused)."""
+    path = Path(path)
+    reader: Any = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(
+            f"not a readable {itk_format(path) or 'image'} file ({_problem(exc)})", path
+        ) from exc
+    size = [int(s) for s in reader.GetSize()]
+    if len(size) > 3 and any(s > 1 for s in size[3:]):
+        raise InputError(
+            f"a {len(size)}D image (size {' × '.join(map(str, size))}); expected one 3D CT", path
+        )
+    nx, ny, nz = [*size, 1, 1][:3]
+    return nz, ny, nx

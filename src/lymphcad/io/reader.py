@@ -10,8 +10,8 @@ from pathlib import Path
 
 from lymphcad.errors import InputError
 from lymphcad.geometry import CTVolume
-from lymphcad.io.checks import check_volume
-from lymphcad.io.itkimage import itk_format, read_itk_image
+from lymphcad.io.checks import check_shape, check_volume
+from lymphcad.io.itkimage import itk_format, read_itk_image, read_itk_shape
 
 
 def _is_nifti(path: Path) -> bool:
@@ -78,3 +78,45 @@ def read_ct_input(
     that cannot be HU give a warning."""
     volume = read_ct(path, series_uid=series_uid, allow_gaps=allow_gaps, workers=workers)
     return check_volume(volume, path)
+
+
+def precheck_ct_input(path: str | Path, *, series_uid: str | None = None, allow_gaps: bool = False) -> None:
+    """From headers alone, what :func:`read_ct_input` would refuse (a single slice, a 4D image, no or several
+    CT series, gaps); a cohort folder is opened and checked. Lets a command fail in a moment, before it
+    loads heavy libraries or a model."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_dir() and (path / "dataset.json").is_file():
+        from lymphcad.cohort import open_cohort
+
+        open_cohort(path)
+        return
+    image_file = path.is_file() and (_is_nifti(path) or itk_format(path) is not None)
+    if image_file and series_uid is not None:
+        raise InputError("--series applies to DICOM input, not to an image file", path)
+    if path.is_file() and _is_nifti(path):
+        from lymphcad.io.nifti import header_geometry
+
+        check_shape(header_geometry(path).shape_zyx, path)
+    elif image_file:
+        check_shape(read_itk_shape(path), path)
+    elif path.is_dir() or (path.is_file() and _is_dicom_file(path)):
+        from lymphcad.io.dicom import DicomSeriesError, dicom_summary
+
+        summary = dicom_summary(path if path.is_dir() else [path], series_uid=series_uid, hu_range=False)
+        if "size_ijk" not in summary:
+            raise DicomSeriesError(summary["problem"], path)
+        if summary["n_slices"] == 1:
+            check_shape((1, *summary["size_ijk"][1::-1]), path)
+        if summary["gaps"] and not allow_gaps:
+            raise DicomSeriesError(
+                summary["problem"] + "; pass --allow-gaps to resample to uniform spacing", path
+            )
+        if summary["gaps"] and summary.get("allow_gaps_problem"):
+            raise DicomSeriesError(summary["allow_gaps_problem"], path)
+    else:
+        raise InputError(
+            "not a CT input: expected a .nii/.nii.gz, .nrrd or .mha/.mhd file, a DICOM folder or a DICOM file",
+            path,
+        )
