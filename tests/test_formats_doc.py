@@ -31,6 +31,7 @@ from lymphcad.io.detections import (
     write_detections_json,
     write_provenance,
 )
+from lymphcad.serve.store import REVIEW_COLUMNS
 from lymphcad.splits import split_cohort
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "formats.md"
@@ -143,8 +144,12 @@ def test_splits_json_keys(tmp_path: Path) -> None:
     assert list(doc["folds"][0]) == list(written["folds"][0])
 
 
+def test_review_csv_header() -> None:
+    assert _header("review.csv") == list(REVIEW_COLUMNS)
+
+
 def test_review_csv_and_optional_columns_follow_the_contract(shared_dir: Path) -> None:
-    """Until lymphcad writes review.csv itself, its documented header is checked against the shared contract."""
+    """The documented review.csv header and optional detection columns are the shared contract's (1.2)."""
     contract = (shared_dir / "docs" / "formats.md").read_text(encoding="utf-8")
     assert f"`{','.join(_header('review.csv'))}`" in contract
     listed = re.search(
@@ -155,7 +160,9 @@ def test_review_csv_and_optional_columns_follow_the_contract(shared_dir: Path) -
     assert ",".join(names).split(",") == _header("detections optional")
 
 
-@pytest.mark.parametrize("command", ["import", "detect", "evaluate", "split", "train", "info", "prepare"])
+@pytest.mark.parametrize(
+    "command", ["import", "detect", "evaluate", "split", "train", "train-fpr", "info", "prepare"]
+)
 def test_help_texts_cite_the_projects_formats_doc(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, out, _ = run_cli(capsys, command, "--help")
     assert code == 0
