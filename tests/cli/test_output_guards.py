@@ -207,6 +207,18 @@ def test_unwritable_output_fails_before_torch_is_imported(data: dict[str, Path],
     assert str(out) in proc.stderr and problem in proc.stderr
 
 
+def test_cuda_index_is_a_device_name(capsys: pytest.CaptureFixture[str], data: dict[str, Path]) -> None:
+    import torch
+
+    out = data["root"] / "cuda.csv"
+    code, _, err = run_cli(capsys, "detect", data["ct"], "--out", out, "--device", "cuda:0")
+    if torch.cuda.is_available():
+        assert code == 0, err
+    else:  # accepted as a name, then refused because this machine has no GPU
+        assert code == 2 and "--device cuda:0: no CUDA device is available" in err
+        assert "must be cpu, cuda" not in err and not out.exists()
+
+
 def test_device_names_checked_before_work(capsys: pytest.CaptureFixture[str], data: dict[str, Path]) -> None:
     rc, _, err = run_cli(capsys, "detect", data["ct"], "--out", data["root"] / "d.csv", "--device", "gpu0")
     assert rc == 2 and "cpu, cuda, cuda:N or auto" in err
