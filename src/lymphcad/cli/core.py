@@ -42,19 +42,22 @@ def info_cmd(
 @app.command("convert")
 def convert_cmd(
     dicom_dir: Path = typer.Argument(
-        ..., help="Folder with one CT series (or several: choose with --series)."
+        ...,
+        help="A DICOM folder (several series: choose with --series) or file, or an NRRD/MetaImage file.",
     ),
     out: Path = typer.Argument(..., help="Output NIfTI file (.nii.gz)."),
     series: str | None = typer.Option(None, "--series", help="SeriesInstanceUID to convert."),
     allow_gaps: bool = typer.Option(
-        False, "--allow-gaps", help="Resample missing slices / uneven spacing to a uniform grid (warns)."
+        False,
+        "--allow-gaps",
+        help="Resample missing slices / uneven spacing to a uniform grid (gaps up to 10 mm or two slices; warns).",
     ),
 ) -> None:
-    """Convert a DICOM CT series to an int16 NIfTI file (LPS geometry kept exactly)."""
+    """Convert a DICOM CT series (or an NRRD/MetaImage CT) to an int16 NIfTI file (LPS geometry kept exactly)."""
     from lymphcad.io.nifti import write_ct
     from lymphcad.io.reader import read_ct_input
 
-    check_input(dicom_dir, "the DICOM input")
+    check_input(dicom_dir, "the CT input")
     check_output_file(out, "OUT", suffixes=(".nii.gz", ".nii"), inputs=[dicom_dir])
     volume = read_ct_input(dicom_dir, series_uid=series, allow_gaps=allow_gaps)
     write_ct(out, volume)
