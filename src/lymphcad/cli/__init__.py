@@ -30,6 +30,7 @@ COMMAND_MODULES: Final = (
     "lymphcad.cli.detect",
     "lymphcad.cli.serve",
     "lymphcad.cli.report",
+    "lymphcad.cli.pacs",
 )
 
 

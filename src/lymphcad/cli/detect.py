@@ -19,6 +19,7 @@ from lymphcad.cli._guards import (
     check_input,
     check_output_dir,
 )
+from lymphcad.cli.clinical import clinical_options
 from lymphcad.errors import InputError, UsageError
 
 
@@ -191,7 +192,9 @@ def _inputs(
 
 @app.command("detect")
 def detect_cmd(
-    input: Path = typer.Argument(..., help="A NIfTI file, a DICOM folder or a cohort folder."),
+    input: Path | None = typer.Argument(
+        None, help="A NIfTI file, a DICOM folder or a cohort folder (none with --dicomweb)."
+    ),
     out: Path = typer.Option(
         ...,
         "--out",
@@ -222,19 +225,34 @@ def detect_cmd(
     ),
     json_out: bool = typer.Option(False, "--json", help="Also write OUT's JSON form (dets.csv → dets.json)."),
     series: str | None = typer.Option(
-        None, "--series", help="SeriesInstanceUID when a DICOM folder holds several CT series."
+        None,
+        "--series",
+        help="SeriesInstanceUID: of a DICOM folder holding several CT series, or on the DICOMweb server "
+        "(default there: the largest axial CT series).",
     ),
     allow_gaps: bool = typer.Option(
         False,
         "--allow-gaps",
         help="DICOM: resample missing slices / uneven spacing (small gaps only; warns).",
     ),
+    sr: Path | None = typer.Option(None, "--sr", help="Also write a DICOM SR (TID 1500) of the detections."),
+    seg: Path | None = typer.Option(None, "--seg", help="Also write a DICOM SEG, one segment per detection."),
+    sr_threshold: float = typer.Option(0.0, "--sr-threshold", help="Lowest probability put in the SR/SEG."),
+    dicomweb: str | None = typer.Option(None, "--dicomweb", help="Read the CT from this DICOMweb server."),
+    study: str | None = typer.Option(None, "--study", help="StudyInstanceUID on the DICOMweb server."),
+    store: bool = typer.Option(False, "--store", help="Store the SR and SEG back with STOW-RS."),
+    user: str | None = typer.Option(None, "--user", help="DICOMweb user (HTTP basic auth)."),
+    password_file: Path | None = typer.Option(None, "--password-file", help="File holding the password."),
+    token_file: Path | None = typer.Option(None, "--token-file", help="File holding a bearer token."),
 ) -> None:
     """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection."""
     # checked before torch and the model load (seconds): a wrong argument fails at once, nothing is lost
     check_device_name(device)
-    check_input(input)
-    check_detections_output(out, inputs=[input], json_form=json_out)
+    clinical = clinical_options(
+        input, out=out, sr=sr, seg=seg, sr_threshold=sr_threshold, dicomweb=dicomweb, study=study,
+        series=series, store=store, user=user, password_file=password_file, token_file=token_file,
+    )  # fmt: skip
+    check_detections_output(out, inputs=clinical.inputs, json_form=json_out)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold must lie in [0, 1], got {threshold}")
     from lymphcad.io.reader import precheck_ct_input
@@ -260,6 +278,7 @@ def detect_cmd(
         max_detections=max_detections,
         second_stage=second_stage,
     )
+    input = clinical.fetch()
     items, info = _inputs(input, series=series, allow_gaps=allow_gaps)
     notice = synthetic_model_notice(loaded.name, loaded.meta, info.get("source"))
     if notice is not None:
@@ -309,3 +328,4 @@ def detect_cmd(
         f"{len(dets)} detection(s) in {len(items)} volume(s), {time.perf_counter() - t0:.1f} s → {out} "
         f"(model {loaded.name})"
     )
+    clinical.finish(dets, model_name=loaded.name, model_sha256=loaded.fingerprint)
