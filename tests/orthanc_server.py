@@ -75,7 +75,12 @@ def orthanc(folder: Path, *, user: str | None = None, password: str | None = Non
         "AuthenticationEnabled": user is not None,
         "RegisteredUsers": {user: password} if user is not None else {},
         "Plugins": [str(DICOMWEB_PLUGIN)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "Full", "SeriesMetadata": "Full"},
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "StudiesMetadata": "Full",
+            "SeriesMetadata": "Full",
+        },
         "StorageCompression": False,
         "HttpCompressionEnabled": False,
         "HttpThreadsCount": 8,
