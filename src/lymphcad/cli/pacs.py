@@ -8,8 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
-
 from lymphcad.cli._common import app, console
 
 pacs_app = typer.Typer(
@@ -37,29 +35,28 @@ def ls_cmd(
     from lymphcad.pacs.client import Pacs
 
     pacs = Pacs(url, credentials(user, password_file, token_file))
+    # plain tab-separated lines, never wrapped, so that UIDs can be copied into the next command
     if study is None:
         studies = pacs.studies()
-        table = Table("study UID", "modalities", "series", "images", "description", title=pacs.where)
+        _line("study_uid", "modalities", "series", "images", "description")
         for s in studies:
-            table.add_row(
-                s.study_uid,
-                "/".join(s.modalities),
-                "" if s.n_series is None else str(s.n_series),
-                "" if s.n_instances is None else str(s.n_instances),
-                s.description,
+            _line(
+                s.study_uid, "/".join(s.modalities), _count(s.n_series), _count(s.n_instances), s.description
             )
-        console.print(table)
-        console.print(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}")
+        console.print(
+            f"# {len(studies)} stud{'y' if len(studies) == 1 else 'ies'} on {pacs.where}", soft_wrap=True
+        )
         return
     series = pacs.series(study)
-    table = Table("series UID", "modality", "number", "images", "description", title=f"study {study}")
+    _line("series_uid", "modality", "number", "images", "description")
     for r in series:
-        table.add_row(
-            r.series_uid,
-            r.modality,
-            "" if r.number is None else str(r.number),
-            "" if r.n_instances is None else str(r.n_instances),
-            r.description,
-        )
-    console.print(table)
-    console.print(f"{len(series)} series")
+        _line(r.series_uid, r.modality, _count(r.number), _count(r.n_instances), r.description)
+    console.print(f"# {len(series)} series in study {study}", soft_wrap=True)
+
+
+def _count(n: int | None) -> str:
+    return "" if n is None else str(n)
+
+
+def _line(*cells: str) -> None:
+    typer.echo("\t".join(cells))
