@@ -141,7 +141,8 @@ def test_sr_header_is_a_machine_result_in_the_source_study(built: Built) -> None
         parameters = [
             str(item.TextValue)
             for item in g[0].ContentSequence
-            if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Parameters"
+            if item.ValueType == "TEXT"
+            and item.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Parameters"
         ]
         assert f"model_sha256={ALGO.model_sha256}" in parameters and f"model={ALGO.model_name}" in parameters
     for g in groups:

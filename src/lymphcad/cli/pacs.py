@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from lymphcad.cli._common import app, console
 
 pacs_app = typer.Typer(
