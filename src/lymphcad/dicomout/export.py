@@ -8,7 +8,7 @@ leaves half a result behind.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from lymphcad import atomic
-from lymphcad.dicomout.findings import AlgorithmInfo, Finding, findings_from_detections
+from lymphcad.dicomout.findings import AlgorithmInfo, Finding, VoxelMask, findings_from_detections
 from lymphcad.dicomout.seg import build_seg, label_map, read_seg_segments
 from lymphcad.dicomout.source import DEFAULT_CHARSET, SourceSeries, no_phi_warnings
 from lymphcad.dicomout.sr import PROBABILITY, build_sr, read_sr_findings
@@ -94,9 +94,15 @@ def build_results(
     *,
     threshold: float = 0.0,
     with_seg: bool = True,
+    masks: Sequence[VoxelMask | None] | None = None,
 ) -> DicomResults:
-    """SR (+ SEG) of the detections with probability ≥ ``threshold``, checked by reading them back."""
-    findings = findings_from_detections(detections, series_uid=source.series_uid, threshold=threshold)
+    """SR (+ SEG) of the detections with probability ≥ ``threshold``, checked by reading them back.
+
+    ``masks``, parallel to ``detections``, give the SEG pixels of the detections that have one.
+    """
+    findings = findings_from_detections(
+        detections, series_uid=source.series_uid, threshold=threshold, masks=masks
+    )
     with no_phi_warnings():
         sr = build_sr(source, findings, algorithm)
         _charset(sr)

@@ -9,10 +9,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
 
 from lymphcad import __version__
 from lymphcad.errors import UsageError
+from lymphcad.geometry import Geometry
 from lymphcad.io.detections import Detection
 
 #: Root for UIDs derived from content (UUID-derived "2.25." form, PS3.5 B.2).
@@ -34,6 +39,16 @@ class AlgorithmInfo:
         return {"model": self.model_name, "model_sha256": self.model_sha256}
 
 
+class VoxelMask(Protocol):
+    """A detection's mask on (a crop of) the CT grid: what the detector's measurement step produces."""
+
+    @property
+    def mask_zyx(self) -> NDArray[np.bool_]: ...
+
+    @property
+    def geometry(self) -> Geometry: ...
+
+
 @dataclass(frozen=True)
 class Finding:
     """One detection as it goes into DICOM: tracking identity, centre (world LPS mm) and measurements."""
@@ -45,6 +60,7 @@ class Finding:
     diameter_mm: float | None = None
     short_axis_mm: float | None = None
     long_axis_mm: float | None = None
+    mask: VoxelMask | None = field(default=None, repr=False, compare=False)
 
 
 def _optional_mm(det: Detection, name: str) -> float | None:
@@ -64,14 +80,25 @@ def tracking_uid(series_uid: str, center_xyz: Sequence[float], probability: floa
 
 
 def findings_from_detections(
-    detections: Iterable[Detection], *, series_uid: str, threshold: float = 0.0
+    detections: Iterable[Detection],
+    *,
+    series_uid: str,
+    threshold: float = 0.0,
+    masks: Sequence[VoxelMask | None] | None = None,
 ) -> list[Finding]:
-    """Detections with probability ≥ ``threshold``, most probable first, numbered "lymph node 1", "2", …"""
+    """Detections with probability ≥ ``threshold``, most probable first, numbered "lymph node 1", "2", …
+
+    ``masks`` (parallel to ``detections``, None where a detection has none) become the SEG's pixels.
+    """
     if not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--sr-threshold must lie in [0, 1], got {threshold}")
+    dets = list(detections)
+    if masks is not None and len(masks) != len(dets):
+        raise ValueError(f"{len(masks)} masks for {len(dets)} detections")
+    paired = [(d, None if masks is None else masks[n]) for n, d in enumerate(dets)]
     kept = sorted(
-        (d for d in detections if d.probability >= threshold),
-        key=lambda d: (-d.probability, d.center_xyz),
+        (dm for dm in paired if dm[0].probability >= threshold),
+        key=lambda dm: (-dm[0].probability, dm[0].center_xyz),
     )
     return [
         Finding(
@@ -82,6 +109,7 @@ def findings_from_detections(
             diameter_mm=None if d.diameter_mm is None else float(d.diameter_mm),
             short_axis_mm=_optional_mm(d, "short_axis_mm"),
             long_axis_mm=_optional_mm(d, "long_axis_mm"),
+            mask=m,
         )
-        for n, d in enumerate(kept, start=1)
+        for n, (d, m) in enumerate(kept, start=1)
     ]

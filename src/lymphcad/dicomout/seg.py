@@ -2,9 +2,10 @@
 
 One segment per finding (not one "Lymph node" segment): each segment carries the finding's tracking
 identifier and UID, the same as its SR measurement group, so a viewer links an SR finding to its own
-voxels and can show, hide or colour each node separately. The pixels are a sphere of the detector's
-diameter around the centre (``DEFAULT_DIAMETER_MM`` when a detection has none), drawn on each source
-slice's own pixel grid, so the SEG frames match the source instances exactly. Where spheres overlap a
+voxels and can show, hide or colour each node separately. The pixels are the detection's mask when it
+has one (sampled, nearest voxel, at each source pixel centre), else a sphere of the detector's diameter
+around the centre (``DEFAULT_DIAMETER_MM`` when a detection has none), drawn on each source slice's own
+pixel grid, so the SEG frames match the source instances exactly. Where spheres overlap a
 voxel goes to the more probable finding (the label-map input of highdicom); every segment keeps at least
 its centre pixel. Frames without any segment are omitted.
 """
@@ -21,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from lymphcad.dicomout.findings import AlgorithmInfo, Finding
+from lymphcad.dicomout.findings import AlgorithmInfo, Finding, VoxelMask
 from lymphcad.dicomout.source import SourceSeries
 from lymphcad.dicomout.sr import LYMPH_NODE
 
@@ -46,6 +47,40 @@ def _radius(finding: Finding) -> float:
     return (finding.diameter_mm or DEFAULT_DIAMETER_MM) / 2.0
 
 
+def _paint_mask(out: NDArray[np.uint16], source: SourceSeries, mask: VoxelMask, label: int) -> None:
+    """Paint ``label`` where the source pixel centres fall in ``mask`` (nearest voxel)."""
+    geom = mask.geometry
+    idx = np.argwhere(mask.mask_zyx)
+    if idx.size == 0:
+        return
+    corners = geom.zyx_to_world(_box_corners(idx.min(0) - 0.5, idx.max(0) + 0.5))
+    _, rows, cols = out.shape
+    for s, sl in enumerate(source.slices):
+        ijk = sl.plane.world_to_index(corners)
+        thick = 0.5 * max(geom.spacing_zyx)  # pixels farther than this from every voxel cannot hit one
+        if (
+            ijk[:, 2].min() * sl.plane.spacing_zyx[0] > thick
+            or ijk[:, 2].max() * sl.plane.spacing_zyx[0] < -thick
+        ):
+            continue
+        i0, i1 = max(0, int(np.floor(ijk[:, 0].min()))), min(cols - 1, int(np.ceil(ijk[:, 0].max())))
+        j0, j1 = max(0, int(np.floor(ijk[:, 1].min()))), min(rows - 1, int(np.ceil(ijk[:, 1].max())))
+        if i0 > i1 or j0 > j1:
+            continue
+        jj, ii = np.mgrid[j0 : j1 + 1, i0 : i1 + 1]
+        pts = np.stack([ii.ravel(), jj.ravel(), np.zeros(ii.size)], axis=1)
+        vox = geom.world_to_voxel_zyx(sl.plane.index_to_world(pts))
+        ok = np.all((vox >= 0) & (vox < np.asarray(geom.shape_zyx)), axis=1)
+        hit = np.zeros(ok.shape, dtype=bool)
+        hit[ok] = mask.mask_zyx[vox[ok, 0], vox[ok, 1], vox[ok, 2]]
+        out[s, j0 : j1 + 1, i0 : i1 + 1][hit.reshape(ii.shape)] = label
+
+
+def _box_corners(lo: NDArray[np.float64], hi: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The 8 corners (z, y, x) of a box."""
+    return np.array([[z, y, x] for z in (lo[0], hi[0]) for y in (lo[1], hi[1]) for x in (lo[2], hi[2])])
+
+
 def label_map(source: SourceSeries, findings: Sequence[Finding]) -> NDArray[np.uint16]:
     """(slices, rows, cols) array: 0 background, n = finding n (1-based), on the source slices' grids."""
     first = source.slices[0].plane
@@ -55,6 +90,9 @@ def label_map(source: SourceSeries, findings: Sequence[Finding]) -> NDArray[np.u
     order = sorted(range(len(findings)), key=lambda n: findings[n].probability)
     for n in order:
         finding = findings[n]
+        if finding.mask is not None:
+            _paint_mask(out, source, finding.mask, n + 1)
+            continue
         r = _radius(finding)
         for s, sl in enumerate(source.slices):
             plane = sl.plane
