@@ -257,7 +257,8 @@ def detect_cmd(
         raise UsageError(f"--threshold must lie in [0, 1], got {threshold}")
     from lymphcad.io.reader import precheck_ct_input
 
-    precheck_ct_input(input, series_uid=series, allow_gaps=allow_gaps)
+    if input is not None:  # (a DICOMweb series is checked when it has been pulled)
+        precheck_ct_input(input, series_uid=series, allow_gaps=allow_gaps)
     import dataclasses
 
     from lymphcad.cohort import voxel_hash

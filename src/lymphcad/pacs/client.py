@@ -139,6 +139,9 @@ class Pacs:
         self.where = safe_url(self.url)
         self._session = (credentials or Credentials()).session()
         self._client = DICOMwebClient(self.url, session=self._session, timeout=TIMEOUT_S)
+        # two tries 0.1 s apart on 408/429/503/504 (the default, five with exponential waits, made an
+        # unreachable server a 30 s wait)
+        self._client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=100)
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
