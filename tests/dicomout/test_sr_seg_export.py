@@ -272,3 +272,34 @@ def test_cli_detect_writes_sr_and_seg_matching_the_csv(
     if back:
         assert dciodvfy_errors(seg) == []
         assert len(read_seg_segments(pydicom.dcmread(seg))) == len(back)
+
+
+def test_source_series_is_chosen_by_uid_in_a_folder_of_two(real_ct_dir: Path, tmp_path: Path) -> None:
+    for name in ("CRLM-CT-1004", "CRLM-CT-1006"):
+        (tmp_path / name).mkdir()
+        for f in (real_ct_dir / "crlm-ct" / name).iterdir():
+            (tmp_path / name / f.name).symlink_to(f)
+    with pytest.raises(InputError, match="2 CT series found; choose one with --series"):
+        read_source_series(tmp_path)
+    wanted = pydicom.dcmread(
+        next((real_ct_dir / "crlm-ct" / "CRLM-CT-1006").iterdir()), stop_before_pixels=True
+    )
+    source = read_source_series(tmp_path, series_uid=str(wanted.SeriesInstanceUID))
+    assert source.series_uid == wanted.SeriesInstanceUID and len(source.slices) == 51
+
+
+def test_cli_dicomweb_options_need_dicomweb(
+    real_ct_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = real_ct_dir / SERIES["ge-crlm"]
+    code, _, err = run_cli(capsys, "detect", folder, "--out", tmp_path / "d.csv", "--store", "--study", "1.2")
+    assert code == 2 and "--study, --store need(s) --dicomweb" in err
+    code, _, err = run_cli(capsys, "detect", "--out", tmp_path / "d.csv")
+    assert code == 2 and "--dicomweb" in err
+    code, _, err = run_cli(
+        capsys, "detect", folder, "--dicomweb", "http://127.0.0.1:9/dicom-web", "--out", tmp_path / "d.csv"
+    )
+    assert code == 2 and "not both" in err
+    code, _, err = run_cli(capsys, "detect", folder, "--out", tmp_path / "d.csv", "--sr", tmp_path / "sr.txt")
+    assert code == 2 and "--sr must end in .dcm" in err
+    assert not list(tmp_path.iterdir())

@@ -132,9 +132,14 @@ def clinical_options(
             raise UsageError(
                 "give an INPUT (NIfTI file, DICOM folder or cohort) or --dicomweb URL --study UID"
             )
-        extra = [n for n, v in (("--study", study), ("--store", store or None),
-                                ("--user", user), ("--password-file", password_file),
-                                ("--token-file", token_file)) if v is not None]  # fmt: skip
+        web_only = {
+            "--study": study,
+            "--store": store or None,
+            "--user": user,
+            "--password-file": password_file,
+            "--token-file": token_file,
+        }
+        extra = [option for option, value in web_only.items() if value is not None]
         if extra:
             raise UsageError(f"{', '.join(extra)} need(s) --dicomweb")
         check_input(input)
