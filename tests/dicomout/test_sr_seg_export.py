@@ -43,6 +43,7 @@ class SizedDetection(Detection):
 
     short_axis_mm: float | None = None
     long_axis_mm: float | None = None
+    volume_ml: float | None = None
 
 
 def _detections(source: SourceSeries) -> list[Detection]:
@@ -55,7 +56,9 @@ def _detections(source: SourceSeries) -> list[Detection]:
     c4 = mid.index_to_world([0.3 * cols, 0.3 * rows, 0.0])
     as_tuple = lambda c: (float(c[0]), float(c[1]), float(c[2]))  # noqa: E731
     return [
-        SizedDetection("case", as_tuple(c1), 0.91, 14.0, short_axis_mm=9.5, long_axis_mm=13.2),
+        SizedDetection(
+            "case", as_tuple(c1), 0.91, 14.0, short_axis_mm=9.5, long_axis_mm=13.2, volume_ml=1.37
+        ),
         Detection("case", as_tuple(c2), 0.62, 12.0),
         Detection("case", as_tuple(c3), 0.35, None),
         Detection("case", as_tuple(c4), 0.05, 8.0),  # below THRESHOLD: not exported
@@ -117,6 +120,7 @@ def test_sr_reads_back_to_the_same_points_and_measurements(built: Built) -> None
         assert np.linalg.norm(on_plane - projected) <= 0.5
     assert back[0].measurements["Short Axis"] == pytest.approx(9.5)
     assert back[0].measurements["Long Axis"] == pytest.approx(13.2)
+    assert back[0].measurements["Volume"] == pytest.approx(1.37)
 
 
 def test_sr_header_is_a_machine_result_in_the_source_study(built: Built) -> None:

@@ -60,11 +60,12 @@ class Finding:
     diameter_mm: float | None = None
     short_axis_mm: float | None = None
     long_axis_mm: float | None = None
+    volume_ml: float | None = None
     mask: VoxelMask | None = field(default=None, repr=False, compare=False)
 
 
 def _optional_mm(det: Detection, name: str) -> float | None:
-    """An optional size column (formats.md 1.2) when the detection carries it and it is a positive number."""
+    """An optional size/volume column (formats.md 1.2) when the detection carries it and it is positive."""
     value = getattr(det, name, None)
     if value is None:
         return None
@@ -109,6 +110,7 @@ def findings_from_detections(
             diameter_mm=None if d.diameter_mm is None else float(d.diameter_mm),
             short_axis_mm=_optional_mm(d, "short_axis_mm"),
             long_axis_mm=_optional_mm(d, "long_axis_mm"),
+            volume_ml=_optional_mm(d, "volume_ml"),
             mask=m,
         )
         for n, (d, m) in enumerate(kept, start=1)

@@ -2,8 +2,8 @@
 
 One TID 1501 measurement group per finding: tracking identifier + UID, finding "Lymph node"
 (SCT 59441001), the algorithm (TID 4019) and the measurements (TID 300), each INFERRED FROM the location:
-the probability (DCM 122157, UCUM "1") from a SCOORD3D POINT in the CT's frame of reference (the exact
-centre), the sizes — diameter and, when known, short and long axis (SCT 81827009 / 103340004 /
+the probability (DCM 122157, UCUM "1") and, when known, the mask volume (SCT 118565006, UCUM "ml") from a
+SCOORD3D POINT in the CT's frame of reference (the exact centre), the sizes — diameter and, when known, short and long axis (SCT 81827009 / 103340004 /
 103339001, UCUM "mm"), measured in the axial plane — from a 2D SCOORD POINT on the nearest source slice
 (what OHIF and Slicer display). Why not one ROI group with both points: a TID 1410/1411 image region is
 either 2D or 3D, those templates forbid coordinates on measurements, and TID 320 allows only one of
@@ -30,6 +30,8 @@ PROBABILITY = Code("122157", "DCM", "Probability")
 DIAMETER = Code("81827009", "SCT", "Diameter")
 SHORT_AXIS = Code("103340004", "SCT", "Short Axis")
 LONG_AXIS = Code("103339001", "SCT", "Long Axis")
+VOLUME = Code("118565006", "SCT", "Volume")
+ML = Code("ml", "UCUM", "milliliter")
 MM = Code("mm", "UCUM", "millimeter")
 NO_UNITS = Code("1", "UCUM", "no units")
 
@@ -70,6 +72,12 @@ def _measurements(
             referenced_coordinates=[point_3d],
         )
     ]
+    if finding.volume_ml is not None:  # measured on the 3D mask: anchored at the 3D point
+        out.append(
+            hd.sr.Measurement(
+                name=VOLUME, value=finding.volume_ml, unit=ML, referenced_coordinates=[point_3d]
+            )
+        )
     for code, mm in (
         (DIAMETER, finding.diameter_mm),
         (SHORT_AXIS, finding.short_axis_mm),
