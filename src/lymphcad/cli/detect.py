@@ -257,8 +257,8 @@ def detect_cmd(
         raise UsageError(f"--threshold must lie in [0, 1], got {threshold}")
     from lymphcad.io.reader import precheck_ct_input
 
-    if input is not None:  # (a DICOMweb series is checked when it has been pulled)
-        precheck_ct_input(input, series_uid=series, allow_gaps=allow_gaps)
+    input = clinical.fetch()  # a DICOMweb series is pulled now: PACS errors show before the model loads
+    precheck_ct_input(input, series_uid=series, allow_gaps=allow_gaps)
     import dataclasses
 
     from lymphcad.cohort import voxel_hash
@@ -279,7 +279,6 @@ def detect_cmd(
         max_detections=max_detections,
         second_stage=second_stage,
     )
-    input = clinical.fetch()
     items, info = _inputs(input, series=series, allow_gaps=allow_gaps)
     notice = synthetic_model_notice(loaded.name, loaded.meta, info.get("source"))
     if notice is not None:
