@@ -20,6 +20,7 @@ from lymphcad.phantom.nodes import (
     sample_small_sad,
 )
 from lymphcad.phantom.tissue import T
+from lymphcad.phantom.truthrule import RULES
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,8 @@ def test_cohort_contract(tiny_cohort: Path) -> None:
             px = max(geom.spacing_zyx[1:])
             assert abs(lad - a.long_axis_mm) <= px + 1e-6  # type: ignore[operator]
             assert abs(sad - a.short_axis_mm) <= px + 1e-6  # type: ignore[operator]
-            assert a.short_axis_mm >= 10.0  # type: ignore[operator]
+            # ground truth by the collection's rule of the region (abdomen from 7.5 mm, mediastinum from 10 mm)
+            assert a.short_axis_mm >= RULES[a.region].positive_min_mm  # type: ignore[operator,index]
     assert n_total >= 4
     for sub in (
         "full_annotations.csv",
@@ -110,27 +112,29 @@ def test_no_node_overlaps_other_structures() -> None:
     assert np.all(np.isin(case.tissue[nodes], [T.NODE, T.NODE_SMALL]))
     # labels follow the measured SAD; GT instances are a subset of enlarged nodes
     for r in case.nodes:
-        assert r["enlarged"] == (r["sad"] >= 10.0)
+        assert r["enlarged"] == (r["sad"] >= RULES[r["region"]].positive_min_mm)
+        assert r["truth"] == RULES[r["region"]].classify(r["sad"]).value
     assert (case.labels > 0).sum() <= (case.tissue == T.NODE).sum()
 
 
 def test_drawn_enlarged_nodes_stay_enlarged() -> None:
-    """§6.11.3: a node drawn as enlarged is never molded or perturbed below a measured SAD of 10 mm, and a
-    sub-threshold node never measures ≥ 10 mm (it is shrunk instead), so GT counts are the drawn counts (§6.11.4);
+    """§6.11.3: a node drawn as enlarged is never molded or perturbed below its region's ground-truth threshold
+    (10 mm mediastinal, 7.5 mm abdominal), and a sub-threshold node never measures above it (it is shrunk instead), so GT counts are the drawn counts (§6.11.4);
     an unmolded enlarged node measures its drawn SAD (the RECIST SAD of an oblique node is corrected)."""
     drawn = small = 0
     diffs: list[float] = []
     for idx in (0, 1):
         case = generate_case(21, idx, "both", 0.75, "tiny")
         for r in case.nodes:
-            if r["drawn_sad"] >= 10.0:
+            thr = RULES[r["region"]].positive_min_mm
+            if r["drawn_sad"] >= thr:
                 drawn += 1
-                assert r["sad"] >= 10.0, (r["drawn_sad"], r["sad"], r["molded"])
+                assert r["sad"] >= thr, (r["drawn_sad"], r["sad"], r["molded"])
                 if not r["molded"]:
                     diffs.append(r["sad"] - r["drawn_sad"])
             else:
                 small += 1
-                assert r["sad"] < 10.0, (r["drawn_sad"], r["sad"], r["molded"])
+                assert r["sad"] < thr, (r["drawn_sad"], r["sad"], r["molded"])
         assert set(case.params["nodes"]["dropped"]) == {"enlarged", "small"}
     assert drawn > 0 and small > 0 and diffs
     assert float(np.median(np.abs(diffs))) <= 0.3, diffs
@@ -198,6 +202,11 @@ def test_size_samplers() -> None:
     assert abs(np.mean(hard < 12.0) - 0.4) < 3 * np.sqrt(0.24 / len(hard))
     small = np.array([sample_small_sad(rng) for _ in range(8000)])
     assert abs(np.median(small) - 5.0) < 0.1 and small.min() >= 2.5 and small.max() <= 9.9
+    # abdomen: the collection's marked sizes above 7.5 mm (median 12.6 mm), small nodes below 7.5 mm
+    abd = np.array([sample_enlarged_sad(rng, 0.13, "abdominal") for _ in range(8000)])
+    assert abd.min() >= 7.5 and abs(float(np.median(abd)) - 12.7) < 0.4
+    assert 0.1 < np.mean(abd < 10.0) < 0.3
+    assert max(sample_small_sad(rng, "abdominal") for _ in range(4000)) < 7.5
     r = np.array([sample_ratio(rng, True) for _ in range(8000)])
     assert abs(r.mean() - 1.24) < 3 * r.std() / np.sqrt(len(r))
 

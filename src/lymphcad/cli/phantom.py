@@ -63,16 +63,34 @@ def insert_cmd(
     cases: int = typer.Option(
         1, "--cases", help="Number of cases (each a copy of the background with its own nodes)."
     ),
-    nodes: tuple[int, int] = typer.Option((3, 6), "--nodes", help="MIN MAX nodes per case."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    nodes: tuple[int, int] = typer.Option(
+        (3, 6), "--nodes", help="MIN MAX nodes per case (fails when MIN do not fit)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed (output identical per seed)."),
+    region: str = typer.Option(
+        "auto", "--region", help="mediastinal | abdominal | auto (the background's own region) stations."
+    ),
+    formation: str = typer.Option(
+        "both", "--formation", help="Image formation: additive | blend | both (drawn per node)."
+    ),
+    p_positive: float = typer.Option(
+        0.8,
+        "--p-positive",
+        help="Share of nodes drawn at ground-truth size (the rest: ignored/negative sizes).",
+    ),
 ) -> None:
-    """Insert synthetic lymph nodes into a real CT background (never into lung, bone, vessels, organs)."""
-    from lymphcad.phantom.insert import insert_cohort
+    """Insert synthetic lymph nodes at nodal stations of a real CT (displacing fat; never into lumen, bone,
+    lung, airway, oesophagus or organs); prints per case how many nodes were placed and annotated."""
+    from lymphcad.phantom.insert import CaseSummary, insert_cohort
 
+    if cases < 1:
+        raise UsageError(f"--cases must be at least 1 (got {cases})")
     if not background.exists():
         raise InputError("no such file or folder", background)
     if nodes[0] < 0 or nodes[1] < nodes[0]:
         raise UsageError("--nodes MIN MAX needs 0 <= MIN <= MAX")
+    if not 0.0 <= p_positive <= 1.0:
+        raise UsageError("--p-positive must lie in [0, 1]")
     check_output_dir(out, "--out", inputs=[background])
     with progress() as bar:
         task = bar.add_task("insert", total=cases)
@@ -80,7 +98,21 @@ def insert_cmd(
         def cb(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        info = insert_cohort(background, out, cases, nodes, seed, progress=cb)
+        def case_line(s: CaseSummary) -> None:
+            console.print(s.line(), soft_wrap=True, markup=False)
+
+        info = insert_cohort(
+            background,
+            out,
+            cases,
+            nodes,
+            seed,
+            region=region,
+            formation=formation,
+            p_positive=p_positive,
+            progress=cb,
+            on_case=case_line,
+        )
     console.print(f"wrote {len(info.cases)} cases to {out}")
 
 

@@ -92,7 +92,8 @@ def truth_from_extra(
     """Positives = every node of the phantom's full truth (``extra/<case>_nodes.csv``) with SAD ≥ enlarged_mm.
 
     The ``enlarged`` column (0/1), when present, decides instead of the threshold (the phantom measures
-    the short axis on the voxel mask). Other nodes with a short axis ≥ ignore_below_mm become ignored findings; smaller ones are
+    the short axis on the voxel mask); a ``truth`` column (positive / ignore / negative: the per-region rule of
+    ``lymphcad.phantom.truthrule``) decides before both. Other nodes with a short axis ≥ ignore_below_mm become ignored findings; smaller ones are
     negatives (the detector should not fire on normal-sized nodes). Columns are read by name: the centre
     from ``coordX/coordY/coordZ`` (or ``x_mm/y_mm/z_mm``), the axes from ``short_axis_mm``/``long_axis_mm``
     (or ``sad_mm``/``lad_mm``).
@@ -114,6 +115,16 @@ def truth_from_extra(
             size = sad if sad is not None else d
             flag = (row.get("enlarged") or "").strip()
             enlarged = flag == "1" if flag in ("0", "1") else size >= enlarged_mm
+            # the per-region rule of the collection's marks, when the table carries it (insert cohorts)
+            truth = (row.get("truth") or "").strip()
+            if truth in ("positive", "ignore", "negative"):
+                if truth == "positive":
+                    pos.append((x, y, z))
+                    diam.append(d)
+                elif truth == "ignore":
+                    ign.append((x, y, z))
+                    rad.append(max(4.0, 0.6 * d))
+                continue
             if enlarged:
                 pos.append((x, y, z))
                 diam.append(d)

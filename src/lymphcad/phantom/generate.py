@@ -38,6 +38,7 @@ from lymphcad.phantom.config import (
 )
 from lymphcad.phantom.nodes import NodePlacer, measure_mask, record_annotation
 from lymphcad.phantom.tissue import NAMES, T
+from lymphcad.phantom.truthrule import TruthClass, rule_for
 
 NODE_COLUMNS = (
     "case_id",
@@ -59,6 +60,7 @@ NODE_COLUMNS = (
     "station",
     "region",
     "enlarged",
+    "truth",
     "annotated",
     "in_eval_region",
     "cluster_id",
@@ -185,7 +187,9 @@ def generate_case(
             q = int(np.argmin(d))
             cz, cy, cx = zz[q] + off[0], yy[q] + off[1], xx[q] + off[2]
         world = geom.zyx_to_world([cz, cy, cx])
-        enlarged = meas["sad_mm"] >= 10.0
+        # ground truth by the collection's rule of the node's region (abdomen from 7.5 mm, mediastinum 10 mm)
+        truth = rule_for(node.region).classify(float(meas["sad_mm"]))
+        enlarged = truth is TruthClass.POSITIVE
         cv.tissue[sl][m] = T.NODE if enlarged else T.NODE_SMALL
         in_eval = bool(evr[round(cz), round(cy), round(cx)])
         annotated = bool(rng.random() < annotation_fraction)
@@ -213,6 +217,7 @@ def generate_case(
             "station": node.station,
             "region": node.region,
             "enlarged": enlarged,
+            "truth": truth.value,
             "annotated": annotated,
             "in_eval": in_eval,
             "cluster_id": node.cluster_id,
@@ -317,6 +322,7 @@ def write_case(writer: CohortWriter, case: PhantomCase) -> dict[str, Any]:
                 r["station"],
                 r["region"],
                 int(r["enlarged"]),
+                r["truth"],
                 int(r["annotated"]),
                 int(r["in_eval"]),
                 r["cluster_id"],

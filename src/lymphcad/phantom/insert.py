@@ -1,14 +1,19 @@
-"""Lymph-node insertion into a real CT background (spec §6 "Reuse for hybrid data").
+"""Lymph-node insertion into a real CT background, where nodes live (issue 12).
 
-1. A tissue classifier for the background (HU + morphology): body, lung, gas, bone, enhanced vessel
-   lumen / enhancing organ, soft tissue (organ parenchyma, muscle, bowel), subcutaneous and visceral fat.
-2. Placement only in visceral (mediastinal / retroperitoneal / mesenteric) fat within a few mm of an
-   enhanced vessel or an airway, never touching lung, gas, bone, vessel lumen or the volume border;
-   every voxel of the node's mask (coverage ≥ 0.5) must be fat, so a node may abut an organ, bowel or muscle
-   (its partial-volume rim reaches them) but never overlaps them.
-3. Rendering as an additive contrast: (node HU + node texture − smoothed local background) × sub-voxel
-   coverage (in-plane coverage averaged over the slice thickness = the slice profile), blurred by the
-   in-plane PSF. The background's own noise is kept; no extra noise is added.
+1. The background is analysed once (:func:`analyse_background`): a tissue map, landmarks (spine, trachea,
+   carina, aorta, bifurcation) and station masks (:mod:`lymphcad.phantom.background`), the background's
+   noise power spectrum (:class:`lymphcad.phantom.formation.NoiseModel`) and the depth of node-hosting
+   tissue (visceral fat and thin septa: the room a node can take).
+2. Per node (:func:`insert_nodes`): a station of the chosen region by weight, a :class:`NodeSpec` from the
+   node model (:mod:`lymphcad.phantom.nodemodel`), a centre inside the station where the hosting tissue is
+   as deep as the node's short half-axis (so the node touches what bounds the fat: vessels, airway,
+   oesophagus, organs), the short axis along the depth gradient. The node's interior (coverage ≥ 0.5)
+   must lie in visceral fat or thin soft tissue only, ≥ 60 % fat — it displaces fat, never overlaps lumen,
+   bone, lung, airway, gas, oesophagus or organ parenchyma — and keeps a voxel from other nodes.
+3. Each node is written by its own image-formation model (:mod:`lymphcad.phantom.formation`: additive
+   contrast or alpha-blended replacement with re-synthesised noise).
+4. Ground truth follows the collection's per-region rule (:mod:`lymphcad.phantom.truthrule`): positives in
+   labels/ and annotations.csv, the ignore band in ignore.csv, smaller nodes only in extra/.
 
 The cohort carries the background's licence and citations in dataset.json.
 """
@@ -16,6 +21,7 @@ The cohort carries the background's licence and citations in dataset.json.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,43 +31,65 @@ from scipy import ndimage
 
 from lymphcad import atomic
 from lymphcad.citations import TCIA_CITATION
-from lymphcad.cohort import Annotation, CohortWriter, DatasetInfo, voxel_hash
+from lymphcad.cohort import Annotation, CohortWriter, DatasetInfo, IgnorePoint, write_ignore
 from lymphcad.errors import InputError, UsageError
-from lymphcad.geometry import CTVolume, hu_to_int16
+from lymphcad.geometry import CTVolume, Geometry, hu_to_int16
 from lymphcad.io.nifti import write_nifti
-from lymphcad.phantom.nodes import (
-    _perturb,
-    measure_mask,
-    record_annotation,
-    sample_enlarged_sad,
-    sample_ratio,
+from lymphcad.io.reader import read_ct
+from lymphcad.phantom.background import (
+    CLASS_NAMES,
+    FORBIDDEN,
+    NODE_HOST,
+    STATIONS,
+    Landmarks,
+    StationSpec,
+    Tissue,
+    background_region,
+    classify_background,
+    find_landmarks,
+    smooth_hu,
+    station_masks,
 )
+from lymphcad.phantom.formation import NoiseModel, form_additive, form_blend, local_noise_sd
+from lymphcad.phantom.nodemodel import (
+    Formation,
+    NodeGeometry,
+    NodeSpec,
+    node_geometry,
+    random_rotation,
+    render_node,
+    sample_node_spec,
+)
+from lymphcad.phantom.nodes import measure_mask
+from lymphcad.phantom.truthrule import TruthClass, ignore_radius_mm, rule_for
+from lymphcad.report.show import canonical
 
-# background tissue classes
-OUTSIDE: Final = 0
-FAT_VISC: Final = 1
-FAT_SUBCUT: Final = 2
-SOFT: Final = 3
-VESSEL: Final = 4
-BONE: Final = 5
-LUNG: Final = 6
-GAS: Final = 7
-CLASS_NAMES: Final = {
-    0: "outside",
-    1: "fat_visceral",
-    2: "fat_subcutaneous",
-    3: "soft_tissue",
-    4: "vessel_or_enhancing",
-    5: "bone",
-    6: "lung",
-    7: "gas",
-}
-FORBIDDEN: Final = (OUTSIDE, VESSEL, BONE, LUNG, GAS)
-#: ground truth = enlarged nodes, measured short axis ≥ 10 mm (as the phantom and the collection define it);
-#: smaller inserted nodes stay in the image as unannotated nodes, listed only in the full truth under extra/
-ENLARGED_SAD_MM: Final = 10.0
-#: positions tried for one drawn node size before another size is drawn
-SIZE_TRIES: Final = 40
+__all__ = [
+    "CLASS_NAMES",
+    "FORBIDDEN",
+    "BackgroundAnalysis",
+    "CaseSummary",
+    "InsertedNode",
+    "InsertionResult",
+    "PlacementError",
+    "analyse_background",
+    "classify_background",
+    "insert_cohort",
+    "insert_nodes",
+    "parse_formations",
+]
+
+REGION_CHOICES: Final = ("mediastinal", "abdominal", "auto")
+FORMATION_CHOICES: Final = ("additive", "blend", "both")
+#: positions tried for one drawn node before another is drawn, and drawn nodes per requested node
+POSITION_TRIES: Final = 30
+DRAWS_PER_NODE: Final = 8
+#: consecutive drawn nodes that found no room before the stations count as full
+MAX_FAILED_DRAWS: Final = 24
+#: the share of a node's interior that must be visceral fat (the rest: thin septa / vessel walls)
+MIN_FAT_SHARE: Final = 0.6
+#: a centre's hosting-tissue depth may fall short of the short half-axis by this much (mm): partial volume
+DEPTH_TOL_MM: Final = 1.0
 #: columns of extra/<case>_nodes.csv (the full truth, read by the detector's ``--truth extra``)
 INSERT_NODE_COLUMNS: Final = (
     "case_id",
@@ -72,14 +100,34 @@ INSERT_NODE_COLUMNS: Final = (
     "coordZ",
     "short_axis_mm",
     "long_axis_mm",
+    "volume_mm3",
     "region",
+    "station",
+    "truth",
     "enlarged",
     "annotated",
     "internal_type",
-    "mean_hu",
-    "gap_mm",
+    "formation",
     "drawn_sad_mm",
+    "aspect",
+    "cc_ratio",
+    "lobulation",
+    "irregularity",
+    "members",
+    "target_hu",
+    "edge_mm",
+    "texture_sd",
+    "texture_mm",
+    "mean_hu",
+    "noise_sd_local",
+    "nearest",
+    "fat_share",
 )
+
+
+class PlacementError(InputError):
+    """The background has no room for the asked minimum number of nodes."""
+
 
 CRLM_CITATION: Final = (
     "Simpson, A. L., Peoples, J., Creasy, J. M., Fichtinger, G., Gangai, N., Lasso, A., Keshava Murthy, K. N., Shia, J., "
@@ -92,8 +140,27 @@ LIDC_CITATION: Final = (
     "https://doi.org/10.7937/K9/TCIA.2015.LO9QL9SX"
 )
 
+CMB_CRC_CITATION: Final = (
+    "Cancer Moonshot Biobank - Colorectal Cancer Collection (CMB-CRC) [Data set]. The Cancer Imaging Archive. "
+    "https://doi.org/10.7937/djg7-gz87"
+)
+ACRIN_FLT_BREAST_CITATION: Final = (
+    "Kinahan P, Perlman D, Wahl R, et al. (2017). Data from ACRIN-FLT-Breast [Data set]. The Cancer Imaging "
+    "Archive. https://doi.org/10.7937/K9/TCIA.2017.ol20zmxg"
+)
+
 #: licence and citations by a path fragment of ../shared/data/real-ct (see its SOURCES.md)
 BACKGROUND_SOURCES: Final = (
+    (
+        "cmb-crc",
+        "CC BY 4.0 (TCIA CMB-CRC; https://creativecommons.org/licenses/by/4.0/)",
+        [CMB_CRC_CITATION, TCIA_CITATION],
+    ),
+    (
+        "acrin-flt-breast",
+        "CC BY 3.0 (TCIA ACRIN-FLT-Breast; https://creativecommons.org/licenses/by/3.0/)",
+        [ACRIN_FLT_BREAST_CITATION, TCIA_CITATION],
+    ),
     (
         "crlm-ct",
         "CC BY 4.0 (TCIA Colorectal-Liver-Metastases; https://creativecommons.org/licenses/by/4.0/)",
@@ -135,128 +202,243 @@ def background_source(path: Path) -> tuple[str, list[str]]:
     return "unknown (see the background's own licence)", [f"background CT {path.name}"]
 
 
-# -- tissue classifier ----------------------------------------------------------------------------
-def classify_background(hu: NDArray[Any], spacing_zyx: tuple[float, float, float]) -> NDArray[np.uint8]:
-    """Tissue classes of a real CT (z, y, x) by HU and morphology (see module docstring)."""
-    a = hu.astype(np.float32)
-    dz, dy, dx = spacing_zyx
-    sm = ndimage.gaussian_filter(a, (0.6 / dz * 1.0, 1.0 / dy, 1.0 / dx))  # denoise ~1 mm
-    # body: largest connected component above −400 HU, holes filled per slice
-    body = sm > -400
-    lab, n = ndimage.label(body)
-    if n == 0:
-        return np.zeros(a.shape, np.uint8)
-    sizes = ndimage.sum_labels(body, lab, index=np.arange(1, n + 1))
-    body = lab == (int(np.argmax(sizes)) + 1)
-    for k in range(body.shape[0]):
-        body[k] = ndimage.binary_fill_holes(body[k])
-    out = np.full(a.shape, SOFT, np.uint8)
-    out[~body] = OUTSIDE
-    air = body & (sm < -400)
-    lab, n = ndimage.label(air)
-    if n:
-        sizes = ndimage.sum_labels(air, lab, index=np.arange(1, n + 1)) * dz * dy * dx
-        big = np.zeros(n + 1, bool)
-        big[1:] = sizes > 100_000  # > 100 cm³: lung
-        lung = big[lab]
-        lung = ndimage.binary_dilation(lung, iterations=1) & (sm < -200) | lung
-        out[lung & body] = LUNG
-        out[air & ~lung] = GAS
-    bone = body & (sm > 300)
-    bone = ndimage.binary_dilation(bone, iterations=1)
-    vessel = body & (sm > 125) & ~bone
-    fat = body & (sm > -220) & (sm < -35)
-    out[vessel] = VESSEL
-    out[bone & body] = BONE
-    out[fat] = FAT_VISC
-    # subcutaneous fat: fat components (per slice) touching the skin band
-    for k in range(a.shape[0]):
-        bk = body[k]
-        if not bk.any():
-            continue
-        skin = bk & ~ndimage.binary_erosion(bk, iterations=max(1, round(4.0 / dx)))
-        fk = out[k] == FAT_VISC
-        lab2, n2 = ndimage.label(fk | skin)
-        if n2 == 0:
-            continue
-        touch = np.unique(lab2[skin])
-        touch = touch[touch > 0]
-        sub = np.isin(lab2, touch) & fk
-        out[k][sub] = FAT_SUBCUT
-    return out
+def parse_formations(formation: str) -> tuple[Formation, ...]:
+    """``additive`` | ``blend`` | ``both`` → the image-formation models a node is drawn from."""
+    if formation == "both":
+        return (Formation.ADDITIVE, Formation.BLEND)
+    try:
+        return (Formation(formation),)
+    except ValueError:
+        raise UsageError(
+            f"--formation must be one of {', '.join(FORMATION_CHOICES)} (got {formation!r})"
+        ) from None
 
 
-def estimate_noise(hu: NDArray[Any], tissue: NDArray[np.uint8]) -> float:
-    """Noise SD (HU) from a high-pass residual in eroded fat (robust MAD)."""
-    a = hu.astype(np.float32)
-    res = a - ndimage.uniform_filter(a, (1, 3, 3))
-    m = ndimage.binary_erosion((tissue == FAT_VISC) | (tissue == FAT_SUBCUT), iterations=2)
-    vals = res[m]
-    if vals.size < 100:
-        vals = res[tissue == SOFT]
-    if vals.size < 10:
-        return 20.0
-    mad = float(np.median(np.abs(vals - np.median(vals))))
-    return float(1.4826 * mad / np.sqrt(1 - 1 / 9.0))  # residual after a 3×3 mean has variance σ²(1 − 1/9)
+# -- the background, analysed once ---------------------------------------------------------------
+@dataclass(frozen=True)
+class BackgroundAnalysis:
+    """Everything insertion needs from a background, computed once and shared by its cases."""
+
+    tissue: NDArray[np.uint8]
+    landmarks: Landmarks
+    stations: dict[str, NDArray[np.bool_]]
+    region: str  # the background's own region (``auto`` resolves to it)
+    noise: NoiseModel
+    depth_mm: NDArray[np.float32]  # distance (mm) to the nearest voxel that cannot host a node
+    hu_smooth: NDArray[np.float32]  # the background smoothed by ~3 mm (the additive model's reference)
+
+    def station_voxels(self, name: str) -> NDArray[np.intp]:
+        """(N, 3) voxel indices of a station."""
+        return np.argwhere(self.stations[name])
 
 
-# -- rendering ------------------------------------------------------------------------------------
-def node_coverage(
-    shape: tuple[int, int, int],
-    spacing_zyx: tuple[float, float, float],
-    centre_zyx_mm: NDArray[np.float64],
-    half_axes: tuple[float, float, float],
-    rot: NDArray[np.float64],
-    perturb: Any,
-    sub_z: int = 5,
-) -> tuple[tuple[slice, slice, slice], NDArray[np.float32]]:
-    """Sub-voxel coverage of a node on an anisotropic grid: in-plane coverage averaged over the slice box."""
-    dz, dy, dx = spacing_zyx
-    reach = np.abs(rot) @ np.asarray(half_axes) * 1.3 + 2 * max(dx, dy)
-    c = np.asarray(centre_zyx_mm)  # (z, y, x) in grid mm (index × spacing)
-    lo = [
-        int(np.floor((c[0] - reach[2]) / dz)) - 1,
-        int(np.floor((c[1] - reach[1]) / dy)) - 1,
-        int(np.floor((c[2] - reach[0]) / dx)) - 1,
-    ]
-    hi = [
-        int(np.ceil((c[0] + reach[2]) / dz)) + 2,
-        int(np.ceil((c[1] + reach[1]) / dy)) + 2,
-        int(np.ceil((c[2] + reach[0]) / dx)) + 2,
-    ]
-    lo = [max(0, v) for v in lo]
-    hi = [min(s, v) for s, v in zip(shape, hi, strict=True)]
-    sl = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
-    z = (np.arange(lo[0], hi[0]) * dz)[:, None, None, None]
-    y = (np.arange(lo[1], hi[1]) * dy)[None, :, None, None]
-    x = (np.arange(lo[2], hi[2]) * dx)[None, None, :, None]
-    off = ((np.arange(sub_z) + 0.5) / sub_z - 0.5) * dz
-    zz = z + off[None, None, None, :]
-    px, py, pz = x - c[2], y - c[1], zz - c[0]
-    ax = np.asarray(half_axes)
-    u = px * rot[0, 0] + py * rot[1, 0] + pz * rot[2, 0]
-    v = px * rot[0, 1] + py * rot[1, 1] + pz * rot[2, 1]
-    w = px * rot[0, 2] + py * rot[1, 2] + pz * rot[2, 2]
-    q = np.sqrt((u / ax[0]) ** 2 + (v / ax[1]) ** 2 + (w / ax[2]) ** 2) + 1e-6
-    g = np.sqrt((u / ax[0] ** 2) ** 2 + (v / ax[1] ** 2) ** 2 + (w / ax[2] ** 2) ** 2) / q + 1e-6
-    if perturb is not None:
-        q = q / (1.0 + perturb(u / q / ax[0], v / q / ax[1], w / q / ax[2]))
-    sdf = (q - 1.0) / g
-    h = 0.5 * (dx + dy)
-    cov = np.clip(0.5 - sdf / h, 0.0, 1.0).mean(axis=3)
-    return sl, cov.astype(np.float32)
+def canonical_volume(vol: CTVolume) -> CTVolume:
+    """The background with its array axes along +z, +y, +x of LPS (axis flips/permutations only, no
+    interpolation): landmarks and stations read directions from the array. Oblique grids are refused."""
+    geom = vol.geometry
+    if geom.is_oblique():
+        raise InputError("oblique backgrounds are not supported for insertion")
+    if np.allclose(geom.direction, np.eye(3)):
+        return vol
+    arr, start, spacing = canonical(vol.array, geom)
+    g = Geometry(
+        (int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2])),
+        (float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        (float(start[2]), float(start[1]), float(start[0])),
+    )
+    return CTVolume(arr, g)
 
 
-def _rot(rng: np.random.Generator) -> NDArray[np.float64]:
-    a = rng.normal(0, 1, 3) * np.array([0.35, 0.35, 1.0])  # long axis roughly cranio-caudal
-    a /= np.linalg.norm(a)
-    helper = np.array([1.0, 0.0, 0.0])
-    b = np.cross(a, helper)
-    b /= np.linalg.norm(b)
-    c = np.cross(a, b)
-    th = rng.uniform(0, np.pi)
-    b2, c2 = np.cos(th) * b + np.sin(th) * c, -np.sin(th) * b + np.cos(th) * c
-    return np.stack([b2, c2, a], axis=1)  # columns: short, in-plane long, cranio-caudal (x, y, z frame)
+def analyse_background(vol: CTVolume) -> BackgroundAnalysis:
+    """Tissue map, landmarks, stations, noise spectrum and hosting depth of a background whose array axes
+    run along +z, +y, +x of LPS (:func:`canonical_volume`; ``insert_cohort`` reorients the background)."""
+    geom = vol.geometry
+    if geom.is_oblique():
+        raise InputError("oblique backgrounds are not supported for insertion")
+    if not np.allclose(geom.direction, np.eye(3)):
+        raise InputError("reorient the background first (lymphcad.phantom.insert.canonical_volume)")
+    sp = geom.spacing_zyx
+    dz, dy, dx = sp
+    tis = classify_background(vol.array, sp)
+    sm = smooth_hu(vol.array, sp)
+    lm = find_landmarks(tis, sm, geom)
+    stations = station_masks(tis, lm, geom)
+    noise = NoiseModel.measure(vol.array, tis, sp)
+    host = np.isin(tis, np.asarray(NODE_HOST, dtype=np.uint8))
+    depth = np.zeros(tis.shape, np.float32)
+    if stations:
+        union = np.zeros(tis.shape, bool)
+        for m in stations.values():
+            union |= m
+        zz, yy, xx = np.nonzero(union)
+        pad = (round(40.0 / dz) + 1, round(40.0 / dy) + 1, round(40.0 / dx) + 1)
+        box = tuple(
+            slice(max(0, int(a.min()) - p), min(n, int(a.max()) + p + 1))
+            for a, p, n in zip((zz, yy, xx), pad, tis.shape, strict=True)
+        )
+        hb = host[box].copy()
+        # the volume's border cannot host a node either
+        hb[0], hb[-1] = False, False
+        depth[box] = ndimage.distance_transform_edt(hb, sampling=sp).astype(np.float32)
+    # the additive model's reference: the local mean of node-hosting tissue only (a plain blur would mix in
+    # the vessels and organs beside the node and leave their shadow inside it)
+    sig = (max(0.5, 2.0 / dz), 3.0 / dy, 3.0 / dx)
+    hf = host.astype(np.float32)
+    num = ndimage.gaussian_filter(vol.array.astype(np.float32) * hf, sig)
+    den = ndimage.gaussian_filter(hf, sig)
+    plain = ndimage.gaussian_filter(vol.array.astype(np.float32), sig)
+    smooth3 = np.asarray(np.where(den > 0.05, num / np.maximum(den, 1e-6), plain), np.float32)
+    return BackgroundAnalysis(tis, lm, stations, background_region(tis, lm, geom), noise, depth, smooth3)
+
+
+# -- records --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InsertedNode:
+    """One inserted node: a row of extra/<case>_nodes.csv (world LPS mm; sizes measured RECIST-style)."""
+
+    id: int
+    gt_node_id: int  # 1..n for ground-truth (positive) nodes, 0 otherwise
+    xyz: tuple[float, float, float]
+    sad_mm: float
+    lad_mm: float
+    volume_mm3: float
+    region: str
+    station: str
+    truth: TruthClass
+    spec: NodeSpec
+    mean_hu: float
+    noise_sd_local: float
+    nearest: str  # the commonest non-fat class around the node (what it touches)
+    fat_share: float  # share of the node's interior that displaced visceral fat
+
+    @property
+    def positive(self) -> bool:
+        return self.truth is TruthClass.POSITIVE
+
+    def row(self, case_id: str) -> list[str]:
+        """The node-table row (columns :data:`INSERT_NODE_COLUMNS`)."""
+        sp = self.spec.to_row()
+        return [
+            case_id,
+            str(self.id),
+            str(self.gt_node_id),
+            *(f"{v:.3f}" for v in self.xyz),
+            f"{self.sad_mm:.3f}",
+            f"{self.lad_mm:.3f}",
+            f"{self.volume_mm3:.1f}",
+            self.region,
+            self.station,
+            self.truth.value,
+            str(int(self.positive)),
+            str(int(self.positive)),
+            sp["internal_type"],
+            sp["formation"],
+            sp["drawn_sad_mm"],
+            sp["aspect"],
+            sp["cc_ratio"],
+            sp["lobulation"],
+            sp["irregularity"],
+            sp["members"],
+            sp["target_hu"],
+            sp["edge_mm"],
+            sp["texture_sd"],
+            sp["texture_mm"],
+            f"{self.mean_hu:.1f}",
+            f"{self.noise_sd_local:.2f}",
+            self.nearest,
+            f"{self.fat_share:.3f}",
+        ]
+
+    def annotation(self, case_id: str) -> Annotation:
+        """The annotations.csv row of a ground-truth node (label_id = node_id = gt id)."""
+        return Annotation(
+            case_id,
+            self.gt_node_id,
+            self.xyz,
+            round(self.sad_mm, 3),
+            round(self.lad_mm, 3),
+            self.region,
+            self.gt_node_id,
+        )
+
+    def ignore_point(self, case_id: str) -> IgnorePoint:
+        """An ignore.csv row covering the node."""
+        return IgnorePoint(case_id, self.xyz, ignore_radius_mm(self.sad_mm, self.lad_mm))
+
+
+@dataclass(frozen=True)
+class InsertionResult:
+    """One case: the image, all-node instance map (ids = ``InsertedNode.id``), ground-truth labels and nodes."""
+
+    image: NDArray[np.int16]
+    all_nodes: NDArray[np.uint16]
+    labels: NDArray[np.uint16]
+    nodes: tuple[InsertedNode, ...]
+    region: str
+    requested: int
+
+    @property
+    def by_station(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for n in self.nodes:
+            out[n.station] = out.get(n.station, 0) + 1
+        return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """What one case got: placed, annotated (positive), ignored and negative nodes, per station."""
+
+    case_id: str
+    requested: int
+    placed: int
+    annotated: int
+    ignored: int
+    negative: int
+    by_station: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        st = ", ".join(f"{k} {v}" for k, v in self.by_station.items()) or "none"
+        return (
+            f"{self.case_id}: placed {self.placed} of {self.requested} nodes, {self.annotated} annotated "
+            f"(ground truth), {self.ignored} ignored, {self.negative} negative; stations: {st}"
+        )
+
+
+# -- placement ------------------------------------------------------------------------------------
+def _stations_for(an: BackgroundAnalysis, region: str) -> list[StationSpec]:
+    reg = an.region if region == "auto" else region
+    return [s for s in STATIONS if s.region == reg and s.name in an.stations]
+
+
+def _orientation(
+    depth: NDArray[np.float32],
+    k: int,
+    j: int,
+    i: int,
+    sp: tuple[float, float, float],
+    rng: np.random.Generator,
+) -> NDArray[np.float64]:
+    """Short axis along the hosting-depth gradient (towards the nearest wall), long axis near cranio-caudal."""
+    g = np.zeros(3)  # (x, y, z)
+    idx = (k, j, i)
+    for a_w, a_arr in ((0, 2), (1, 1), (2, 0)):
+        lo = list(idx)
+        hi = list(idx)
+        lo[a_arr] = max(0, idx[a_arr] - 1)
+        hi[a_arr] = min(depth.shape[a_arr] - 1, idx[a_arr] + 1)
+        if hi[a_arr] > lo[a_arr]:
+            g[a_w] = float(depth[tuple(hi)] - depth[tuple(lo)]) / ((hi[a_arr] - lo[a_arr]) * sp[a_arr])
+    if np.linalg.norm(g) < 1e-3:
+        return random_rotation(rng)
+    d = g / np.linalg.norm(g)
+    t = np.array([0.0, 0.0, 1.0]) + rng.normal(0, 0.3, 3)
+    t = t - (t @ d) * d
+    if np.linalg.norm(t) < 1e-3:
+        return random_rotation(rng)
+    t /= np.linalg.norm(t)
+    third = np.cross(d, t)
+    return np.stack([d, third, t], axis=1)
 
 
 def insert_nodes(
@@ -264,213 +446,201 @@ def insert_nodes(
     n_nodes: int,
     rng: np.random.Generator,
     *,
-    tissue: NDArray[np.uint8] | None = None,
-    psf_xy: float = 0.6,
-    max_tries: int | None = None,
-) -> tuple[NDArray[np.int16], NDArray[np.uint16], list[dict[str, Any]], NDArray[np.uint8]]:
-    """Insert ``n_nodes`` nodes; returns (image, instance labels 1..N, node records, background tissue map)."""
+    region: str = "auto",
+    formations: tuple[Formation, ...] = (Formation.ADDITIVE, Formation.BLEND),
+    analysis: BackgroundAnalysis | None = None,
+    p_positive: float = 0.8,
+) -> InsertionResult:
+    """Insert up to ``n_nodes`` nodes at the stations of ``region`` (``auto``: the background's own region).
+
+    Returns fewer nodes when the stations have no more room; :func:`insert_cohort` turns a shortfall below the
+    asked minimum into a :class:`PlacementError`.
+    """
+    if region not in REGION_CHOICES:
+        raise UsageError(f"--region must be one of {', '.join(REGION_CHOICES)} (got {region!r})")
+    an = analyse_background(vol) if analysis is None else analysis
     geom = vol.geometry
-    if geom.is_oblique():
-        raise InputError("oblique backgrounds are not supported for insertion")
     sp = geom.spacing_zyx
-    dz, dy, dx = sp
-    hu = vol.array.astype(np.float32)
-    tis = classify_background(vol.array, sp) if tissue is None else tissue
-    noise_sd = estimate_noise(vol.array, tis)
-    vessel_like = (tis == VESSEL) | ((tis == GAS) & _mediastinal_air(tis))
-    lab, nlab = ndimage.label(vessel_like)
-    if nlab:  # only vessels/airways of some size (≥ 0.3 cm³) count as anchors
-        vol_mm3 = ndimage.sum_labels(vessel_like, lab, index=np.arange(1, nlab + 1)) * dz * dy * dx
-        keep = np.zeros(nlab + 1, bool)
-        keep[1:] = vol_mm3 >= 300.0
-        vessel_like = keep[lab]
-    dist_vessel = ndimage.distance_transform_edt(~vessel_like, sampling=sp)
-    fat = (tis == FAT_VISC) & _central(tis)
-    shape = hu.shape
-    labels = np.zeros(shape, np.uint16)
-    contrast = np.zeros(shape, np.float32)
-    covmap = np.zeros(shape, np.float32)
-    records: list[dict[str, Any]] = []
-    bg_smooth = ndimage.gaussian_filter(hu, (max(0.5, 2.0 / dz), 3.0 / dy, 3.0 / dx))
-    cand = np.argwhere(fat & (dist_vessel < 12.0))
-    if len(cand) == 0:
-        cand = np.argwhere(fat)
-    if len(cand) == 0:
-        raise InputError("the background has no visceral fat to place nodes in")
+    shape: tuple[int, int, int] = (int(vol.array.shape[0]), int(vol.array.shape[1]), int(vol.array.shape[2]))
+    sts = _stations_for(an, region)
+    reg = an.region if region == "auto" else region
     occupied = np.zeros(shape, bool)
-    tries = 0
-    max_tries = 250 * max(1, n_nodes) if max_tries is None else max_tries
-    size: tuple[float, float, float] | None = None
-    size_tries = 0
-    while len(records) < n_nodes and tries < max_tries:
-        tries += 1
-        # a drawn size is kept over failed positions: redrawing at every failure would favour small nodes
-        # (they fit anywhere) and bias the placed sizes below the sampler's distribution
-        if size is None or size_tries >= SIZE_TRIES:
-            sad0 = sample_enlarged_sad(rng) if rng.random() < 0.85 else float(rng.uniform(6.0, 10.0))
-            ratio0 = sample_ratio(rng, True)
-            size, size_tries = (sad0, ratio0, max(ratio0, float(rng.uniform(1.0, 2.0)))), 0
-        size_tries += 1
-        sad, ratio, cc = size
-        half = (sad / 2, ratio * sad / 2, cc * sad / 2)
-        k, j, i = cand[int(rng.integers(len(cand)))]
-        # border margin: node must stay away from the volume edge
-        margin = np.array([half[2] + 5.0, max(half) + 5.0, max(half) + 5.0])
-        pos_mm = np.array([k * dz, j * dy, i * dx], dtype=float)
-        if np.any(pos_mm < margin) or np.any(pos_mm > (np.array(shape) - 1) * np.array(sp) - margin):
+    all_nodes = np.zeros(shape, np.uint16)
+    placed: list[tuple[NodeSpec, Any, StationSpec, NDArray[np.bool_], float]] = []
+    if sts:
+        weights = np.array([s.weight for s in sts], dtype=float)
+        weights /= weights.sum()
+        vox = {s.name: an.station_voxels(s.name) for s in sts}
+        depth_at = {s.name: an.depth_mm[tuple(vox[s.name].T)] for s in sts}
+        draws = failed = 0
+        while (
+            len(placed) < n_nodes and draws < DRAWS_PER_NODE * max(1, n_nodes) and failed < MAX_FAILED_DRAWS
+        ):
+            draws += 1
+            st = sts[int(rng.choice(len(sts), p=weights))]
+            spec = sample_node_spec(rng, st.region, formations, p_positive=p_positive)
+            got = _place_one(an, spec, st, vox[st.name], depth_at[st.name], shape, sp, occupied, rng)
+            if got is None:
+                failed += 1
+                continue
+            failed = 0
+            rendered, inside, fat_share = got
+            nid = len(placed) + 1
+            all_nodes[rendered.box][inside] = nid
+            occupied[rendered.box] |= inside
+            placed.append((spec, rendered, st, inside, fat_share))
+    # image formation, node by node, each by its own model
+    hu0 = vol.array.astype(np.float32)
+    out = hu0.copy()
+    noise_sd: list[float] = []
+    for spec, rendered, _, inside, _ in placed:
+        box = rendered.box
+        sigma = local_noise_sd(vol.array, an.tissue, box, inside, an.noise)
+        noise_sd.append(float(np.mean(sigma[inside.any(axis=(1, 2))])))
+        if spec.formation is Formation.ADDITIVE:
+            out[box] = form_additive(
+                out[box], an.hu_smooth[box], rendered.coverage, rendered.content, spec.edge_mm, sp
+            )
+        else:
+            nrng = np.random.default_rng(spec.seed + 2)
+            cs = rendered.coverage.shape
+            noise = an.noise.synthesize(nrng, (int(cs[0]), int(cs[1]), int(cs[2])), sp)
+            out[box] = form_blend(
+                out[box], rendered.coverage, rendered.content, spec.edge_mm, sp, noise, sigma
+            )
+    image = np.array(vol.array, dtype=np.int16, copy=True)
+    changed = out != hu0
+    image[changed] = hu_to_int16(np.clip(out[changed], -1024, 3071))
+    # measure, classify by the region's rule, number the ground truth
+    nodes: list[InsertedNode] = []
+    labels = np.zeros(shape, np.uint16)
+    n_gt = 0
+    for idx, (spec, rendered, st, inside, fat_share) in enumerate(placed, start=1):
+        box = rendered.box
+        meas = measure_mask(inside, sp)
+        off = np.array([s.start for s in box], dtype=float)
+        cz, cy, cx = np.asarray(meas["centroid_zyx"]) + off
+        ci = tuple(round(v) for v in (cz, cy, cx))
+        if all_nodes[ci] != idx:  # centroid outside a bean-shaped mask: nearest voxel inside
+            zz, yy, xx = np.nonzero(inside)
+            q = int(np.argmin((zz + off[0] - cz) ** 2 + (yy + off[1] - cy) ** 2 + (xx + off[2] - cx) ** 2))
+            cz, cy, cx = zz[q] + off[0], yy[q] + off[1], xx[q] + off[2]
+        truth = rule_for(st.region).classify(float(meas["sad_mm"]))
+        gt = 0
+        if truth is TruthClass.POSITIVE:
+            n_gt += 1
+            gt = n_gt
+            labels[box][inside] = gt
+        ring = ndimage.binary_dilation(inside, iterations=2) & ~inside
+        around = an.tissue[box][ring]
+        around = around[(around != Tissue.FAT_VISC) & (around != Tissue.SOFT_THIN)]
+        nearest = CLASS_NAMES[int(np.bincount(around).argmax())].split(" ")[0] if around.size else "fat"
+        w = geom.zyx_to_world([cz, cy, cx])
+        nodes.append(
+            InsertedNode(
+                idx,
+                gt,
+                (float(w[0]), float(w[1]), float(w[2])),
+                float(meas["sad_mm"]),
+                float(meas["lad_mm"]),
+                float(meas["volume_mm3"]),
+                st.region,
+                st.name,
+                truth,
+                spec,
+                float(image[box][inside].mean()),
+                noise_sd[idx - 1],
+                nearest,
+                fat_share,
+            )
+        )
+    return InsertionResult(image, all_nodes, labels, tuple(nodes), reg, n_nodes)
+
+
+def _place_one(
+    an: BackgroundAnalysis,
+    spec: NodeSpec,
+    st: StationSpec,
+    vox: NDArray[np.intp],
+    depth_at: NDArray[np.float32],
+    shape: tuple[int, int, int],
+    sp: tuple[float, float, float],
+    occupied: NDArray[np.bool_],
+    rng: np.random.Generator,
+) -> tuple[Any, NDArray[np.bool_], float] | None:
+    """Find a pose for one drawn node at a station; (rendered node, interior mask, fat share) or None."""
+    need = 0.5 * spec.sad_mm - DEPTH_TOL_MM
+    ok = np.flatnonzero(depth_at >= need)
+    if ok.size == 0:
+        return None
+    # prefer snug poses (the node touches what bounds the fat), as nodes sit against vessels and airways
+    slack = depth_at[ok] - need
+    w = 1.0 / (1.0 + slack)
+    w /= w.sum()
+    host = np.zeros(256, bool)
+    host[list(int(t) for t in NODE_HOST)] = True
+    for _ in range(POSITION_TRIES):
+        k, j, i = (int(v) for v in vox[ok[int(rng.choice(ok.size, p=w))]])
+        rot = _orientation(an.depth_mm, k, j, i, sp, rng)
+        centre = np.array([k * sp[0], j * sp[1], i * sp[2]]) + rng.uniform(-0.3, 0.3, 3) * np.asarray(sp)
+        geo = node_geometry(spec, centre, rot)
+        if not _precheck(geo, an.tissue, sp, host):
             continue
-        d0 = float(dist_vessel[k, j, i])
-        if d0 < half[0] * 0.8 or d0 > half[0] + 8.0:  # beside a vessel/airway: gap 0–8 mm
+        rendered = render_node(spec, geo, shape, sp)
+        if rendered is None:
             continue
-        rot = _rot(rng)
-        pert = _perturb(rng, 0.08, rng.random() < 0.2)
-        sl, cov = node_coverage(shape, sp, pos_mm, half, rot, pert)
-        inside = cov >= 0.5
+        inside = rendered.coverage >= 0.5
         if inside.sum() < 4:
             continue
-        t = tis[sl][inside]
-        if np.isin(t, FORBIDDEN).any() or occupied[sl][inside].any():
+        box = rendered.box
+        if any(b.start == 0 or b.stop == n for b, n in zip(box, shape, strict=True)):
             continue
-        # abut soft tissue, never overlap it: non-fat voxels only in the partial-volume rim, at most 10 %
-        rim = cov[inside] < 0.9
-        if np.any((t != FAT_VISC) & ~rim) or (t == FAT_VISC).mean() < 0.9:
+        t = an.tissue[box][inside]
+        if not host[t].all():
             continue
-        if ndimage.binary_dilation(occupied[sl], iterations=1)[inside].any():
-            continue  # keep inserted nodes apart
-        target = float(rng.normal(60.0, 8.0))
-        kind = "solid"
-        tex = ndimage.gaussian_filter(
-            rng.standard_normal(cov.shape).astype(np.float32), (max(0.3, 1.5 / dz), 1.5 / dy, 1.5 / dx)
-        )
-        tex *= np.float32(7.0 / (tex.std() + 1e-6))
-        delta = (np.float32(target) + tex - bg_smooth[sl]) * cov
-        if rng.random() < 0.1:  # necrotic core
-            _, cov2 = node_coverage(shape, sp, pos_mm, tuple(h * 0.5 for h in half), rot, None)  # type: ignore[arg-type]
-            if cov2.shape == cov.shape:
-                delta += (np.float32(rng.uniform(10, 30)) - np.float32(target)) * cov2 * (cov > 0.9)
-                kind = "necrotic"
-        contrast[sl] += delta
-        nid = len(records) + 1
-        labels[sl][inside] = nid
-        np.maximum(covmap[sl], cov, out=covmap[sl])
-        occupied[sl] |= inside
-        size = None
-        records.append(
-            {
-                "id": nid,
-                "zyx_mm": pos_mm.tolist(),
-                "drawn_sad": sad,
-                "target_hu": target,
-                "internal": kind,
-                "gap_mm": max(0.0, d0 - half[0]),
-            }
-        )
-    # in-plane PSF of the node edge (the background's own blur is already in its pixels)
-    contrast = ndimage.gaussian_filter(contrast, (0.0, psf_xy / dy, psf_xy / dx))
-    out = np.array(vol.array, dtype=np.int16, copy=True)  # untouched outside the nodes' reach
-    touched = np.abs(contrast) > 0.01
-    out[touched] = hu_to_int16(np.clip(hu[touched] + contrast[touched], -1024, 3071))
-    for r in records:
-        m = labels == r["id"]
-        meas = measure_mask(m, sp)
-        cz, cy, cx = meas["centroid_zyx"]
-        ci = tuple(round(v) for v in (cz, cy, cx))
-        if labels[ci] != r["id"]:
-            zz, yy, xx = np.nonzero(m)
-            q = int(np.argmin((zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2))
-            cz, cy, cx = float(zz[q]), float(yy[q]), float(xx[q])
-        core = m & (covmap >= 0.99)
-        r.update(
-            {
-                "xyz": geom.zyx_to_world([cz, cy, cx]).tolist(),
-                "sad": meas["sad_mm"],
-                "lad": meas["lad_mm"],
-                "mean_hu": float(out[m].mean()),
-                "noise_sd_background": noise_sd,
-                "core_n": int(core.sum()),
-                "core_mean_hu": float(out[core].mean()) if core.any() else None,
-                "core_background_hu": float(hu[core].mean()) if core.any() else None,
-                "region": "mediastinal" if _near_lung(tis, m) else "abdominal",
-                # ground truth follows the measured short axis, as in the phantom (enlarged: ≥ 10 mm)
-                "enlarged": bool(meas["sad_mm"] >= ENLARGED_SAD_MM),
-            }
-        )
-    if len(records) < n_nodes:
-        records.append(
-            {"warning": f"placed {len(records)} of {n_nodes} nodes (no more room in plausible fat)"}
-        )
-    return out, labels, records, tis
-
-
-def _ground_truth(
-    labels: NDArray[np.uint16], records: list[dict[str, Any]]
-) -> tuple[NDArray[np.uint16], list[dict[str, Any]]]:
-    """Keep the enlarged nodes as ground truth, renumbered 1..n in placement order (ids stay consecutive).
-
-    Sets each record's ``gt_node_id`` (0 for an unannotated small node) and returns the relabelled instance
-    image and the ground-truth records carrying their new ids.
-    """
-    lut = np.zeros(max((int(r["id"]) for r in records), default=0) + 1, np.uint16)
-    gt: list[dict[str, Any]] = []
-    for r in records:
-        r["gt_node_id"] = 0
-        if r["enlarged"]:
-            lut[r["id"]] = len(gt) + 1
-            r["gt_node_id"] = len(gt) + 1
-            gt.append({**r, "id": len(gt) + 1})
-    return lut[labels], gt
-
-
-def _write_node_table(path: Path, case_id: str, records: list[dict[str, Any]]) -> None:
-    """The full truth of one insertion case: every inserted node, enlarged or not (formats.md §2 ``extra/``)."""
-    atomic.write_csv(
-        path,
-        INSERT_NODE_COLUMNS,
-        (
-            [
-                case_id,
-                r["id"],
-                r["gt_node_id"],
-                *(f"{v:.3f}" for v in r["xyz"]),
-                f"{r['sad']:.3f}",
-                f"{r['lad']:.3f}",
-                r["region"],
-                int(r["enlarged"]),
-                int(r["enlarged"]),
-                r["internal"],
-                f"{r['mean_hu']:.1f}",
-                f"{r['gap_mm']:.2f}",
-                f"{r['drawn_sad']:.3f}",
-            ]
-            for r in records
-        ),
-    )
-
-
-def _central(tis: NDArray[np.uint8], frac: float = 0.62) -> NDArray[np.bool_]:
-    """Per slice: inside an ellipse of ``frac`` × the body's half-extents (excludes flank and wall fat)."""
-    out = np.zeros(tis.shape, bool)
-    yy, xx = np.mgrid[0 : tis.shape[1], 0 : tis.shape[2]]
-    for k in range(tis.shape[0]):
-        b = tis[k] != OUTSIDE
-        if b.sum() < 100:
+        fat_share = float((t == Tissue.FAT_VISC).mean())
+        if fat_share < MIN_FAT_SHARE:
             continue
-        ys, xs = np.nonzero(b)
-        cy, cx = 0.5 * (ys.min() + ys.max()), 0.5 * (xs.min() + xs.max())
-        ay, ax = max(1.0, 0.5 * (ys.max() - ys.min())), max(1.0, 0.5 * (xs.max() - xs.min()))
-        out[k] = ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 < frac * frac
-    return out
+        if ndimage.binary_dilation(occupied[box], iterations=1)[inside].any():
+            continue
+        return rendered, inside, fat_share
+    return None
 
 
-def _mediastinal_air(tis: NDArray[np.uint8]) -> NDArray[np.bool_]:
-    """Gas inside the chest (trachea/bronchi): gas voxels in slices that contain lung."""
-    has_lung = (tis == LUNG).any(axis=(1, 2))
-    return np.broadcast_to(has_lung[:, None, None], tis.shape)
+def _precheck(
+    geo: NodeGeometry, tissue: NDArray[np.uint8], sp: tuple[float, float, float], host: NDArray[np.bool_]
+) -> bool:
+    """Cheap rejection before rendering: each member's centre and 14 points at 80 % of its axes must be
+    node-hosting tissue."""
+    pts = [np.zeros(3)]
+    for ax in range(3):
+        for sg in (-1.0, 1.0):
+            e = np.zeros(3)
+            e[ax] = sg * 0.8
+            pts.append(e)
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            for sz in (-1, 1):
+                pts.append(0.46 * np.array([sx, sy, sz], dtype=float))
+    unit = np.asarray(pts)
+    c = np.asarray(geo.centre_zyx_mm)
+    for off, half in geo.members:
+        local = unit * np.asarray(half) + np.asarray(off)  # (x, y, z) in the node frame
+        w = local @ geo.rot.T  # world-axis offsets (x, y, z) in mm
+        idx = np.round((c[None, :] + w[:, ::-1]) / np.asarray(sp)).astype(int)
+        if np.any(idx < 0) or np.any(idx >= np.asarray(tissue.shape)):
+            return False
+        if not host[tissue[idx[:, 0], idx[:, 1], idx[:, 2]]].all():
+            return False
+    return True
 
 
-def _near_lung(tis: NDArray[np.uint8], m: NDArray[np.bool_]) -> bool:
-    ks = np.nonzero(m.any(axis=(1, 2)))[0]
-    return bool((tis[ks] == LUNG).sum() > 1000)
+# -- cohort ---------------------------------------------------------------------------------------
+def _stem(bg: Path) -> str:
+    name = bg.name.replace(".nii.gz", "").replace(".nii", "")
+    if bg.is_dir():
+        name = f"{bg.parent.name}_{bg.name}"
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in name)
 
 
 def insert_cohort(
@@ -479,63 +649,126 @@ def insert_cohort(
     cases: int,
     nodes: tuple[int, int],
     seed: int,
+    *,
+    region: str = "auto",
+    formation: str = "both",
+    p_positive: float = 0.8,
     progress: Callable[[int, int], None] | None = None,
+    on_case: Callable[[CaseSummary], None] | None = None,
 ) -> DatasetInfo:
-    """Write a cohort of ``cases`` copies of a real CT, each with its own inserted nodes."""
-    bg = Path(background)
-    if "holdout" in bg.resolve().parts:
-        raise UsageError("holdout backgrounds are for evaluation only: never insert into them")
-    from lymphcad.io.reader import read_ct
+    """Write a cohort of ``cases`` copies of a real CT, each with its own inserted nodes.
 
-    vol = read_ct(bg)
+    Each case draws its node count uniformly in ``nodes`` = (MIN, MAX) and fails the whole run with a
+    :class:`PlacementError` (nothing half-written is left as a finished cohort: dataset.json is written last)
+    when fewer than MIN nodes fit. ``on_case`` receives each case's :class:`CaseSummary`.
+    """
+    bg = Path(background)
+    if cases < 1:
+        raise UsageError(f"--cases must be at least 1 (got {cases})")
+    if nodes[0] < 0 or nodes[1] < nodes[0]:
+        raise UsageError("--nodes MIN MAX needs 0 <= MIN <= MAX")
+    if region not in REGION_CHOICES:
+        raise UsageError(f"--region must be one of {', '.join(REGION_CHOICES)} (got {region!r})")
+    forms = parse_formations(formation)
+    if "holdout" in bg.resolve().parts:
+        raise UsageError("holdout backgrounds are for evaluation only: never insert into them", bg)
+    vol = canonical_volume(read_ct(bg))
+    an = analyse_background(vol)
+    reg = an.region if region == "auto" else region
+    sts = _stations_for(an, region)
+    if not sts and nodes[0] > 0:
+        raise PlacementError(
+            f"no {reg} node station found in this background (landmarks: {an.landmarks.summary()}); "
+            "try another --region",
+            bg,
+        )
     lic, cites = background_source(bg)
-    tis = classify_background(vol.array, vol.geometry.spacing_zyx)
-    vessels = vol.array[tis == VESSEL]
+    vessels = vol.array[an.tissue == Tissue.VESSEL]
     phase_note = ""
     if vessels.size and float(np.percentile(vessels, 99)) > 400:
         phase_note = " Background looks arterial (CTA-like, vessels > 400 HU): phase mismatch with portal-venous nodes."
     writer = CohortWriter(out)
-    stem = "".join(
-        ch if ch.isalnum() or ch in "_-." else "_"
-        for ch in bg.name.replace(".nii.gz", "").replace(".nii", "")
-    )
+    stem = _stem(bg)
     anns: list[Annotation] = []
+    ignore: list[IgnorePoint] = []
+    non_gt: list[IgnorePoint] = []
     hashes: dict[str, str] = {}
     regions: dict[str, str] = {}
-    body = (tis != OUTSIDE).astype(np.uint8)
+    body = (an.tissue != Tissue.OUTSIDE).astype(np.uint8)
     extra = writer.extra_dir()
+    stations_map = np.zeros(an.tissue.shape, np.uint8)
+    for n_st, s in enumerate(STATIONS, start=1):
+        if s.name in an.stations:
+            stations_map[an.stations[s.name] & (stations_map == 0)] = n_st
     for c in range(cases):
         cid = f"insert_{stem}_{c:04d}"
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), c, 0x1A5E]))
         n = int(rng.integers(nodes[0], nodes[1] + 1))
-        img, labels, recs, _ = insert_nodes(vol, n, rng, tissue=tis)
-        write_nifti(writer.image_path(cid), img, vol.geometry)
-        good = [r for r in recs if "id" in r]
-        gt_labels, gt_recs = _ground_truth(labels, good)
-        write_nifti(writer.root / "labels" / f"{cid}.nii.gz", gt_labels, vol.geometry)
-        write_nifti(writer.root / "eval_regions" / f"{cid}.nii.gz", body, vol.geometry)
-        write_nifti(extra / f"{cid}_all_nodes.nii.gz", labels, vol.geometry)
-        _write_node_table(extra / f"{cid}_nodes.csv", cid, good)
-        reg = (
-            "mediastinal" if sum(r["region"] == "mediastinal" for r in good) > len(good) / 2 else "abdominal"
+        res = insert_nodes(vol, n, rng, region=region, formations=forms, analysis=an, p_positive=p_positive)
+        summary = CaseSummary(
+            cid,
+            n,
+            len(res.nodes),
+            sum(x.truth is TruthClass.POSITIVE for x in res.nodes),
+            sum(x.truth is TruthClass.IGNORE for x in res.nodes),
+            sum(x.truth is TruthClass.NEGATIVE for x in res.nodes),
+            res.by_station,
         )
-        regions[cid] = reg
-        for r in gt_recs:
-            anns.append(record_annotation(cid, r))
-        hashes[cid] = voxel_hash(img)
+        if len(res.nodes) < nodes[0]:
+            raise PlacementError(
+                f"case {c}: placed only {len(res.nodes)} of the minimum {nodes[0]} nodes at the {reg} stations "
+                f"({', '.join(s.name for s in sts) or 'none'}): no more room in node-hosting fat; "
+                "ask for fewer --nodes or another --region",
+                bg,
+            )
+        hashes[cid] = writer.write_image(cid, CTVolume(res.image, vol.geometry))
+        writer.write_label(cid, res.labels, vol.geometry)
+        writer.write_eval_region(cid, body, vol.geometry)
+        write_nifti(extra / f"{cid}_all_nodes.nii.gz", res.all_nodes, vol.geometry)
+        atomic.write_csv(extra / f"{cid}_nodes.csv", INSERT_NODE_COLUMNS, (x.row(cid) for x in res.nodes))
+        regions[cid] = res.region
+        for x in res.nodes:
+            if x.positive:
+                anns.append(x.annotation(cid))
+            else:
+                non_gt.append(x.ignore_point(cid))
+                if x.truth is TruthClass.IGNORE:
+                    ignore.append(x.ignore_point(cid))
         atomic.write_json(
             extra / f"{cid}_insert.json",
-            {"background": str(bg), "seed": seed, "case_index": c, "nodes": recs},
+            {
+                "background": bg.name,
+                "seed": seed,
+                "case_index": c,
+                "requested": n,
+                "region": res.region,
+                "formations": [f.value for f in forms],
+                "by_station": res.by_station,
+                "landmarks": an.landmarks.summary(),
+            },
         )
+        if on_case:
+            on_case(summary)
         if progress:
             progress(c + 1, cases)
-    write_nifti(extra / f"{stem}_tissue.nii.gz", tis, vol.geometry)
-    atomic.write_json(extra / "tissue_classes.json", {str(k): v for k, v in CLASS_NAMES.items()})
+    write_nifti(extra / f"{stem}_tissue.nii.gz", an.tissue, vol.geometry)
+    write_nifti(extra / f"{stem}_stations.nii.gz", stations_map, vol.geometry)
+    atomic.write_json(
+        extra / "tissue_classes.json",
+        {
+            "tissue": {str(k): v for k, v in CLASS_NAMES.items()},
+            "stations": {str(i): s.name for i, s in enumerate(STATIONS, start=1)},
+        },
+    )
+    write_ignore(extra / "ignore_non_gt.csv", non_gt)
+    rule = rule_for(reg)
     info = DatasetInfo(
         name=f"lymphcad-insert-{stem}-s{seed}",
         description=(
-            f"Synthetic lymph nodes inserted into the real CT {bg.name} (additive PSF-blurred contrast; the background's "
-            f"own noise is kept). Inserted-node numbers are not TCIA results.{phase_note}"
+            f"Synthetic lymph nodes inserted into the real CT {bg.name} at {reg} stations "
+            f"(image formation: {'/'.join(f.value for f in forms)}). Ground truth: short axis >= "
+            f"{rule.positive_min_mm} mm; {rule.ignore_min_mm}-{rule.positive_min_mm} mm in ignore.csv (the "
+            f"collection's {reg} rule). Inserted-node numbers are not TCIA results.{phase_note}"
         ),
         cases=sorted(regions),
         case_regions=regions,
@@ -543,6 +776,15 @@ def insert_cohort(
         citation=cites,
         source=f"real CT {bg.name} with synthetic nodes (lymphcad.phantom.insert), seed {seed}",
         content_hashes=hashes,
-        extra={"insertion": {"background": str(bg), "seed": seed, "nodes": list(nodes)}},
+        extra={
+            "insertion": {
+                "background": bg.name,
+                "seed": seed,
+                "nodes": list(nodes),
+                "region": reg,
+                "formation": formation,
+                "truth_rule": {"positive_min_mm": rule.positive_min_mm, "ignore_min_mm": rule.ignore_min_mm},
+            }
+        },
     )
-    return writer.finish(info, anns)
+    return writer.finish(info, anns, ignore)

@@ -13,6 +13,7 @@ from lymphcad.cohort import Annotation
 from lymphcad.phantom.anatomy import Anatomy
 from lymphcad.phantom.canvas import Canvas
 from lymphcad.phantom.tissue import NODE_HOST, SOFT_TISSUE, T
+from lymphcad.phantom.truthrule import SIZES, rule_for
 
 # -- samplers -------------------------------------------------------------------------------------
 #: other stations of the region an enlarged node tries when its drawn station has no room
@@ -22,7 +23,8 @@ ROOM_TRIES: Final = 12
 #: extra fat (mm) a room pose keeps around its short axis beyond the drawn gap: a node placed by fat depth sits
 #: in the middle of a fat pad, not wedged between the bowel, psoas and crura that bound it
 ROOM_MARGIN: Final = 3.0
-#: smallest measured SAD (mm) an enlarged node is scaled to when its measurement departs from the drawn SAD
+#: smallest measured SAD (mm) an enlarged mediastinal node is scaled to when its measurement departs from the
+#: drawn SAD (other regions: their enlarged threshold + 0.5 mm)
 SAD_FLOOR: Final = 10.5
 COUNT_PARAMS: Final = {"mediastinal": (3.3, 2.0), "abdominal": (5.9, 1.5)}
 
@@ -33,8 +35,36 @@ def sample_enlarged_count(rng: np.random.Generator, region: str) -> int:
     return 1 + int(rng.negative_binomial(k, k / (k + mean)))
 
 
-def sample_enlarged_sad(rng: np.random.Generator, share_10_12: float = 0.2) -> float:
-    """10 mm + Gamma(1.5, 4 mm), cap 45 mm; the share of 10–12 mm nodes is steered by the difficulty."""
+def enlarged_threshold(region: str) -> float:
+    """Measured short axis (mm) from which a node of ``region`` is ground truth (the collection's rule)."""
+    return rule_for(region).positive_min_mm
+
+
+def _abd_cdf(x: float) -> float:
+    d = SIZES["abdominal"]
+    return float(np.interp(x, d.sad_mm, d.levels))
+
+
+def sample_enlarged_sad(
+    rng: np.random.Generator, share_10_12: float = 0.2, region: str = "mediastinal"
+) -> float:
+    """An enlarged (ground-truth) short axis, steered by the difficulty's share of the smallest ones.
+
+    Mediastinal: 10 mm + Gamma(1.5, 4 mm), cap 45 mm; ``share_10_12`` sets the share of 10–12 mm nodes.
+    Abdominal: the marked abdominal SAD distribution of the collection (``truthrule.SIZES``) above its
+    positive threshold t = 7.5 mm, cap 45 mm; ``share_10_12`` sets the share of t … t + 2 mm nodes the same way.
+    """
+    if region == "abdominal":
+        t = enlarged_threshold(region)
+        lo, lo2 = _abd_cdf(t), _abd_cdf(t + 2.0)
+        base = (lo2 - lo) / (1.0 - lo)  # share of t … t + 2 mm under the marks (≈ 0.13)
+        if share_10_12 > base and rng.random() < (share_10_12 - base) / (1 - base):
+            return float(rng.uniform(t, t + 2.0))
+        while True:
+            s = SIZES["abdominal"].sample(rng, lo=t, hi=45.0)
+            if s < t + 2.0 and share_10_12 < base and rng.random() > share_10_12 / base:
+                continue
+            return s
     base = 0.2  # share of 10–12 mm under the default Gamma (P(Gamma(1.5, 4) < 2) ≈ 0.199)
     if share_10_12 > base and rng.random() < (share_10_12 - base) / (1 - base):
         return float(rng.uniform(10.0, 12.0))
@@ -47,9 +77,9 @@ def sample_enlarged_sad(rng: np.random.Generator, share_10_12: float = 0.2) -> f
         return s
 
 
-def sample_small_sad(rng: np.random.Generator) -> float:
-    """Lognormal, median 5 mm, σlog 0.35, clipped to 2.5–9.9 mm."""
-    return float(np.clip(5.0 * np.exp(0.35 * rng.normal()), 2.5, 9.9))
+def sample_small_sad(rng: np.random.Generator, region: str = "mediastinal") -> float:
+    """Lognormal, median 5 mm, σlog 0.35, clipped to 2.5 mm … just below the region's enlarged threshold."""
+    return float(np.clip(5.0 * np.exp(0.35 * rng.normal()), 2.5, enlarged_threshold(region) - 0.1))
 
 
 def sample_ratio(rng: np.random.Generator, enlarged: bool) -> float:
@@ -431,12 +461,15 @@ class NodePlacer:
         if check:
             # the measured SAD follows the drawn one: an oblique node measures wider (or a perturbed one narrower)
             # on its axial RECIST slice than its short axis; a small node must measure < 10 mm
+            thr = enlarged_threshold(node.region)
             target = (
-                max(SAD_FLOOR, min(node.drawn_sad, 2.0 * node.half_axes[0])) if node.drawn_enlarged else 9.4
+                max(thr + SAD_FLOOR - 10.0, min(node.drawn_sad, 2.0 * node.half_axes[0]))
+                if node.drawn_enlarged
+                else thr - 0.6
             )
             sad_m = measure_mask(fit[3], cv.spacing)["sad_mm"]
             for _ in range(3):
-                if (abs(sad_m - target) <= 0.3) if node.drawn_enlarged else (sad_m < 10.0):
+                if (abs(sad_m - target) <= 0.3) if node.drawn_enlarged else (sad_m < thr):
                     break
                 prev = (node.half_axes, fit, sad_m)
                 f = float(np.clip(target / sad_m, 0.6, 1.3))
@@ -446,11 +479,11 @@ class NodePlacer:
                     node.half_axes, fit, sad_m = prev
                     break
                 fit, sad_m = new, measure_mask(new[3], cv.spacing)["sad_mm"]
-                if node.drawn_enlarged and sad_m < 10.0:  # shrunk too far: keep the size before
+                if node.drawn_enlarged and sad_m < thr:  # shrunk too far: keep the size before
                     node.half_axes, fit, sad_m = prev
                     break
                 node.molded = node.molded or not node.drawn_enlarged
-            if (sad_m < 10.0) if node.drawn_enlarged else (sad_m >= 10.0):
+            if (sad_m < thr) if node.drawn_enlarged else (sad_m >= thr):
                 return False  # measures in the other class: place it elsewhere (§6.11.3)
         b, sdf, a, inside = fit
         self._render(node, b, sdf, a, inside)
@@ -568,7 +601,11 @@ class NodePlacer:
         if not sts:
             return None
         st = station if station is not None else sts[int(rng.choice(len(sts), p=w))]
-        sad = sample_enlarged_sad(rng, self.np["share_10_12"]) if enlarged else sample_small_sad(rng)
+        sad = (
+            sample_enlarged_sad(rng, self.np["share_10_12"], region)
+            if enlarged
+            else sample_small_sad(rng, region)
+        )
         ratio = sample_ratio(rng, enlarged)
         cc = float(rng.uniform(1.0, 2.0))
         if cc < ratio:
@@ -581,7 +618,7 @@ class NodePlacer:
         amp = self.np["perturb_amp"] * (1.0 if enlarged else 0.6)
         self._pert[idx] = _perturb(rng, amp, rng.random() < 0.2)
         # molding never takes an enlarged node below the threshold (a measured check in try_place backs this)
-        floor = min(1.0, max(0.7, 10.6 / sad)) if enlarged else 0.7
+        floor = min(1.0, max(0.7, (enlarged_threshold(region) + 0.6) / sad)) if enlarged else 0.7
         contact = allow_contact and seed_node is None and rng.random() < self.np.get("soft_contact_p", 0.0)
         tour = [st]
         if enlarged and seed_node is None and station is None and len(sts) > 1:

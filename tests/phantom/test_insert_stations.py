@@ -1,0 +1,213 @@
+"""Insertion where nodes live (issue 12): stations on a real chest and abdomen, never in forbidden tissue,
+a clear failure when the asked minimum does not fit, both image-formation models keep the noise level.
+
+Backgrounds are crops of the real CTs in ../shared/data/real-ct (never holdout/): the contrast chest
+cmb-crc/MSB-01068-chest (mediastinum around the carina) and the contrast abdomen crlm-ct/CRLM-CT-1004.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lymphcad.cli import main
+from lymphcad.cohort import open_cohort
+from lymphcad.geometry import CTVolume
+from lymphcad.io.nifti import read_nifti, write_nifti
+from lymphcad.io.reader import read_ct
+from lymphcad.phantom.background import FORBIDDEN, Tissue
+from lymphcad.phantom.formation import highpass, homogeneous, robust_sd
+from lymphcad.phantom.insert import (
+    BackgroundAnalysis,
+    PlacementError,
+    analyse_background,
+    insert_cohort,
+    insert_nodes,
+)
+from lymphcad.phantom.nodemodel import Formation
+from lymphcad.phantom.truthrule import RULES, TruthClass
+
+pytestmark = pytest.mark.real
+
+CHEST = "cmb-crc/MSB-01068-chest"
+ABDOMEN = "crlm-ct/CRLM-CT-1004"
+
+
+def _crop(vol: CTVolume, start: tuple[int, int, int], shape: tuple[int, int, int]) -> CTVolume:
+    k, j, i = start
+    a = vol.array[k : k + shape[0], j : j + shape[1], i : i + shape[2]]
+    return CTVolume(np.ascontiguousarray(a), vol.geometry.crop(start, a.shape))
+
+
+@pytest.fixture(scope="module")
+def chest(real_ct_dir: Path) -> tuple[CTVolume, BackgroundAnalysis]:
+    """The mediastinum of the real contrast chest from 60 mm below to 75 mm above the carina."""
+    vol = _crop(read_ct(real_ct_dir / CHEST), (25, 95, 90), (56, 330, 340))
+    return vol, analyse_background(vol)
+
+
+@pytest.fixture(scope="module")
+def abdomen(real_ct_dir: Path) -> tuple[CTVolume, BackgroundAnalysis]:
+    """The real contrast abdomen (5 mm slices), central 320 × 360 pixels."""
+    full = read_ct(real_ct_dir / ABDOMEN)
+    vol = _crop(full, (0, 90, 75), (full.array.shape[0], 320, 360))
+    return vol, analyse_background(vol)
+
+
+def _check_never_forbidden(vol: CTVolume, an: BackgroundAnalysis, all_nodes: np.ndarray) -> None:
+    inside = all_nodes > 0
+    assert inside.any()
+    assert not np.isin(an.tissue[inside], FORBIDDEN).any(), (
+        "a node overlaps lumen, bone, lung, airway or organ"
+    )
+    # the node took the place of fat: before insertion, the voxels were fat-like HU or thin septa
+    assert np.mean(an.tissue[inside] == Tissue.FAT_VISC) >= 0.6
+
+
+def test_chest_gets_mediastinal_stations(chest: tuple[CTVolume, BackgroundAnalysis]) -> None:
+    vol, an = chest
+    assert an.region == "mediastinal"
+    assert an.landmarks.carina_k is not None
+    stations: dict[str, int] = {}
+    for seed in range(1):
+        res = insert_nodes(vol, 8, np.random.default_rng(seed), region="auto", analysis=an)
+        assert len(res.nodes) >= 6
+        _check_never_forbidden(vol, an, res.all_nodes)
+        for n in res.nodes:
+            stations[n.station] = stations.get(n.station, 0) + 1
+            assert n.region == "mediastinal"
+            # ground truth by the mediastinal rule of the collection's marks
+            assert (n.truth is TruthClass.POSITIVE) == (n.sad_mm >= RULES["mediastinal"].positive_min_mm)
+            assert (n.gt_node_id > 0) == (n.truth is TruthClass.POSITIVE)
+            # inside the chest, between the lungs: the node's centre is closer to the trachea than 80 mm
+            assert n.fat_share >= 0.6
+    # not only anterior fat: nodes at ≥ 3 stations, among them one of the deep mediastinal ones
+    assert len(stations) >= 3, stations
+    assert set(stations) & {
+        "paratracheal_r",
+        "paratracheal_l",
+        "subcarinal",
+        "ap_window",
+        "hilar_r",
+        "hilar_l",
+    }
+
+
+def test_abdomen_never_in_forbidden_tissue(abdomen: tuple[CTVolume, BackgroundAnalysis]) -> None:
+    vol, an = abdomen
+    assert an.region == "abdominal"
+    res = insert_nodes(vol, 5, np.random.default_rng(3), region="abdominal", analysis=an)
+    assert len(res.nodes) >= 3
+    _check_never_forbidden(vol, an, res.all_nodes)
+    assert {n.station for n in res.nodes} <= {"para_aortic", "paracaval", "mesenteric", "iliac"}
+    assert all(n.region == "abdominal" for n in res.nodes)
+    # untouched farther than 8 mm in-plane (the edge blur's reach) from the nodes
+    from scipy import ndimage
+
+    reach = round(8.0 / vol.geometry.spacing_zyx[2])
+    far = ~ndimage.binary_dilation(res.all_nodes > 0, structure=np.ones((3, 3, 3), bool), iterations=reach)
+    assert np.array_equal(res.image[far], vol.array[far])
+
+
+@pytest.mark.parametrize("formation", [Formation.ADDITIVE, Formation.BLEND])
+def test_both_formation_models_keep_the_noise_level(
+    chest: tuple[CTVolume, BackgroundAnalysis], formation: Formation
+) -> None:
+    """Pooled over nodes: the high-pass noise SD inside node cores is within 10 % of the background's around them."""
+    from scipy import ndimage
+
+    vol, an = chest
+    res = insert_nodes(
+        vol, 6, np.random.default_rng(11), formations=(formation,), analysis=an, p_positive=1.0
+    )
+    assert all(n.spec.formation is formation for n in res.nodes)
+    hp_after = highpass(res.image)
+    hp_before = highpass(vol.array)
+    inside_vals, around_vals = [], []
+    homo = homogeneous(an.tissue)  # fat or thick soft tissue, 2 voxels from other classes
+    for n in res.nodes:
+        m = res.all_nodes == n.id
+        core = ndimage.binary_erosion(m, structure=np.ones((1, 3, 3), bool), iterations=2)
+        ring = ndimage.binary_dilation(m, structure=np.ones((1, 3, 3), bool), iterations=10)
+        ring &= ~ndimage.binary_dilation(m, structure=np.ones((1, 3, 3), bool), iterations=2) & homo
+        ring &= np.isin(np.arange(m.shape[0]), np.nonzero(m.any(axis=(1, 2)))[0])[:, None, None]
+        inside_vals.append(hp_after[core])
+        around_vals.append(hp_before[ring])
+    inside = np.concatenate(inside_vals)
+    around = np.concatenate(around_vals)
+    assert inside.size > 200
+    ratio = robust_sd(inside) / robust_sd(around)
+    assert 0.9 <= ratio <= 1.1, ratio
+
+
+def test_failure_to_place_is_a_clear_error(
+    real_ct_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """40 mm of mediastinum cannot hold 40 nodes: one line naming the file and the shortfall, exit code 1;
+    a region without stations and ``--cases 0`` are refused too."""
+    vol = _crop(read_ct(real_ct_dir / CHEST), (40, 95, 90), (16, 330, 340))
+    bg = tmp_path / "chest_crop.nii.gz"
+    write_nifti(bg, vol.array, vol.geometry)
+    with pytest.raises(PlacementError, match="placed only"):
+        insert_cohort(bg, tmp_path / "c", 1, (40, 40), seed=0, region="mediastinal")
+    assert not (tmp_path / "c" / "dataset.json").exists()
+    capsys.readouterr()
+    assert main(["insert", "--background", str(bg), "--out", str(tmp_path / "d"), "--nodes", "40", "40"]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "placed only" in err[0] and "chest_crop.nii.gz" in err[0], err
+    assert not (tmp_path / "d" / "dataset.json").exists()
+    assert (
+        main(["insert", "--background", str(bg), "--out", str(tmp_path / "e"), "--region", "abdominal"]) == 1
+    )
+    assert "no abdominal node station" in capsys.readouterr().err
+    assert main(["insert", "--background", str(bg), "--out", str(tmp_path / "f"), "--cases", "0"]) == 2
+
+
+def test_cohort_rows_ignore_and_determinism(
+    real_ct_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Per case: nodes placed and annotated are printed; GT/ignore/negative follow the region's rule; the
+    node table records the image-formation model; the same seed gives the same bytes."""
+    vol = _crop(read_ct(real_ct_dir / CHEST), (30, 95, 90), (40, 330, 340))
+    bg = tmp_path / "chest_crop.nii.gz"
+    write_nifti(bg, vol.array, vol.geometry)
+    args = [
+        "insert",
+        "--background",
+        str(bg),
+        "--cases",
+        "2",
+        "--nodes",
+        "3",
+        "5",
+        "--seed",
+        "5",
+        "--p-positive",
+        "0.5",
+    ]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "placed" in ln]
+    assert len(lines) == 2 and all("annotated" in ln and "stations:" in ln for ln in lines), lines
+    c = open_cohort(tmp_path / "a")
+    rule = RULES["mediastinal"]
+    for case in c.cases:
+        rows = list(csv.DictReader((c.root / "extra" / f"{case}_nodes.csv").open(encoding="utf-8")))
+        assert 3 <= len(rows) <= 5
+        for row in rows:
+            assert row["truth"] == rule.classify(float(row["short_axis_mm"])).value
+            assert row["formation"] in ("additive", "blend")
+            assert row["station"] and row["region"] == "mediastinal"
+        pos = [row for row in rows if row["truth"] == "positive"]
+        assert [a.node_id for a in c.annotations_for(case)] == list(range(1, len(pos) + 1))
+        ign = [row for row in rows if row["truth"] == "ignore"]
+        assert len(c.ignore_for(case)) == len(ign)
+        assert all(rule.ignore_min_mm <= float(row["short_axis_mm"]) < rule.positive_min_mm for row in ign)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    for case in c.cases:
+        a = read_nifti(tmp_path / "a" / "images" / f"{case}.nii.gz").array
+        b = read_nifti(tmp_path / "b" / "images" / f"{case}.nii.gz").array
+        assert np.array_equal(a, b)
