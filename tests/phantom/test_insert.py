@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage
 
 from lymphcad.errors import UsageError
+from lymphcad.geometry import reorient_to_lps
 from lymphcad.io.nifti import read_nifti, read_nifti_array
 from lymphcad.phantom.insert import (
     FORBIDDEN,
@@ -18,7 +19,6 @@ from lymphcad.phantom.insert import (
     insert_cohort,
     insert_nodes,
 )
-from lymphcad.report.show import canonical
 
 pytestmark = pytest.mark.real
 
@@ -29,7 +29,7 @@ def test_never_in_structures_of_a_real_tissue_map(real_ct_dir: Path) -> None:
     raw = read_nifti(ts / "example_ct_sm.nii.gz")  # stored RAS: reoriented to LPS-increasing axes
     vol = canonical_volume(raw)
     seg, seg_geom = read_nifti_array(ts / "example_seg.nii.gz")
-    seg = canonical(seg, seg_geom)[0]
+    seg = reorient_to_lps(seg, seg_geom)[0]
     assert seg.shape == vol.array.shape
     an = analyse_background(vol)
     assert an.region == "abdominal"

@@ -33,7 +33,7 @@ from lymphcad import atomic
 from lymphcad.citations import TCIA_CITATION
 from lymphcad.cohort import Annotation, CohortWriter, DatasetInfo, IgnorePoint, write_ignore
 from lymphcad.errors import InputError, UsageError
-from lymphcad.geometry import CTVolume, Geometry, hu_to_int16
+from lymphcad.geometry import CTVolume, hu_to_int16, reorient_to_lps
 from lymphcad.io.nifti import write_nifti
 from lymphcad.io.reader import read_ct
 from lymphcad.phantom.background import (
@@ -62,7 +62,6 @@ from lymphcad.phantom.nodemodel import (
 )
 from lymphcad.phantom.nodes import measure_mask
 from lymphcad.phantom.truthrule import TruthClass, ignore_radius_mm, rule_for
-from lymphcad.report.show import canonical
 
 __all__ = [
     "CLASS_NAMES",
@@ -240,12 +239,7 @@ def canonical_volume(vol: CTVolume) -> CTVolume:
         raise InputError("oblique backgrounds are not supported for insertion")
     if np.allclose(geom.direction, np.eye(3)):
         return vol
-    arr, start, spacing = canonical(vol.array, geom)
-    g = Geometry(
-        (int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2])),
-        (float(spacing[0]), float(spacing[1]), float(spacing[2])),
-        (float(start[2]), float(start[1]), float(start[0])),
-    )
+    arr, g = reorient_to_lps(vol.array, geom)
     return CTVolume(arr, g)
 
 
