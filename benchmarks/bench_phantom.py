@@ -26,6 +26,7 @@ import numpy as np
 def _one(args: tuple[int, int, float, str, bool]) -> dict[str, Any]:
     from lymphcad.phantom import generate_case
     from lymphcad.phantom.blobs import blob_candidates, hits_at_rank
+    from lymphcad.phantom.truthrule import RULES
 
     seed, idx, d, preset, detect = args
     t0, c0 = time.perf_counter(), time.process_time()
@@ -40,14 +41,18 @@ def _one(args: tuple[int, int, float, str, bool]) -> dict[str, Any]:
         "shape_zyx": list(case.image.shape),
         "timings": case.timings,
         "n_gt": len(case.annotations),
-        "n_enlarged": int(sum(r["enlarged"] for r in case.nodes)),
-        "n_small": int(sum(not r["enlarged"] for r in case.nodes)),
+        "n_enlarged": int(sum(r.enlarged for r in case.nodes)),
+        "n_small": int(sum(not r.enlarged for r in case.nodes)),
         "gt_sad": [a.short_axis_mm for a in case.annotations],
-        "enlarged_in_region": int(sum(r["enlarged"] and r["region"] == case.region for r in case.nodes)),
-        "drawn_enlarged_kept": [r["sad"] >= 10.0 for r in case.nodes if r["drawn_sad"] >= 10.0],
+        "enlarged_in_region": int(sum(r.enlarged and r.region == case.region for r in case.nodes)),
+        "drawn_enlarged_kept": [
+            r.sad >= RULES[r.region].positive_min_mm
+            for r in case.nodes
+            if r.drawn_sad >= RULES[r.region].positive_min_mm
+        ],
         "dropped": case.params["nodes"].get("dropped", {}),
         "gt_touching_soft": int(
-            sum(r["gt_node_id"] != "" and r["nearest"] not in ("fat", "artery", "vein") for r in case.nodes)
+            sum(bool(r.gt_node_id) and r.nearest not in ("fat", "artery", "vein") for r in case.nodes)
         ),
     }
     if detect:

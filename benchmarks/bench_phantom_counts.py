@@ -38,7 +38,7 @@ def _one(args: tuple[int, int, float, str]) -> dict[str, Any]:
     from lymphcad.phantom.canvas import Canvas
     from lymphcad.phantom.config import case_region, case_rng, sample_case_params
     from lymphcad.phantom.generate import _eval_region
-    from lymphcad.phantom.nodes import NodePlacer, measure_mask
+    from lymphcad.phantom.nodes import NodePlacer, enlarged_threshold, measure_mask
 
     seed, idx, d, preset = args
     c0 = time.process_time()
@@ -69,9 +69,9 @@ def _one(args: tuple[int, int, float, str]) -> dict[str, Any]:
         meas = measure_mask(placer.node_map[sl] == node.node_index, sp)
         if node.drawn_enlarged:
             drawn_enl_in_region += 1
-            kept_enl_in_region += int(meas["sad_mm"] >= 10.0)
+            kept_enl_in_region += int(meas["sad_mm"] >= enlarged_threshold(reg))
         cz, cy, cx = (round(c + s.start) for c, s in zip(meas["centroid_zyx"], sl, strict=True))
-        if meas["sad_mm"] >= 10.0 and evr[cz, cy, cx]:
+        if meas["sad_mm"] >= enlarged_threshold(reg) and evr[cz, cy, cx]:
             gt_sad.append(float(meas["sad_mm"]))
             drawn_sad_gt.append(node.drawn_sad)
             stations[node.station] = stations.get(node.station, 0) + 1

@@ -112,8 +112,8 @@ def test_no_node_overlaps_other_structures() -> None:
     assert np.all(np.isin(case.tissue[nodes], [T.NODE, T.NODE_SMALL]))
     # labels follow the measured SAD; GT instances are a subset of enlarged nodes
     for r in case.nodes:
-        assert r["enlarged"] == (r["sad"] >= RULES[r["region"]].positive_min_mm)
-        assert r["truth"] == RULES[r["region"]].classify(r["sad"]).value
+        assert r.enlarged == (r.sad >= RULES[r.region].positive_min_mm)
+        assert r.truth == RULES[r.region].classify(r.sad).value
     assert (case.labels > 0).sum() <= (case.tissue == T.NODE).sum()
 
 
@@ -126,15 +126,15 @@ def test_drawn_enlarged_nodes_stay_enlarged() -> None:
     for idx in (0, 1):
         case = generate_case(21, idx, "both", 0.75, "tiny")
         for r in case.nodes:
-            thr = RULES[r["region"]].positive_min_mm
-            if r["drawn_sad"] >= thr:
+            thr = RULES[r.region].positive_min_mm
+            if r.drawn_sad >= thr:
                 drawn += 1
-                assert r["sad"] >= thr, (r["drawn_sad"], r["sad"], r["molded"])
-                if not r["molded"]:
-                    diffs.append(r["sad"] - r["drawn_sad"])
+                assert r.sad >= thr, (r.drawn_sad, r.sad, r.molded)
+                if not r.molded:
+                    diffs.append(r.sad - r.drawn_sad)
             else:
                 small += 1
-                assert r["sad"] < thr, (r["drawn_sad"], r["sad"], r["molded"])
+                assert r.sad < thr, (r.drawn_sad, r.sad, r.molded)
         assert set(case.params["nodes"]["dropped"]) == {"enlarged", "small"}
     assert drawn > 0 and small > 0 and diffs
     assert float(np.median(np.abs(diffs))) <= 0.3, diffs

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,72 @@ NODE_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class PhantomNodeRow:
+    """One placed node of a phantom case: a row of ``extra/<case>_nodes.csv`` (world LPS mm, measured RECIST)."""
+
+    id: int
+    gt_node_id: int  # 1..n for ground-truth nodes, 0 otherwise (written as an empty cell)
+    coord: tuple[float, float, float]
+    ijk: tuple[float, float, float]
+    reader: tuple[float, float, float]
+    sad: float
+    lad: float
+    axes3d: tuple[float, ...]
+    volume: float
+    station: str
+    region: str
+    enlarged: bool  # ground truth by the region's rule (``truth == "positive"``)
+    truth: str  # positive / ignore / negative (lymphcad.phantom.truthrule)
+    annotated: bool
+    in_eval: bool
+    cluster_id: int
+    internal: str
+    mean_hu: float
+    cnr: float
+    nearest: str
+    gap: float
+    box_lo: tuple[float, float, float]
+    box_hi: tuple[float, float, float]
+    drawn_sad: float
+    molded: bool
+
+    def csv_row(self, case_id: str) -> list[Any]:
+        """The node-table row (columns :data:`NODE_COLUMNS`)."""
+        return [
+            case_id,
+            self.id,
+            self.gt_node_id or "",
+            *(_f(v) for v in self.coord),
+            *(_f(v, 2) for v in self.ijk),
+            *(_f(v, 2) for v in self.reader),
+            _f(self.sad),
+            _f(self.lad),
+            " ".join(_f(v, 2) for v in self.axes3d),
+            _f(self.volume, 1),
+            self.station,
+            self.region,
+            int(self.enlarged),
+            self.truth,
+            int(self.annotated),
+            int(self.in_eval),
+            self.cluster_id,
+            self.internal,
+            _f(self.mean_hu, 1),
+            _f(self.cnr, 2),
+            self.nearest,
+            _f(self.gap, 2),
+            " ".join(_f(v) for v in self.box_lo),
+            " ".join(_f(v) for v in self.box_hi),
+            _f(self.drawn_sad),
+            int(self.molded),
+        ]
+
+
+def _xyz(v: Any) -> tuple[float, float, float]:
+    return (float(v[0]), float(v[1]), float(v[2]))
+
+
 @dataclass
 class PhantomCase:
     case_id: str
@@ -88,7 +154,7 @@ class PhantomCase:
     eval_region: NDArray[np.uint8]
     geometry: Geometry
     annotations: list[Annotation]
-    nodes: list[dict[str, Any]]
+    nodes: list[PhantomNodeRow]
     mimics: list[dict[str, Any]]
     timings: dict[str, float]
 
@@ -167,8 +233,9 @@ def generate_case(
     # -- measure nodes, choose ground truth -------------------------------------------------------
     node_map = placer.node_map
     objs = ndimage.find_objects(node_map)
-    rows: list[dict[str, Any]] = []
-    gt_nodes: list[tuple[int, dict[str, Any]]] = []
+    rows: list[PhantomNodeRow] = []
+    masks: dict[int, tuple[Any, NDArray[np.bool_]]] = {}
+    gt_ids: list[int] = []
     hu_clean = cv.hu
     for node in placer.nodes:
         sl = objs[node.node_index - 1] if node.node_index - 1 < len(objs) else None
@@ -204,55 +271,53 @@ def generate_case(
         nearest = NAMES.get(int(np.bincount(tis).argmax()), "") if tis.size else "fat"
         fat_ring = cv.hu[sl][ring]
         cnr = (mean_hu - float(np.median(fat_ring))) / p["imaging"]["noise_sd"] if fat_ring.size else 0.0
-        row = {
-            "id": node.node_index,
-            "gt_node_id": "",
-            "coord": world,
-            "ijk": (cx, cy, cz),
-            "reader": (ri + off[2], rj + off[1], rk + off[0]),
-            "sad": meas["sad_mm"],
-            "lad": meas["lad_mm"],
-            "axes3d": meas["axes3d_mm"],
-            "volume": meas["volume_mm3"],
-            "station": node.station,
-            "region": node.region,
-            "enlarged": enlarged,
-            "truth": truth.value,
-            "annotated": annotated,
-            "in_eval": in_eval,
-            "cluster_id": node.cluster_id,
-            "internal": node.internal,
-            "mean_hu": mean_hu,
-            "cnr": cnr,
-            "nearest": nearest,
-            "gap": node.gap,
-            "box_lo": lo,
-            "box_hi": hi,
-            "drawn_sad": node.drawn_sad,
-            "molded": node.molded,
-            "slices": sl,
-            "mask": m,
-        }
+        row = PhantomNodeRow(
+            id=node.node_index,
+            gt_node_id=0,
+            coord=_xyz(world),
+            ijk=(float(cx), float(cy), float(cz)),
+            reader=(float(ri + off[2]), float(rj + off[1]), float(rk + off[0])),
+            sad=float(meas["sad_mm"]),
+            lad=float(meas["lad_mm"]),
+            axes3d=tuple(float(v) for v in meas["axes3d_mm"]),
+            volume=float(meas["volume_mm3"]),
+            station=node.station,
+            region=node.region,
+            enlarged=enlarged,
+            truth=truth.value,
+            annotated=annotated,
+            in_eval=in_eval,
+            cluster_id=int(node.cluster_id),
+            internal=node.internal,
+            mean_hu=mean_hu,
+            cnr=float(cnr),
+            nearest=nearest,
+            gap=float(node.gap),
+            box_lo=_xyz(lo),
+            box_hi=_xyz(hi),
+            drawn_sad=float(node.drawn_sad),
+            molded=bool(node.molded),
+        )
         rows.append(row)
+        masks[node.node_index] = (sl, m)
         if enlarged and annotated and in_eval and node.region == reg:
-            gt_nodes.append((node.node_index, row))
-    gt_nodes.sort(key=lambda t: t[0])
+            gt_ids.append(node.node_index)
+    gt_ids.sort()
     labels = np.zeros(shape, dtype=np.uint16)
     annotations = []
-    for new_id, (_, row) in enumerate(gt_nodes, start=1):
-        row["gt_node_id"] = new_id
-        labels[row["slices"]][row["mask"]] = new_id
-        annotations.append(
-            Annotation(
-                cid,
-                new_id,
-                (float(row["coord"][0]), float(row["coord"][1]), float(row["coord"][2])),
-                round(row["sad"], 3),
-                round(row["lad"], 3),
-                reg,
-                new_id,
+    new_of = {old: new for new, old in enumerate(gt_ids, start=1)}
+    rows = [replace(r, gt_node_id=new_of.get(r.id, 0)) for r in rows]
+    for row in rows:
+        if row.gt_node_id:
+            sl_m, m_m = masks[row.id]
+            labels[sl_m][m_m] = row.gt_node_id
+            annotations.append(
+                Annotation(
+                    cid, row.gt_node_id, row.coord, round(row.sad, 3), round(row.lad, 3), reg, row.gt_node_id
+                )
             )
-        )
+    annotations.sort(key=lambda a: a.node_id)
+    del masks
     tm["measure"] = time.perf_counter() - t0 - sum(tm.values())
     # -- image formation --------------------------------------------------------------------------
     im = p["imaging"]
@@ -282,9 +347,6 @@ def generate_case(
         and cv.ys[0] <= mm["y"] <= cv.ys[-1]
         and cv.zs[0] <= mm["z"] <= cv.zs[-1]
     ]
-    for r in rows:
-        r.pop("slices")
-        r.pop("mask")
     return PhantomCase(
         cid, reg, p, image, labels, node_map, cv.tissue, evr, geom, annotations, rows, mimics, tm
     )
@@ -304,41 +366,7 @@ def write_case(writer: CohortWriter, case: PhantomCase) -> dict[str, Any]:
     write_nifti(root / "eval_regions" / f"{cid}.nii.gz", case.eval_region, geom)
     write_nifti(extra / f"{cid}_all_nodes.nii.gz", case.all_nodes, geom)
     write_nifti(extra / f"{cid}_tissue.nii.gz", case.tissue, geom)
-    atomic.write_csv(
-        extra / f"{cid}_nodes.csv",
-        NODE_COLUMNS,
-        (
-            [
-                cid,
-                r["id"],
-                r["gt_node_id"],
-                *(_f(v) for v in r["coord"]),
-                *(_f(v, 2) for v in r["ijk"]),
-                *(_f(v, 2) for v in r["reader"]),
-                _f(r["sad"]),
-                _f(r["lad"]),
-                " ".join(_f(v, 2) for v in r["axes3d"]),
-                _f(r["volume"], 1),
-                r["station"],
-                r["region"],
-                int(r["enlarged"]),
-                r["truth"],
-                int(r["annotated"]),
-                int(r["in_eval"]),
-                r["cluster_id"],
-                r["internal"],
-                _f(r["mean_hu"], 1),
-                _f(r["cnr"], 2),
-                r["nearest"],
-                _f(r["gap"], 2),
-                " ".join(_f(v) for v in r["box_lo"]),
-                " ".join(_f(v) for v in r["box_hi"]),
-                _f(r["drawn_sad"]),
-                int(r["molded"]),
-            ]
-            for r in case.nodes
-        ),
-    )
+    atomic.write_csv(extra / f"{cid}_nodes.csv", NODE_COLUMNS, (r.csv_row(cid) for r in case.nodes))
     atomic.write_csv(
         extra / f"{cid}_mimics.csv",
         ("case_id", "type", "coordX", "coordY", "coordZ", "size_mm"),
@@ -357,27 +385,22 @@ def write_case(writer: CohortWriter, case: PhantomCase) -> dict[str, Any]:
         ],
         "non_gt_nodes": [
             {
-                "id": r["id"],
-                "xyz": [float(v) for v in r["coord"]],
-                "radius_mm": round(max(r["lad"], 4.0) / 2 + 2.0, 3),
-                "enlarged": bool(r["enlarged"]),
-                "sad": r["sad"],
-                "lad": r["lad"],
-                "region": r["region"],
+                "id": r.id,
+                "xyz": list(r.coord),
+                "radius_mm": round(max(r.lad, 4.0) / 2 + 2.0, 3),
+                "enlarged": r.enlarged,
+                "truth": r.truth,
+                "sad": r.sad,
+                "lad": r.lad,
+                "region": r.region,
             }
             for r in case.nodes
-            if r["gt_node_id"] == ""
+            if not r.gt_node_id
         ],
         "all_enlarged": [
-            {
-                "id": r["id"],
-                "xyz": [float(v) for v in r["coord"]],
-                "sad": r["sad"],
-                "lad": r["lad"],
-                "region": r["region"],
-            }
+            {"id": r.id, "xyz": list(r.coord), "sad": r.sad, "lad": r.lad, "region": r.region}
             for r in case.nodes
-            if r["enlarged"]
+            if r.enlarged
         ],
         "params": case.params,
     }
