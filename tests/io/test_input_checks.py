@@ -128,6 +128,15 @@ def test_not_a_3d_volume_is_refused_by_every_command(
     assert not (tmp_path / "d.csv").exists()
     code, _, err = run_cli(capsys, "info", path)
     assert code == 1 and str(path) in err and problem in err
+    assert_refused(
+        capsys,
+        ["insert", "--background", path, "--out", tmp_path / "ins"],
+        code=1,
+        names=[path],
+        problem=problem,
+        unchanged=keep,
+    )
+    assert not (tmp_path / "ins" / "dataset.json").exists()
 
 
 def test_too_small_for_the_model_same_for_dicom_and_nifti(

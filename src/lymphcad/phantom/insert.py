@@ -35,7 +35,7 @@ from lymphcad.cohort import Annotation, CohortWriter, DatasetInfo, IgnorePoint, 
 from lymphcad.errors import InputError, UsageError
 from lymphcad.geometry import CTVolume, hu_to_int16, reorient_to_lps
 from lymphcad.io.nifti import write_nifti
-from lymphcad.io.reader import read_ct
+from lymphcad.io.reader import read_ct_input
 from lymphcad.phantom.background import (
     CLASS_NAMES,
     FORBIDDEN,
@@ -666,7 +666,7 @@ def insert_cohort(
     forms = parse_formations(formation)
     if "holdout" in bg.resolve().parts:
         raise UsageError("holdout backgrounds are for evaluation only: never insert into them", bg)
-    vol = canonical_volume(read_ct(bg))
+    vol = canonical_volume(read_ct_input(bg))
     an = analyse_background(vol)
     reg = an.region if region == "auto" else region
     sts = _stations_for(an, region)
