@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import struct
 import threading
 from pathlib import Path
@@ -16,7 +17,7 @@ from PIL import Image
 
 from lymphcad.cli import main
 from lymphcad.cohort import open_cohort
-from lymphcad.errors import InputError
+from lymphcad.errors import InputError, LymphcadError
 from lymphcad.geometry import CTVolume, reorient_to_lps
 from lymphcad.io.detections import read_detections
 from lymphcad.report.planes import window_u8
@@ -350,3 +351,17 @@ def test_host_option_warns_and_binds_loopback_by_default(
     assert not seen[-1].is_loopback and seen[-1].url == "http://127.0.0.1:8765/"
     assert "warning" in capsys.readouterr().err
     assert serve_server.plan_launch("192.168.1.5", 80).allowed_hosts[-1] == "192.168.1.5"
+
+
+def test_cohort_without_detections_and_a_busy_port(review_run: ReviewRun, tmp_path: Path) -> None:
+    svc = ReviewService(ReviewSettings(review_run.cohort, None, tmp_path / "out"))
+    client = TestClient(create_app(svc, token=TOKEN), base_url=BASE)
+    case = client.get(f"/api/cases/{svc.cases[0]}").json()
+    assert case["findings"] == [] and len(case["truth"]) == len(svc.cohort.annotations_for(svc.cases[0]))
+    assert client.post("/api/export", json={}, headers=WRITE).json()["n_accepted"] == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        launch = serve_server.plan_launch("127.0.0.1", busy.getsockname()[1])
+        with pytest.raises(LymphcadError, match="cannot listen on 127.0.0.1 port"):
+            serve_server.serve(svc, launch, announce=lambda _url: None)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import uvicorn
 
+from lymphcad.errors import LymphcadError
 from lymphcad.serve.app import LOOPBACK_HOSTS, create_app
 from lymphcad.serve.service import ReviewService
 
@@ -60,8 +62,22 @@ def make_server(service: ReviewService, launch: Launch, *, token: str | None = N
     return uvicorn.Server(config)
 
 
+def check_port(launch: Launch) -> None:
+    """A clear one-line error when the address cannot be bound (port in use, no such address)."""
+    family = socket.AF_INET6 if ":" in launch.host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((launch.host.strip("[]"), launch.port))
+        except OSError as exc:
+            raise LymphcadError(
+                f"cannot listen on {launch.host} port {launch.port} ({exc.strerror}); choose another --port"
+            ) from None
+
+
 def serve(service: ReviewService, launch: Launch, *, announce: Callable[[str], None]) -> bool:
     """Run until Ctrl-C; returns True when stopped by a signal."""
+    check_port(launch)
     server = make_server(service, launch)
     announce(launch.url)
     server.run()
