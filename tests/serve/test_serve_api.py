@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import socket
 import struct
 import threading
@@ -365,3 +366,14 @@ def test_cohort_without_detections_and_a_busy_port(review_run: ReviewRun, tmp_pa
         launch = serve_server.plan_launch("127.0.0.1", busy.getsockname()[1])
         with pytest.raises(LymphcadError, match="cannot listen on 127.0.0.1 port"):
             serve_server.serve(svc, launch, announce=lambda _url: None)
+
+
+def test_unreadable_image_is_one_clear_error(review_run: ReviewRun, tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort"
+    shutil.copytree(review_run.cohort, cohort)
+    svc = ReviewService(ReviewSettings(cohort, review_run.dets, tmp_path / "out"))
+    case_id = svc.cases[0]
+    (cohort / "images" / f"{case_id}.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    res = TestClient(create_app(svc, token=TOKEN), base_url=BASE).get(f"/api/cases/{case_id}/volume")
+    assert res.status_code == 422
+    assert f"{case_id}.nii.gz" in res.json()["detail"] and "Traceback" not in res.text

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lymphcad.errors import LymphcadError
 from lymphcad.report.planes import WINDOWS, Plane
 from lymphcad.serve.models import CaseOut, CaseState, CohortOut, DecisionIn, ExportOut
 from lymphcad.serve.service import ReviewConflict, ReviewService
@@ -163,5 +164,10 @@ def create_app(
     @app.exception_handler(ReviewConflict)
     def conflict(_request: Request, exc: ReviewConflict) -> JSONResponse:
         return JSONResponse({"detail": exc.problem}, status_code=409)
+
+    @app.exception_handler(LymphcadError)
+    def bad_input(_request: Request, exc: LymphcadError) -> JSONResponse:
+        # e.g. a case image that cannot be read: the page shows this one line
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     return app

@@ -36,7 +36,11 @@
 
   async function fetchVolume(caseId, onProgress) {
     const res = await fetch(`/api/cases/${encodeURIComponent(caseId)}/volume`);
-    if (!res.ok) throw new Error(`volume: ${res.status}`);
+    if (!res.ok) {
+      let detail = `HTTP ${res.status}`;
+      try { detail = (await res.json()).detail || detail; } catch (e) { /* not JSON */ }
+      throw new Error(detail);
+    }
     const total = Number(res.headers.get("content-length")) || 0;
     let buf;
     if (total && res.body && res.body.getReader) {
