@@ -52,6 +52,14 @@ _COLOURS: Final = {
 }
 
 
+_KIND_NAMES: Final = (
+    ("tp", "hit(s)"),
+    ("fp", "false positive(s)"),
+    ("missed", "missed node(s)"),
+    ("pending", "without ground truth"),
+)
+
+
 @dataclass(frozen=True)
 class Panel:
     """One finding shown in a case: its kind, caption and world centre."""
@@ -367,8 +375,11 @@ def build_report(
     for case_id in cohort.cases:
         panels = case_panels(result, table, case_id, cohort, threshold)
         region = cohort.region_of(case_id)
+        counts = ", ".join(
+            f"{n} {name}" for kind, name in _KIND_NAMES if (n := sum(p.kind == kind for p in panels))
+        )
         parts.append(
-            f"<h3>{esc(case_id)} <span class='dim'>({esc(region)}, {len(panels)} panel(s))</span></h3>"
+            f"<h3>{esc(case_id)} <span class='dim'>({esc(region)}; {counts or 'nothing at this threshold'})</span></h3>"
         )
         if panels:
             vol = cohort.read_image(case_id)
