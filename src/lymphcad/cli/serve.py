@@ -18,6 +18,12 @@ def serve_cmd(
     out: Path | None = typer.Option(
         None, "--out", help="Folder for review.csv and the export (default: DETS_review/ beside --dets)."
     ),
+    dicom: Path | None = typer.Option(
+        None,
+        "--dicom",
+        help="Folder with each case's DICOM series in a folder named by its case id: export also writes "
+        "a DICOM SR (TID 1500) of the accepted and added findings per case.",
+    ),
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="TCP port."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (other than loopback: a warning)."),
     reader: str = typer.Option("reader", "--reader", help="Reader name written with every decision."),
@@ -34,6 +40,8 @@ def serve_cmd(
     inputs = [check_input(cohort, "cohort")]
     if dets is not None:
         inputs.append(check_input(dets, "--dets"))
+    if dicom is not None:
+        inputs.append(check_input(dicom, "--dicom"))
     if out is None:
         out = (dets.parent / f"{dets.stem}_review") if dets is not None else Path("lymphcad_review")
     check_output_dir(out, "--out", inputs=inputs)
@@ -41,7 +49,7 @@ def serve_cmd(
     if not reader.isprintable() or len(reader) > 80:
         raise UsageError("--reader must be one line of at most 80 printable characters")
     settings = ReviewSettings(
-        cohort_dir=cohort, detections=dets, out_dir=out, reader=reader, threshold=threshold
+        cohort_dir=cohort, detections=dets, out_dir=out, reader=reader, threshold=threshold, dicom_dir=dicom
     )
     service = ReviewService(settings)
     service.prefetch_first()  # reads the first case while the web stack is imported and started

@@ -15,6 +15,7 @@ from lymphcad.io.detections import (
     DetectionTable,
     file_sha256,
     read_detections,
+    read_provenance,
     write_detections,
     write_provenance,
 )
@@ -60,6 +61,8 @@ class ReviewSettings:
     reader: str = "reader"
     threshold: float = 0.5
     max_voxels: int = MAX_VOXELS
+    #: folder holding one DICOM series folder per case (named by case id): export adds a DICOM SR per case
+    dicom_dir: Path | None = None
 
 
 class ReviewService:
@@ -314,11 +317,46 @@ class ReviewService:
                 license=info.license,
                 citation=list(info.citation),
             )
+            sr_files, sr_note = self._export_sr(rows)
             return ExportOut(
-                files=[str(target), str(prov), str(self.store.path)],
+                files=[str(target), str(prov), str(self.store.path), *map(str, sr_files)],
                 n_accepted=n_acc,
                 n_added=n_add,
                 n_rejected=n_rej,
-                sr="DICOM SR export is not available in this version (the cohort's images are NIfTI; "
-                "see docs/review.md)",
+                sr=sr_note,
             )
+
+    def _export_sr(self, rows: list[Detection]) -> tuple[list[Path], str]:
+        """A DICOM SR (TID 1500) of each case's accepted and added findings, for cases with a DICOM folder."""
+        folder = self.settings.dicom_dir
+        if folder is None:
+            return [], "no DICOM SR: the cases' DICOM series were not given (serve --dicom DIR)"
+        # highdicom is heavy: loaded only when an SR is written
+        from lymphcad.dicomout.export import build_results, guard_outputs, write_results
+        from lymphcad.dicomout.findings import AlgorithmInfo
+        from lymphcad.dicomout.source import read_source_series
+
+        prov = None if self.settings.detections is None else read_provenance(self.settings.detections)
+        model = (prov or {}).get("model") or {}
+        algorithm = AlgorithmInfo(
+            model_name=str(model.get("name") or "unknown"), model_sha256=str(model.get("sha256") or "unknown")
+        )
+        written: list[Path] = []
+        for case_id in self.cases:
+            case_rows = [d for d in rows if d.case_id == case_id]
+            series = folder / case_id
+            if not case_rows or not series.is_dir():
+                continue
+            source = read_source_series(series)
+            geom = self.cohort.geometries[case_id]
+            if len(source.slices) != geom.shape_zyx[0]:
+                raise InputError(
+                    f"has {len(source.slices)} slices but the cohort's image of {case_id} has {geom.shape_zyx[0]}: "
+                    "not the series the case was made from",
+                    series,
+                )
+            target = self.settings.out_dir / "sr" / f"{case_id}_reviewed_sr.dcm"
+            guard_outputs(source, target)
+            results = build_results(source, case_rows, algorithm, threshold=0.0, with_seg=False)
+            written.extend(write_results(results, sr_path=target, seg_path=None))
+        return written, f"DICOM SR of {len(written)} case(s) in {self.settings.out_dir / 'sr'}"
