@@ -23,7 +23,14 @@ from dicom_results_checks import (
     plane_distance,
     series_folder,
 )
-from lymphcad.dicomout.export import DicomResults, build_results, write_results
+from lymphcad.dicomout.export import (
+    DicomResultError,
+    DicomResults,
+    build_results,
+    check_results,
+    sr_groups,
+    write_results,
+)
 from lymphcad.dicomout.findings import AlgorithmInfo
 from lymphcad.dicomout.seg import DEFAULT_DIAMETER_MM, read_seg_segments
 from lymphcad.dicomout.source import SourceSeries, read_source_series
@@ -307,3 +314,30 @@ def test_cli_dicomweb_options_need_dicomweb(
     code, _, err = run_cli(capsys, "detect", folder, "--out", tmp_path / "d.csv", "--sr", tmp_path / "sr.txt")
     assert code == 2 and "--sr must end in .dcm" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_in_memory_check_catches_a_wrong_point_or_probability(real_ct_dir: Path) -> None:
+    source = read_source_series(real_ct_dir / SERIES["ge-crlm"])
+    results = build_results(source, _detections(source), ALGO, threshold=THRESHOLD)
+    check_results(source, results)  # as built: fine
+    groups = sr_groups(results.sr)
+    assert set(groups) == {f.tracking_uid for f in results.findings}
+
+    def probability_items(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
+        found = []
+        for item in ds.get("ContentSequence", []):
+            code = item.ConceptNameCodeSequence[0].CodeValue
+            if item.ValueType == "NUM" and code == "122157":
+                found.append(item)
+            found.extend(probability_items(item))
+        return found
+
+    num = probability_items(results.sr)[0]
+    num.MeasuredValueSequence[0].NumericValue = 0.5
+    with pytest.raises(DicomResultError, match="probability"):
+        check_results(source, results)
+    num.MeasuredValueSequence[0].NumericValue = results.findings[0].probability
+    point = next(c for c in num.ContentSequence if c.ValueType == "SCOORD3D")
+    point.GraphicData = [float(point.GraphicData[0]) + 1.0, *point.GraphicData[1:]]
+    with pytest.raises(DicomResultError, match="mm from the detection"):
+        check_results(source, results)

@@ -20,7 +20,7 @@ from lymphcad import atomic
 from lymphcad.dicomout.findings import AlgorithmInfo, Finding, VoxelMask, findings_from_detections
 from lymphcad.dicomout.seg import build_seg, label_map, read_seg_segments
 from lymphcad.dicomout.source import DEFAULT_CHARSET, SourceSeries, no_phi_warnings
-from lymphcad.dicomout.sr import PROBABILITY, build_sr, read_sr_findings
+from lymphcad.dicomout.sr import PROBABILITY, build_sr
 from lymphcad.errors import InputError, LymphcadError
 from lymphcad.io.detections import Detection
 
@@ -54,18 +54,59 @@ def _charset(ds: Dataset) -> None:
         ds.SpecificCharacterSet = DEFAULT_CHARSET
 
 
+def _code(item: Dataset) -> tuple[str, str]:
+    c = item.ConceptNameCodeSequence[0]
+    return str(c.CodingSchemeDesignator), str(c.CodeValue)
+
+
+def sr_groups(sr: Dataset) -> dict[str, tuple[tuple[float, float, float] | None, float | None]]:
+    """Tracking UID → (SCOORD3D point, probability) of every measurement group, read from the raw content
+    tree with pydicom (quick, and independent of the highdicom code that wrote it)."""
+    out: dict[str, tuple[tuple[float, float, float] | None, float | None]] = {}
+
+    def walk(items: Iterable[Dataset]) -> None:
+        for item in items:
+            if item.ValueType == "CONTAINER" and _code(item) == ("DCM", "125007"):
+                uid, point, prob = None, None, None
+                for child in item.ContentSequence:
+                    if child.ValueType == "UIDREF" and _code(child) == ("DCM", "112040"):
+                        uid = str(child.UID)
+                    if child.ValueType == "NUM" and _code(child) == (
+                        PROBABILITY.scheme_designator,
+                        PROBABILITY.value,
+                    ):
+                        prob = float(child.MeasuredValueSequence[0].NumericValue)
+                        for coord in getattr(child, "ContentSequence", []):
+                            if coord.ValueType == "SCOORD3D":
+                                xyz = [float(v) for v in coord.GraphicData]
+                                point = (xyz[0], xyz[1], xyz[2])
+                if uid is not None:
+                    out[uid] = (point, prob)
+            elif "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(sr.ContentSequence)
+    return out
+
+
 def check_results(source: SourceSeries, results: DicomResults) -> None:
-    """Read both objects back with highdicom and compare with the findings; DicomResultError if not equal."""
+    """Decode both objects and compare them with the findings; DicomResultError if anything differs.
+
+    The SR is read with pydicom (:func:`sr_groups`), the SEG with highdicom; the tests read both with
+    highdicom as well.
+    """
     findings = {f.tracking_uid: f for f in results.findings}
-    back = read_sr_findings(_roundtrip(results.sr))
-    if {b.tracking_uid for b in back} != set(findings) or len(back) != len(findings):
+    back = sr_groups(_roundtrip(results.sr))
+    if set(back) != set(findings):
         raise DicomResultError("the SR does not hold exactly one measurement group per finding")
-    for b in back:
-        f = findings[b.tracking_uid]
-        dist = float(np.linalg.norm(np.subtract(b.point_xyz, f.center_xyz)))
+    for uid, (point, prob) in back.items():
+        f = findings[uid]
+        if point is None:
+            raise DicomResultError(f"the SR has no SCOORD3D point for {f.tracking_id}")
+        dist = float(np.linalg.norm(np.subtract(point, f.center_xyz)))
         if dist > POINT_TOLERANCE_MM:
             raise DicomResultError(f"SR point of {f.tracking_id} is {dist:.2f} mm from the detection")
-        if abs(b.measurements.get(PROBABILITY.meaning, -1.0) - f.probability) > 1e-6:
+        if prob is None or abs(prob - f.probability) > 1e-6:
             raise DicomResultError(f"SR probability of {f.tracking_id} differs from the detection")
     if results.seg is None:
         return

@@ -168,22 +168,37 @@ def build_seg(
 
 
 def read_seg_segments(seg: Dataset) -> list[SegSegment]:
-    """The segments of a SEG and their pixels per source instance, read with highdicom."""
+    """The segments of a SEG and their pixels per source instance, read with highdicom.
+
+    The frames are read once as a label map (segments of a SEG written here never overlap) and only for
+    the source instances that have a frame.
+    """
     doc = hd.seg.Segmentation.from_dataset(seg)
-    uids = [str(u) for _, _, u in doc.get_source_image_uids()]
+    with_frames = list(
+        dict.fromkeys(
+            str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+            for item in seg.PerFrameFunctionalGroupsSequence
+        )
+    )
+    numbers = [int(n) for n in doc.segment_numbers]
+    labels = (
+        doc.get_pixels_by_source_instance(
+            source_sop_instance_uids=with_frames, segment_numbers=numbers, combine_segments=True
+        )
+        if with_frames
+        else np.zeros((0, 1, 1), dtype=np.uint16)
+    )
     out: list[SegSegment] = []
-    for number in doc.segment_numbers:
+    for number in numbers:
         desc = doc.get_segment_description(number)
         pixels: dict[str, NDArray[np.bool_]] = {}
-        arr = doc.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids, segment_numbers=[number], skip_overlap_checks=True
-        )
-        for uid, frame in zip(uids, arr[..., 0], strict=True):
-            if frame.any():
-                pixels[uid] = frame.astype(bool)
+        for uid, frame in zip(with_frames, labels, strict=True):
+            hit = frame == number
+            if hit.any():
+                pixels[uid] = hit
         out.append(
             SegSegment(
-                number=int(number),
+                number=number,
                 label=str(desc.segment_label),
                 tracking_id=str(desc.tracking_id),
                 tracking_uid=str(desc.tracking_uid),
