@@ -234,15 +234,25 @@ def form_blend(
 
 @dataclass(frozen=True)
 class NoiseCheck:
-    """Noise level inside a node after insertion against the background's level around it (both robust
-    SDs of the 3×3 high-pass residual; the ratio is what the tests bound)."""
+    """High-pass residuals (3×3) around one node: in its core after insertion, in the same core before, and in
+    homogeneous background (fat, thick soft tissue) around it before; the ratios are robust SDs.
 
-    inside_sd: float
-    around_sd: float
+    ``ratio_kept`` (after / before in the core) is the additive model's check (it keeps the background's noise);
+    ``ratio_around`` (core after / homogeneous surroundings before) is the blend model's (its noise is new and
+    must match the noise around the node).
+    """
+
+    inside_values: NDArray[np.float32]
+    core_before: NDArray[np.float32]
+    around_values: NDArray[np.float32]
 
     @property
-    def ratio(self) -> float:
-        return self.inside_sd / self.around_sd if self.around_sd > 0 else float("nan")
+    def ratio_kept(self) -> float:
+        return robust_sd(self.inside_values) / max(robust_sd(self.core_before), 1e-9)
+
+    @property
+    def ratio_around(self) -> float:
+        return robust_sd(self.inside_values) / max(robust_sd(self.around_values), 1e-9)
 
 
 def noise_level_ratio(
@@ -251,9 +261,11 @@ def noise_level_ratio(
     tissue: NDArray[np.uint8],
     node: NDArray[np.bool_],
     pad: int = 12,
+    pixel_mm: float | None = None,
 ) -> NoiseCheck:
-    """Robust high-pass SD in the node's core (mask eroded by 2 voxels in-plane) after insertion, against the
-    same measure in homogeneous background voxels (fat, soft tissue) within ``pad`` voxels around it before."""
+    """The high-pass residuals of one node (mask ``node``): its core (eroded in-plane by 2 voxels, or by
+    1.6 mm when ``pixel_mm`` is given: one voxel of a 3 mm grid) after and before insertion, and homogeneous
+    voxels within 10 voxels around it, in its slices, before."""
     zz, yy, xx = np.nonzero(node)
     box = (
         slice(int(zz.min()), int(zz.max()) + 1),
@@ -261,10 +273,13 @@ def noise_level_ratio(
         slice(max(0, int(xx.min()) - pad), int(xx.max()) + pad + 1),
     )
     m = node[box]
-    core = ndimage.binary_erosion(m, structure=np.ones((1, 3, 3), bool), iterations=2)
+    st = np.ones((1, 3, 3), bool)
+    erode = 2 if pixel_mm is None else max(1, round(1.6 / pixel_mm))
+    core = ndimage.binary_erosion(m, structure=st, iterations=erode)
     hp_after = highpass(after[box])
     hp_before = highpass(before[box])
-    ring = homogeneous(tissue[box]) & ~ndimage.binary_dilation(
-        m, structure=np.ones((1, 3, 3), bool), iterations=2
+    ring = ndimage.binary_dilation(m, structure=st, iterations=10) & ~ndimage.binary_dilation(
+        m, structure=st, iterations=2
     )
-    return NoiseCheck(robust_sd(hp_after[core]), robust_sd(hp_before[ring]))
+    ring &= homogeneous(tissue[box])
+    return NoiseCheck(hp_after[core], hp_before[core], hp_before[ring])
