@@ -56,9 +56,23 @@ def _load_commands() -> None:
         importlib.import_module(name)
 
 
+#: options whose value may be left out (click cannot say so): the value they then take
+OPTIONAL_VALUES: Final = {"--ray": "local"}
+
+
+def _fill_optional_values(args: list[str]) -> list[str]:
+    """``--ray`` given last or followed by another option means ``--ray local``."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[a])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app and map errors to exit codes (see the module notes)."""
-    args = sys.argv[1:] if argv is None else argv
+    args = _fill_optional_values(sys.argv[1:] if argv is None else argv)
     _shown.clear()
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console, RenderableType
@@ -16,6 +19,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+if TYPE_CHECKING:
+    from lymphcad.batch.engine import BatchProgress
 
 app = typer.Typer(
     add_completion=False,
@@ -59,3 +65,22 @@ def print_full_width(renderable: RenderableType) -> None:
         return
     width = Measurement.get(console, console.options, renderable).maximum
     console.print(renderable, width=max(console.width, width), soft_wrap=False)
+
+
+@contextlib.contextmanager
+def batch_progress(name: str) -> Iterator[Callable[[BatchProgress], None]]:
+    """A progress bar for a batch: cases done of total, failed, throughput (cases/min), elapsed, ETA."""
+    with progress() as bar:
+        task = bar.add_task(name, total=None)
+
+        def update(p: BatchProgress) -> None:
+            extra = f", {p.skipped} earlier" if p.skipped else ""
+            failed = f", [red]{p.failed} failed[/red]" if p.failed else ""
+            bar.update(
+                task,
+                completed=p.done + p.skipped + p.failed,
+                total=p.total,
+                description=f"{name}: {p.done} done{extra}{failed}, {p.per_minute:.1f} case(s)/min",
+            )
+
+        yield update

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from lymphcad.cli._common import app, console, err_console, progress
+from lymphcad.cli._common import app, batch_progress, console, err_console, progress
 from lymphcad.cli._detect_support import second_stage_record, synthetic_model_notice
 from lymphcad.cli._guards import (
     check_detections_output,
@@ -157,43 +155,12 @@ def train_fpr_cmd(
     )
 
 
-def _case_id_from_path(path: Path) -> str:
-    from lymphcad.importer import case_id_for
-
-    return case_id_for(path)
-
-
-def _inputs(
-    path: Path, *, series: str | None = None, allow_gaps: bool = False
-) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    """(case id, loader) pairs and dataset info (license/citation) for a CT file, DICOM folder or cohort."""
-    if not path.exists():
-        raise InputError("no such file or folder", path)
-    if path.is_dir() and (path / "dataset.json").is_file():
-        from lymphcad.cohort import open_cohort
-
-        cohort = open_cohort(path)
-        items = [(c, (lambda c=c: cohort.read_image(c))) for c in cohort.cases]
-        if series is not None or allow_gaps:
-            raise UsageError("--series and --allow-gaps apply to a DICOM folder, not to a cohort", path)
-        return items, {
-            "license": cohort.info.license,
-            "citation": list(cohort.info.citation),
-            "cohort": cohort,
-            "source": cohort.info.source,
-        }
-    from lymphcad.io.reader import read_ct_input
-
-    def load() -> Any:
-        return read_ct_input(path, series_uid=series, allow_gaps=allow_gaps)
-
-    return [(_case_id_from_path(path), load)], {"license": None, "citation": []}
-
-
 @app.command("detect")
 def detect_cmd(
     input: Path | None = typer.Argument(
-        None, help="A NIfTI file, a DICOM folder or a cohort folder (none with --dicomweb)."
+        None,
+        help="A CT file (NIfTI, NRRD, MHA), a DICOM folder, a cohort folder or a .txt list of CTs (one a "
+        "line); none with --dicomweb.",
     ),
     out: Path = typer.Option(
         ...,
@@ -208,7 +175,9 @@ def detect_cmd(
     device: str = typer.Option(
         "auto", "--device", help="auto (a CUDA GPU when present, else the CPU) | cpu | cuda | cuda:N."
     ),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="CPU threads for torch per worker (default: the cores shared among workers)."
+    ),
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Flip test-time augmentation (default: the model's setting)."
     ),
@@ -244,8 +213,29 @@ def detect_cmd(
     user: str | None = typer.Option(None, "--user", help="DICOMweb user (HTTP basic auth)."),
     password_file: Path | None = typer.Option(None, "--password-file", help="File holding the password."),
     token_file: Path | None = typer.Option(None, "--token-file", help="File holding a bearer token."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=1024, help="Cases in parallel: local processes (or Ray actors with --ray)."
+    ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Run on Ray: alone (or 'local') starts and stops a local Ray; 'auto' or HOST:PORT joins a cluster.",
+    ),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs per Ray worker (with --ray)."),
+    retries: int = typer.Option(1, "--retries", min=0, max=100, help="Extra attempts for a failing case."),
+    keep_going: bool | None = typer.Option(
+        None,
+        "--keep-going/--fail-fast",
+        help="After a case fails for good, run the others (default for cohorts and lists) or stop.",
+    ),
 ) -> None:
-    """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection."""
+    """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection.
+
+    Several CTs run as a batch: each finished case is kept in OUT.parts/ at once, so a rerun after Ctrl-C
+    or a crash only runs the missing cases; a case that fails is listed in OUT's .failures.csv.
+    """
+    from lymphcad.batch.inputs import collect_inputs
+
     # checked before torch and the model load (seconds): a wrong argument fails at once, nothing is lost
     check_device_name(device)
     clinical = clinical_options(
@@ -258,54 +248,45 @@ def detect_cmd(
     from lymphcad.io.reader import precheck_ct_input
 
     input = clinical.fetch()  # a DICOMweb series is pulled now: PACS errors show before the model loads
-    precheck_ct_input(input, series_uid=series, allow_gaps=allow_gaps)
+    inputs = collect_inputs(input, series=series, allow_gaps=allow_gaps)
+    if inputs.listed:  # a list's entries are checked as they run: a bad one fails its case only
+        check_detections_output(out, inputs=[Path(it.path) for it in inputs.items], json_form=json_out)
+    else:
+        precheck_ct_input(input, series_uid=series, allow_gaps=allow_gaps)
     import dataclasses
 
-    from lymphcad.cohort import voxel_hash
-    from lymphcad.detector.common import resolve_device
-    from lymphcad.detector.infer import detect_volume, with_overrides
-    from lymphcad.detector.model import load_model
-    from lymphcad.detector.plan import plan_warnings
-    from lymphcad.io.checks import check_fits_model
-    from lymphcad.io.detections import write_detections, write_detections_json, write_provenance
+    from lymphcad.batch.detect import DetectSpec, failures_path, run_detect_batch
+    from lymphcad.batch.executors import make_executor
+    from lymphcad.io.detections import read_detections, write_provenance
 
-    _threads(threads)
-    dev = resolve_device(device)
-    loaded = load_model(model, device=dev)
-    settings = with_overrides(
-        loaded.detect,
-        tta_flips=tta,
-        threshold=threshold,
-        max_detections=max_detections,
-        second_stage=second_stage,
+    _setup_logging()
+    spec = DetectSpec(model, device, tta, threshold, max_detections, second_stage)
+    executor = make_executor(
+        workers=workers,
+        ray=None if ray is None else ("" if ray == "local" else ray),
+        threads=threads,
+        gpus_per_worker=gpus_per_worker,
+        preload=("lymphcad.batch.detect",),
     )
-    items, info = _inputs(input, series=series, allow_gaps=allow_gaps)
-    notice = synthetic_model_notice(loaded.name, loaded.meta, info.get("source"))
-    if notice is not None:
-        err_console.print(notice, markup=False, highlight=False, soft_wrap=True)
-    dets = []
-    hashes: dict[str, str] = {}
+    batch_inputs = inputs
 
-    def where(case_id: str) -> str:
-        return f"{input} (case {case_id})" if "cohort" in info else str(input)
+    def say(message: str) -> None:
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
-    t0 = time.perf_counter()
-    with progress() as bar:
-        task = bar.add_task("detect", total=len(items))
-        for case_id, load in items:
-            volume = load()
-            check_fits_model(volume, loaded.plan.spacing_mm, where(case_id))
-            for w in plan_warnings(volume, loaded.plan):
-                err_console.print(f"warning: {case_id}: {w}", markup=False, highlight=False)
-            dets.extend(detect_volume(volume, loaded, settings, case_id=case_id))
-            hashes[f"{input}#{case_id}" if len(items) > 1 or "cohort" in info else str(input)] = (
-                "sha256-voxels:" + voxel_hash(volume.array)
-            )
-            bar.advance(task)
-    write_detections(out, dets)
-    if json_out:
-        write_detections_json(out.with_suffix(".json"), dets)
-    citation = list(info.get("citation", []))
+    with batch_progress("detect") as on_progress:
+        res = run_detect_batch(
+            batch_inputs,
+            spec,
+            executor,
+            out,
+            retries=retries,
+            keep_going=keep_going,
+            json_out=json_out,
+            on_progress=on_progress,
+            on_message=say,
+            notice=lambda m: synthetic_model_notice(m.name, m.meta, batch_inputs.source),
+        )
+    loaded, settings = res.loaded, res.settings
     write_provenance(
         out,
         model_name=loaded.name,
@@ -315,17 +296,26 @@ def detect_cmd(
             **second_stage_record(
                 requested=settings.second_stage, flag=second_stage, has_fpr=loaded.fpr is not None
             ),
-            "device": str(dev),
+            "device": res.device,
             "model_path": str(loaded.path),
             "plan": loaded.plan.to_json(),
             "training_data": loaded.meta.get("training_data"),
+            "executor": res.executor,
         },
-        inputs=hashes,
-        license=info.get("license"),
-        citation=citation,
+        inputs=res.input_hashes,
+        license=inputs.license,
+        citation=list(inputs.citation),
     )
+    done = len(res.ran) + len(res.skipped)
+    resumed = f" ({len(res.skipped)} from an earlier run)" if res.skipped else ""
     console.print(
-        f"{len(dets)} detection(s) in {len(items)} volume(s), {time.perf_counter() - t0:.1f} s → {out} "
-        f"(model {loaded.name})"
+        f"{res.n_detections} detection(s) in {done} volume(s){resumed}, {res.seconds:.1f} s on "
+        f"{res.executor} → {out} (model {loaded.name})"
     )
+    dets = read_detections(out).rows() if clinical.wants_dicom else []
     clinical.finish(dets, model_name=loaded.name, model_sha256=loaded.fingerprint)
+    if res.failures:
+        raise InputError(
+            f"{len(res.failures)} of {res.n_cases} case(s) failed (listed in {failures_path(out)}); "
+            f"the others are in {out}; rerun the same command to retry only the failed ones"
+        )

@@ -1,0 +1,291 @@
+"""``detect`` as a batch: one task per CT, per-case results kept as they finish, resumable, keeps going.
+
+Inputs: see :mod:`lymphcad.batch.inputs` (a CT file, a DICOM folder, a cohort, or a list file).
+
+Each finished case is written to the work folder ``OUT.parts/`` at once (``<case>.csv`` in the detections
+format, then its record); the final ``OUT`` is assembled from the parts in case order and written
+atomically, so it is the same file whatever executor ran the cases and in whatever order they finished.
+A rerun with the same model and settings skips the cases already in ``OUT.parts/``. Cases that fail on
+every attempt are listed in ``OUT``'s failures file (``dets.failures.csv``: case, error, attempts) and left
+out of ``OUT``; the work folder is kept so that a rerun only retries them. After a run with no failure the
+work folder is removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lymphcad import atomic
+from lymphcad.batch.engine import (
+    BatchAborted,
+    BatchProgress,
+    Failure,
+    Outcome,
+    PartStore,
+    Task,
+    fingerprint,
+    path_identity,
+    run_batch,
+    write_failures,
+)
+from lymphcad.batch.executors import Executor
+from lymphcad.batch.inputs import DetectInput, InputSet
+from lymphcad.cohort import voxel_hash
+from lymphcad.detector.common import resolve_device
+from lymphcad.detector.config import DetectConfig
+from lymphcad.detector.infer import detect_volume, with_overrides
+from lymphcad.detector.model import LoadedModel, load_model
+from lymphcad.detector.plan import plan_warnings
+from lymphcad.errors import InputError, UsageError
+from lymphcad.io.checks import check_fits_model
+from lymphcad.io.detections import Detection, read_detections, write_detections, write_detections_json
+from lymphcad.io.reader import read_ct_input
+
+
+# -- the worker ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaseDetections:
+    """What a worker returns for one CT."""
+
+    case_id: str
+    detections: tuple[Detection, ...]
+    voxel_hash: str
+    warnings: tuple[str, ...]
+
+
+_MODELS: dict[tuple[str | None, str], LoadedModel] = {}
+
+
+def cached_model(model: str | None, device: torch.device) -> LoadedModel:
+    """Load a model once per process and device (the serial run reuses the one the driver loaded)."""
+    key = (model, str(device))
+    if key not in _MODELS:
+        _MODELS[key] = load_model(model, device=device)
+    return _MODELS[key]
+
+
+@dataclass(frozen=True)
+class DetectSpec:
+    """The worker recipe of a detect batch (picklable): model, device and the settings overrides."""
+
+    model: str | None = None
+    device: str = "cpu"
+    tta: bool | None = None
+    threshold: float | None = None
+    max_detections: int | None = None
+    second_stage: bool | None = None
+
+    def settings(self, loaded: LoadedModel) -> DetectConfig:
+        """The model's settings with this run's overrides."""
+        return with_overrides(
+            loaded.detect,
+            tta_flips=self.tta,
+            threshold=self.threshold,
+            max_detections=self.max_detections,
+            second_stage=self.second_stage,
+        )
+
+    def setup(self, threads: int) -> Callable[[Any], Any]:
+        """Load the model on this worker (once) with ``threads`` torch threads."""
+        torch.set_num_threads(max(1, threads))
+        loaded = cached_model(self.model, resolve_device(self.device))
+        return _CaseDetector(loaded, self.settings(loaded))
+
+
+@dataclass(frozen=True)
+class _CaseDetector:
+    loaded: LoadedModel
+    settings: DetectConfig
+
+    def __call__(self, item: DetectInput) -> CaseDetections:
+        volume = read_ct_input(item.path, series_uid=item.series, allow_gaps=item.allow_gaps)
+        check_fits_model(volume, self.loaded.plan.spacing_mm, item.where)
+        warnings = tuple(plan_warnings(volume, self.loaded.plan))
+        dets = detect_volume(volume, self.loaded, self.settings, case_id=item.case_id)
+        return CaseDetections(
+            item.case_id, tuple(dets), "sha256-voxels:" + voxel_hash(volume.array), warnings
+        )
+
+
+# -- the driver -----------------------------------------------------------------------------------------
+def parts_dir(out: Path) -> Path:
+    """The work folder of ``OUT``: ``OUT.parts`` beside it."""
+    return out.with_name(out.name + ".parts")
+
+
+def failures_path(out: Path) -> Path:
+    """The failures file of ``OUT``: ``dets.csv`` → ``dets.failures.csv``."""
+    return out.with_name(f"{out.stem}.failures.csv")
+
+
+@dataclass
+class DetectBatchResult:
+    """What a detect batch did (for the CLI's summary and the provenance)."""
+
+    n_cases: int
+    ran: list[str]
+    skipped: list[str]
+    failures: list[Failure]
+    n_detections: int
+    input_hashes: dict[str, str]
+    seconds: float
+    executor: str
+    device: str
+    loaded: LoadedModel
+    settings: DetectConfig
+    kept_parts: Path | None
+
+
+def _input_id(item: DetectInput, inputs: InputSet) -> str:
+    """The input's identity for resuming: size and time of its files, plus the cohort's content hash."""
+    try:
+        stat = path_identity(item.path)
+    except OSError:
+        stat = "missing"
+    known = inputs.content_hashes.get(item.case_id)
+    read = f"|series:{item.series}|gaps:{item.allow_gaps}"
+    return (f"content:{known}|stat:{stat}" if known else f"stat:{stat}") + read
+
+
+def _merge_parts(store: PartStore, keys: Sequence[str], out: Path) -> int:
+    """Write OUT from the finished cases' part files in case order (each part's rows are already sorted,
+    so OUT is what one write of all rows gives); returns the number of rows."""
+    header: str | None = None
+    body: list[str] = []
+    for key in sorted(keys):
+        lines = store.path(key, ".csv").read_text(encoding="utf-8").splitlines(keepends=True)
+        if not lines:
+            continue
+        if header is None:
+            header = lines[0]
+        elif lines[0] != header:
+            raise InputError(f"the part of case {key} has another header than the others", store.root)
+        body.extend(lines[1:])
+    if header is None:  # no finished case: the empty table with its header
+        write_detections(out, [])
+        return 0
+    atomic.write_text(out, header + "".join(body))
+    return len(body)
+
+
+def run_detect_batch(
+    inputs: InputSet,
+    spec: DetectSpec,
+    executor: Executor,
+    out: Path,
+    *,
+    retries: int = 1,
+    keep_going: bool | None = None,
+    json_out: bool = False,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
+    notice: Callable[[LoadedModel], str | None] | None = None,
+) -> DetectBatchResult:
+    """Run detection on every input (see the module docstring); returns what was done.
+
+    ``keep_going`` None = on for several inputs, off for one. The model is loaded here once on the CPU to
+    check it and fingerprint the run (model hash + settings) before any worker starts.
+    """
+    if retries < 0:
+        raise UsageError(f"--retries must be >= 0, got {retries}")
+    keep = inputs.multi if keep_going is None else keep_going
+    loaded = cached_model(spec.model, torch.device("cpu"))
+    settings = spec.settings(loaded)
+    run_fp = fingerprint(
+        {"job": "detect", "model": loaded.fingerprint, "settings": dataclasses.asdict(settings)}
+    )
+    store = PartStore(parts_dir(out), run_fp)
+    store.create()
+    say = on_message or (lambda _m: None)
+    line = notice(loaded) if notice is not None else None
+    if line:
+        say(line)
+
+    ids = {it.case_id: _input_id(it, inputs) for it in inputs.items}
+    by_case = {it.case_id: it for it in inputs.items}
+    hashes: dict[str, str] = {}
+    skipped: list[str] = []
+    tasks: list[Task] = []
+    for it in inputs.items:
+        rec = store.record(it.case_id, ids[it.case_id])
+        if rec is not None:
+            skipped.append(it.case_id)
+            hashes[it.label] = str(rec.get("voxel_hash", ""))
+        else:
+            tasks.append(Task(it.case_id, it))
+    if skipped:
+        say(f"resuming: {len(skipped)} case(s) already done in {store.root}, {len(tasks)} to run")
+
+    def on_result(outcome: Outcome) -> None:
+        res: CaseDetections = outcome.result
+        for w in res.warnings:
+            say(f"warning: {res.case_id}: {w}")
+        part = store.path(res.case_id, ".csv")
+        write_detections(part, res.detections)
+        store.commit(
+            res.case_id,
+            ids[res.case_id],
+            [part.name],
+            {
+                "voxel_hash": res.voxel_hash,
+                "n_detections": len(res.detections),
+                "seconds": round(outcome.seconds, 3),
+                "worker": outcome.worker,
+            },
+        )
+        hashes[by_case[res.case_id].label] = res.voxel_hash
+
+    def on_failure(f: Failure) -> None:
+        say(f"FAILED {f.key} after {f.attempts} attempt(s): {f.error}")
+
+    try:
+        report = run_batch(
+            tasks,
+            spec,
+            executor,
+            on_result=on_result,
+            retries=retries,
+            keep_going=keep,
+            skipped=len(skipped),
+            on_progress=on_progress,
+            on_failure=on_failure,
+        )
+    except BatchAborted as exc:
+        raise BatchAborted(
+            f"{exc.problem}; the finished cases are kept in {store.root} and a rerun resumes "
+            "(--keep-going runs the other cases)"
+        ) from None
+    done = set(skipped) | set(report.done)
+    finished = [it.case_id for it in inputs.items if it.case_id in done]
+    n_dets = _merge_parts(store, finished, out)
+    if json_out:
+        write_detections_json(out.with_suffix(".json"), read_detections(out).rows())
+    fail_file = failures_path(out)
+    if report.failures:
+        write_failures(fail_file, report.failures)
+        kept: Path | None = store.root
+    else:
+        if fail_file.is_file():
+            fail_file.unlink()  # an earlier run's failures are fixed now
+        store.remove((".csv",))
+        kept = None
+    return DetectBatchResult(
+        n_cases=len(inputs.items),
+        ran=report.done,
+        skipped=skipped,
+        failures=report.failures,
+        n_detections=n_dets,
+        input_hashes={it.label: hashes[it.label] for it in inputs.items if it.label in hashes},
+        seconds=report.seconds,
+        executor=report.executor or executor.describe(),
+        device=str(resolve_device(spec.device)),
+        loaded=loaded,
+        settings=settings,
+        kept_parts=kept,
+    )

@@ -1,0 +1,52 @@
+"""`detect --ray` on a local Ray (one Ray for the module): the serial rows, and a broken case recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batch_helpers import DETECT_OPTS, copy_cohort, phantom_cohort, rows, truncate
+from lymphcad.batch.detect import failures_path
+from lymphcad.batch.executors import start_local_ray
+from lymphcad.cli import main
+from lymphcad.io.detections import read_provenance
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'lymphcad[ray]')")
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray (2 CPUs, small object store, no dashboard) for the module; `--ray` reuses it."""
+    start_local_ray(2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return phantom_cohort(tmp_path_factory.mktemp("raybatch") / "cohort", cases=4)
+
+
+@pytest.mark.slow
+def test_ray_gives_the_serial_rows_and_a_broken_case_is_recorded(
+    local_ray: None, cohort: Path, tmp_path: Path
+) -> None:
+    serial = tmp_path / "serial.csv"
+    assert main(["detect", str(cohort), "--out", str(serial), *DETECT_OPTS]) == 0
+    out = tmp_path / "ray.csv"
+    assert main(["detect", str(cohort), "--out", str(out), "--ray", "--workers", "2", *DETECT_OPTS]) == 0
+    assert out.read_bytes() == serial.read_bytes()
+    prov = read_provenance(out)
+    assert prov is not None and prov["settings"]["executor"] == "local Ray (2 actor(s) x 1 thread(s))"
+    assert ray.is_initialized()  # a Ray that the caller started is left running
+
+    broken = copy_cohort(cohort, tmp_path / "broken")
+    truncate(broken / "images" / "phantom_0001.nii.gz")
+    out2 = tmp_path / "ray2.csv"
+    rc = main(["detect", str(broken), "--out", str(out2), "--ray", "--workers", "2", *DETECT_OPTS])
+    assert rc == 1
+    fail = failures_path(out2).read_text(encoding="utf-8").splitlines()
+    assert len(fail) == 2 and fail[1].startswith("phantom_0001,") and fail[1].endswith(",2")
+    assert rows(out2) == [r for r in rows(serial) if r[0] != "phantom_0001"]
