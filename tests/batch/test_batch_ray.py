@@ -1,4 +1,5 @@
-"""`detect --ray` on a local Ray (one Ray for the module): the serial rows, and a broken case recorded."""
+"""`detect --ray` and `prepare` on a local Ray (one Ray for the module): the same results as without Ray,
+and a broken case recorded."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from lymphcad.batch.detect import failures_path
 from lymphcad.batch.executors import start_local_ray
 from lymphcad.cli import main
 from lymphcad.io.detections import read_provenance
+from lymphcad.tcia.prepare import PrepareOptions, prepare
+from tcia_fixtures import build_collection
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'lymphcad[ray]')")
 
@@ -50,3 +53,24 @@ def test_ray_gives_the_serial_rows_and_a_broken_case_is_recorded(
     fail = failures_path(out2).read_text(encoding="utf-8").splitlines()
     assert len(fail) == 2 and fail[1].startswith("phantom_0001,") and fail[1].endswith(",2")
     assert rows(out2) == [r for r in rows(serial) if r[0] != "phantom_0001"]
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_prepare_on_ray_writes_the_serial_cohort(local_ray: None, real_ct_dir: Path, tmp_path: Path) -> None:
+    coll = build_collection(real_ct_dir, tmp_path / "fixture")
+    raw = coll.write_series_folders(tmp_path / "raw", "classic")
+    arch = coll.write_archives(tmp_path / "arch")
+    cohorts = {}
+    for name, ray_address in (("processes", None), ("ray", "")):
+        out = tmp_path / name
+        report = prepare(
+            PrepareOptions(
+                raw=raw, annotations=arch["MED_ABD_LYMPH_ANNOTATIONS"], out=out, workers=2, ray=ray_address
+            )
+        )
+        assert not report.failed
+        cohorts[name] = out
+    assert report.executor == "local Ray (2 actor(s) x 1 thread(s))"
+    for rel in ("annotations.csv", *(f"images/{c}.nii.gz" for c in coll.nodes)):
+        assert (cohorts["ray"] / rel).read_bytes() == (cohorts["processes"] / rel).read_bytes(), rel

@@ -176,6 +176,10 @@ def test_broken_patient_reported_not_fatal(coll: FixtureCollection, tmp_path: Pa
     assert "MED_LYMPH_001" in report.failed
     assert "MED_LYMPH_001" not in json.loads((tmp_path / "cohort" / "dataset.json").read_text())["cases"]
     assert len(report.cases) == 3
+    # the batch engine retried it once, then listed it with its error
+    fail = (tmp_path / "cohort" / "extra" / "prepare" / "failures.csv").read_text().splitlines()
+    assert fail[0] == "case,error,attempts"
+    assert len(fail) == 2 and fail[1].startswith("MED_LYMPH_001,") and fail[1].endswith(",2")
 
 
 def test_mask_grid_mismatch_reported(coll: FixtureCollection, tmp_path: Path) -> None:

@@ -160,6 +160,12 @@ def prepare_cmd(
         max=64,
         help="Threads per worker that gzip the images (default: the CPUs divided among the workers).",
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Convert on Ray: alone (or 'local') starts and stops a local Ray; 'auto' or HOST:PORT joins a cluster.",
+    ),
+    retries: int = typer.Option(1, "--retries", min=0, max=100, help="Extra attempts for a failing patient."),
 ) -> None:
     """Turn a CT Lymph Nodes download + annotation archives into a cohort (docs/formats.md)."""
     from lymphcad.tcia.prepare import PrepareOptions, prepare
@@ -182,6 +188,8 @@ def prepare_cmd(
         workers=workers,
         patients=_split_ids(patients),
         deflate_threads=deflate_threads,
+        ray=None if ray is None else ("" if ray == "local" else ray),
+        retries=retries,
     )
     with progress() as bar:
         task = bar.add_task("prepare", total=None)

@@ -1,7 +1,8 @@
 """``lymphcad prepare``: a CT Lymph Nodes download + its annotation archives → a cohort (formats.md §2).
 
-Per patient (in parallel over patients, each in its own process, forked from a forkserver that has
-imported lymphcad once):
+Per patient (in parallel over patients with the batch engine, :mod:`lymphcad.batch`: local processes
+forked from a forkserver that has imported lymphcad once, or Ray actors; a failing patient is retried and
+then listed in ``extra/prepare/failures.csv``):
 
 1. **CT series** (spec §2.5): the patient's folders are found by reading the ``PatientID`` of one file per
    folder, so every layout of spec §2 works (retriever "descriptive", classic UID folders, tcia-utils flat
@@ -33,14 +34,13 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import queue
 import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -49,6 +49,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lymphcad import __version__, atomic, citations
+from lymphcad.batch.engine import Failure, Task, run_batch, write_failures
+from lymphcad.batch.executors import make_executor, usable_cpus
 from lymphcad.cohort import Annotation, CohortWriter, DatasetInfo
 from lymphcad.errors import InputError, LymphcadError
 from lymphcad.geometry import Geometry
@@ -436,6 +438,21 @@ def convert_case(job: CaseJob) -> CaseResult:
     return result
 
 
+@dataclass(frozen=True)
+class _ConvertSpec:
+    """The batch worker of prepare: :func:`convert_case`, with a failed patient raised for the engine."""
+
+    def setup(self, threads: int) -> Callable[[Any], Any]:
+        return _convert_or_raise
+
+
+def _convert_or_raise(job: CaseJob) -> CaseResult:
+    result = convert_case(job)
+    if result.status == "failed":
+        raise LymphcadError(result.error)
+    return result
+
+
 # -- the whole run ------------------------------------------------------------------------------------
 @dataclass
 class PrepareOptions:
@@ -450,14 +467,10 @@ class PrepareOptions:
     patients: Sequence[str] = ()
     #: deflate threads per worker; None = the usable CPUs shared out among the workers (at least 1)
     deflate_threads: int | None = None
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    #: Ray instead of local processes: None = no, "" = a local Ray, "auto" or an address = a cluster
+    ray: str | None = None
+    #: extra attempts for a patient that fails (then it is listed in extra/prepare/failures.csv)
+    retries: int = 1
 
 
 def auto_deflate_threads(workers: int, cpus: int | None = None) -> int:
@@ -480,6 +493,8 @@ class PrepareReport:
     seconds: float = 0.0
     #: how the conversion ran (worker processes, deflate threads per worker)
     settings: dict[str, int] = field(default_factory=dict)
+    #: the executor that ran the conversions (serial, local processes, Ray)
+    executor: str = "serial"
 
     def summary_lines(self) -> list[str]:
         """Human-readable lines for the console (no PHI: ids, counts and geometry only)."""
@@ -610,19 +625,34 @@ def prepare(
         if on_case:
             on_case(res.case_id, res.status if res.status != "failed" else f"FAILED ({res.error})", total)
 
-    if opts.workers <= 1 or len(todo) <= 1:
-        for job in todo:
-            _done(convert_case(job))
-    else:
-        # forkserver: a fresh server process imports lymphcad once (preload) and forks the workers from it,
-        # so each worker starts without re-importing numpy/pydicom/nibabel (about 1 CPU-s each) and without
-        # inheriting the caller's threads (as plain fork would)
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["lymphcad.tcia.prepare", "lymphcad.io.dicom", "lymphcad.io.nifti"])
-        with ProcessPoolExecutor(max_workers=min(opts.workers, len(todo)), mp_context=ctx) as pool:
-            futures = [pool.submit(convert_case, job) for job in todo]
-            for fut in as_completed(futures):
-                _done(fut.result())
+    def _failed(f: Failure) -> None:
+        _done(CaseResult(f.key, "failed", error=f"{f.error} (after {f.attempts} attempt(s))"))
+
+    # the batch engine: serial, local processes (forkserver: one server imports lymphcad once and forks the
+    # workers, which start without re-importing numpy/pydicom/nibabel, about 1 CPU-s each) or Ray actors
+    executor = make_executor(
+        workers=opts.workers if len(todo) > 1 else 1,
+        ray=opts.ray,
+        threads=threads,
+        preload=("lymphcad.tcia.prepare", "lymphcad.io.dicom", "lymphcad.io.nifti"),
+    )
+    batch = run_batch(
+        [Task(job.case_id, job) for job in todo],
+        _ConvertSpec(),
+        executor,
+        on_result=lambda outcome: _done(outcome.result),
+        retries=opts.retries,
+        keep_going=True,
+        skipped=total - len(todo),
+        on_failure=_failed,
+    )
+    if batch.executor:
+        report.executor = batch.executor
+    fail_file = out / "extra" / "prepare" / "failures.csv"
+    if batch.failures:
+        write_failures(fail_file, batch.failures)
+    elif fail_file.is_file():
+        fail_file.unlink()
     report.seconds = time.perf_counter() - t0
     _finish(opts, out, report, cands, unknown_ann, unknown_cand, centroids)
     return report
