@@ -142,9 +142,9 @@ def test_inference_never_imports_training() -> None:
     assert not {e.target for e in edges if e.source == "lymphcad.detector.fpr"} & {
         m for m in module_names(SRC, PACKAGE) if m.startswith("lymphcad.detector.")
     }
-    # the command line takes nothing from the training loop for detection
-    detect_cmd = {e.target for e in edges if e.source == "lymphcad.cli.detect"}
-    assert "lymphcad.detector.common" in detect_cmd
+    # detection (the command's batch runner) takes nothing from the training loop
+    assert not _reachable(edges, "lymphcad.batch.detect") & training
+    assert "lymphcad.detector.common" in {e.target for e in edges if e.source == "lymphcad.batch.detect"}
 
 
 def _write_package(root: Path, files: dict[str, str]) -> None:

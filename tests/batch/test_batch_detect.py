@@ -70,7 +70,7 @@ def test_a_corrupt_case_is_recorded_and_the_others_finish(
     assert "phantom_0002.nii.gz" in fail[1]  # the error names the file
     assert rows(out) == [r for r in rows(serial) if r[0] != "phantom_0002"]
     # the work folder is kept so that a rerun retries only the failed case
-    assert sorted(p.name for p in parts_dir(out).glob("*.done.json")) == [
+    assert sorted(p.name for p in parts_dir(out).glob("[!.]*.done.json")) == [
         f"phantom_{i:04d}.done.json" for i in (0, 1, 3)
     ]
     # repaired input → the rerun runs only that case, and the result is the full serial one
@@ -98,7 +98,7 @@ def test_changed_settings_rerun_every_case(cohort: Path, tmp_path: Path) -> None
     broken = copy_cohort(cohort, tmp_path / "cohort")
     truncate(broken / "images" / "phantom_0003.nii.gz")
     assert main(["detect", str(broken), "--out", str(out), "--retries", "0", *DETECT_OPTS]) == 1
-    records = list(parts_dir(out).glob("*.done.json"))
+    records = list(parts_dir(out).glob("[!.]*.done.json"))
     assert len(records) == 3
     fp = {json.loads(p.read_text())["fingerprint"] for p in records}
     # another threshold is another run: the parts of the first one must not be reused
@@ -170,7 +170,7 @@ def test_ctrl_c_then_rerun_runs_only_the_missing_cases(
     )
     parts = parts_dir(out)
     deadline = time.monotonic() + 240
-    while len(list(parts.glob("*.done.json"))) < 2:
+    while len(list(parts.glob("[!.]*.done.json"))) < 2:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -178,7 +178,7 @@ def test_ctrl_c_then_rerun_runs_only_the_missing_cases(
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    done = sorted(p.name for p in parts.glob("*.done.json"))
+    done = sorted(p.name for p in parts.glob("[!.]*.done.json"))
     assert 2 <= len(done) < 6
     assert not out.exists()
 

@@ -25,6 +25,7 @@ from lymphcad import atomic
 from lymphcad.batch.engine import (
     BatchAborted,
     BatchProgress,
+    Executor,
     Failure,
     Outcome,
     PartStore,
@@ -34,7 +35,6 @@ from lymphcad.batch.engine import (
     run_batch,
     write_failures,
 )
-from lymphcad.batch.executors import Executor
 from lymphcad.batch.inputs import DetectInput, InputSet
 from lymphcad.cohort import voxel_hash
 from lymphcad.detector.common import resolve_device

@@ -22,17 +22,15 @@ import os
 import re
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from lymphcad import atomic
 from lymphcad.errors import LymphcadError
-
-if TYPE_CHECKING:
-    from lymphcad.batch.executors import Executor
 
 #: one task's payload → its result (built by :meth:`WorkerSpec.setup` in each worker)
 TaskFn = Callable[[Any], Any]
@@ -66,6 +64,32 @@ class Outcome:
     error: str = ""
     seconds: float = 0.0
     worker: str = ""
+
+
+class Executor(ABC):
+    """Runs tasks on workers built from a spec. ``capacity``: tasks it accepts at once."""
+
+    capacity: int = 1
+
+    @abstractmethod
+    def start(self, spec: WorkerSpec) -> None:
+        """Get the workers ready (they build their task function from ``spec``)."""
+
+    @abstractmethod
+    def submit(self, task: Task) -> None:
+        """Queue one task (the engine never submits more than ``capacity`` at once)."""
+
+    @abstractmethod
+    def wait(self) -> list[Outcome]:
+        """Block until at least one submitted task has finished; return the finished ones."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the workers (also after Ctrl-C or an error; unfinished tasks are dropped)."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for reports: kind, workers, threads per worker."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import logging
 import multiprocessing as mp
 import os
 import signal
-from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import lymphcad
-from lymphcad.batch.engine import Outcome, Task, TaskFn, WorkerSpec, one_line_error, run_task
+from lymphcad.batch.engine import Executor, Outcome, Task, TaskFn, WorkerSpec, one_line_error, run_task
 from lymphcad.errors import UsageError
 
 #: object store of a Ray started by lymphcad: the tasks pass small payloads and results only
@@ -49,32 +48,6 @@ def threads_per_worker(workers: int, cpus: int | None = None) -> int:
     """CPU threads for each of ``workers`` workers sharing ``cpus`` cores: cpus // workers, at least 1."""
     n = usable_cpus() if cpus is None else cpus
     return max(1, n // max(1, workers))
-
-
-class Executor(ABC):
-    """Runs tasks on workers built from a spec. ``capacity``: tasks it accepts at once."""
-
-    capacity: int = 1
-
-    @abstractmethod
-    def start(self, spec: WorkerSpec) -> None:
-        """Get the workers ready (they build their task function from ``spec``)."""
-
-    @abstractmethod
-    def submit(self, task: Task) -> None:
-        """Queue one task (the engine never submits more than ``capacity`` at once)."""
-
-    @abstractmethod
-    def wait(self) -> list[Outcome]:
-        """Block until at least one submitted task has finished; return the finished ones."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Stop the workers (also after Ctrl-C or an error; unfinished tasks are dropped)."""
-
-    @abstractmethod
-    def describe(self) -> str:
-        """One line for reports: kind, workers, threads per worker."""
 
 
 class SerialExecutor(Executor):

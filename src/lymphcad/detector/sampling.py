@@ -288,7 +288,12 @@ class PatchSampler:
 
     def batch(self, rng: np.random.Generator, n: int) -> dict[str, torch.Tensor]:
         """``n`` patches stacked into a batch dict (image, heatmap, ignore, size, offset, reg_mask)."""
-        patches = [self.sample(rng) for _ in range(n)]
+        return self.batch_of([rng] * n)
+
+    def batch_of(self, rngs: Sequence[np.random.Generator]) -> dict[str, torch.Tensor]:
+        """One patch per random stream, stacked into a batch dict (the training loop gives each patch of a
+        global batch its own stream, so the batch does not depend on how many processes share it)."""
+        patches = [self.sample(rng) for rng in rngs]
         return {
             key: torch.stack([getattr(p, key) for p in patches])
             for key in ("image", "heatmap", "ignore", "size", "offset", "reg_mask")

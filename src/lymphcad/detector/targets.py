@@ -136,10 +136,24 @@ def encode(
 
 
 # -- losses -------------------------------------------------------------------------------------------
+def centre_cells(target: torch.Tensor) -> torch.Tensor:
+    """Number of centre cells (heatmap value 1) in a target batch: the focal loss's normaliser."""
+    return (target >= 1.0 - 1e-6).float().sum()
+
+
 def focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor, *, alpha: float = 2.0, beta: float = 4.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore: torch.Tensor,
+    *,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+    n_pos: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """CenterNet's penalty-reduced focal loss, summed and divided by the number of centre cells (≥ 1)."""
+    """CenterNet's penalty-reduced focal loss, summed and divided by the number of centre cells (≥ 1).
+
+    ``n_pos``: the divisor when it is not this batch's own count (DDP: the count over all processes).
+    """
     logits = logits.float()
     p = torch.sigmoid(logits)
     log_p = F.logsigmoid(logits)
@@ -148,15 +162,20 @@ def focal_loss(
     keep = 1.0 - ignore
     pos_loss = -((1.0 - p) ** alpha) * log_p * pos
     neg_loss = -((1.0 - target) ** beta) * (p**alpha) * log_1mp * (1.0 - pos) * keep
-    n_pos = pos.sum().clamp(min=1.0)
-    return (pos_loss.sum() + neg_loss.sum()) / n_pos
+    divisor = pos.sum() if n_pos is None else n_pos
+    return (pos_loss.sum() + neg_loss.sum()) / divisor.clamp(min=1.0)
 
 
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error over masked cells (mask broadcasts over channels); 0 when the mask is empty."""
+def masked_l1(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *, n_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean absolute error over masked cells (mask broadcasts over channels); 0 when the mask is empty.
+
+    ``n_mask``: the number of masked cells to divide by when it is not this batch's own (DDP: all processes').
+    """
     pred = pred.float()
     diff = (pred - target).abs() * mask
-    n = mask.sum() * pred.shape[1]
+    n = (mask.sum() if n_mask is None else n_mask) * pred.shape[1]
     return diff.sum() / n.clamp(min=1.0)
 
 

@@ -11,13 +11,19 @@ A run folder ``RUN`` holds::
     RUN/model/                 the latest weights as a shippable model (model.pt + plan.json)
     RUN/val/epoch_NNNN/        validation detections and eval.json (when an evaluator is present)
 
-Determinism: epoch ``e`` draws its patches from ``numpy.random.default_rng([seed, e, rank])`` and uses no
-other randomness, and a checkpoint stores weights, optimiser, scheduler and scaler states. So on CPU an
-interrupted run resumed with ``--resume`` ends with bit-identical weights to an uninterrupted one. On CUDA
-cuDNN is put in deterministic mode; some 3D kernels may still differ in the last bits.
+Determinism: patch ``j`` of the global batch of iteration ``i`` in epoch ``e`` is drawn from its own stream
+``numpy.random.default_rng([seed, e, i, j])`` and nothing else is random, and a checkpoint stores weights,
+optimiser, scheduler and scaler states. So on CPU an interrupted run resumed with ``--resume`` ends with
+bit-identical weights to an uninterrupted one. On CUDA cuDNN is put in deterministic mode; some 3D kernels
+may still differ in the last bits.
 
-Multi-GPU: started under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains on its own patches with
-DistributedDataParallel; rank 0 alone writes files.
+Multi-GPU: started under ``torchrun`` (``WORLD_SIZE`` > 1) each process trains with
+DistributedDataParallel on its share of the global batch (``train.batch_size`` patches per process: rank
+``r`` draws patches ``j = r·B … r·B + B − 1``), so N processes with batch B see the same patches as one
+process with batch N·B; the logged losses are averaged over the processes. Rank 0 alone writes files
+(checkpoints, history, model); the others wait for it at the end of every epoch, so a resumed run starts
+every rank from the same checkpoint. BatchNorm statistics stay per process (as usual with DDP), which is
+why the loss curve matches one process's within a tolerance rather than exactly (tests/detector).
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from lymphcad.detector.model import (
 from lymphcad.detector.network import CenterNet3D, build_network, count_parameters
 from lymphcad.detector.plan import Plan, compute_plan, enhanced_fraction, load_plan, save_plan
 from lymphcad.detector.sampling import PatchSampler, TrainCase, read_split
-from lymphcad.detector.targets import focal_loss, masked_l1
+from lymphcad.detector.targets import centre_cells, focal_loss, masked_l1
 from lymphcad.errors import InputError, UsageError
 from lymphcad.evaluate import EvalSettings, evaluate_truth
 from lymphcad.evaluate.settings import FP_RATES
@@ -105,13 +111,38 @@ def _init_distributed(device_kind: str) -> DistInfo:
     return DistInfo(tdist.get_rank(), tdist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def patch_streams(
+    seed: int, epoch: int, iteration: int, batch_size: int, dist: DistInfo
+) -> list[np.random.Generator]:
+    """The random streams of this process's share of one iteration's global batch (one stream per patch)."""
+    first = dist.rank * batch_size
+    return [np.random.default_rng([seed, epoch, iteration, first + k]) for k in range(batch_size)]
+
+
 def compute_losses(
-    out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], *, w_size: float, w_offset: float
+    out: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    *,
+    w_size: float,
+    w_offset: float,
+    dist: DistInfo | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The three losses and their weighted sum (``"loss"``; the heatmap's weight is 1)."""
-    heat = focal_loss(out["heatmap"], batch["heatmap"], batch["ignore"])
-    size = masked_l1(out["size"], batch["size"], batch["reg_mask"])
-    offset = masked_l1(out["offset"], batch["offset"], batch["reg_mask"])
+    """The three losses and their weighted sum (``"loss"``; the heatmap's weight is 1).
+
+    Under DDP (``dist.world`` > 1) the losses are normalised by the counts over *all* processes' batches and
+    scaled by the number of processes, so the gradients that DDP averages are those of the global batch's
+    loss (a process whose patches hold no node would otherwise weigh as much as one whose patches do).
+    """
+    n_pos = n_mask = None
+    scale = 1.0
+    if dist is not None and dist.world > 1:
+        counts = torch.stack([centre_cells(batch["heatmap"]), batch["reg_mask"].float().sum()])
+        tdist.all_reduce(counts)
+        n_pos, n_mask = counts[0], counts[1]
+        scale = float(dist.world)
+    heat = focal_loss(out["heatmap"], batch["heatmap"], batch["ignore"], n_pos=n_pos) * scale
+    size = masked_l1(out["size"], batch["size"], batch["reg_mask"], n_mask=n_mask) * scale
+    offset = masked_l1(out["offset"], batch["offset"], batch["reg_mask"], n_mask=n_mask) * scale
     total = heat + w_size * size + w_offset * offset
     return {"loss": total, "loss_heatmap": heat, "loss_size": size, "loss_offset": offset}
 
@@ -435,16 +466,17 @@ def train(
     if stop_after_epochs is not None:
         end_epoch = min(end_epoch, start_epoch + stop_after_epochs)
     for epoch in range(start_epoch, end_epoch):
-        rng = np.random.default_rng([cfg.train.seed, epoch, dist.rank])
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "loss_heatmap": 0.0, "loss_size": 0.0, "loss_offset": 0.0}
         for it in range(cfg.train.iters_per_epoch):
-            batch = sampler.batch(rng, cfg.train.batch_size)
+            batch = sampler.batch_of(patch_streams(cfg.train.seed, epoch, it, cfg.train.batch_size, dist))
             batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 outputs = model(batch["image"])
-            losses = compute_losses(outputs, batch, w_size=cfg.train.w_size, w_offset=cfg.train.w_offset)
+            losses = compute_losses(
+                outputs, batch, w_size=cfg.train.w_size, w_offset=cfg.train.w_offset, dist=dist
+            )
             if not torch.isfinite(losses["loss"]):
                 raise RuntimeError(f"non-finite loss at epoch {epoch + 1}, iteration {it + 1}")
             if scaler is not None:
@@ -467,6 +499,10 @@ def train(
                     total_iters,
                     f"epoch {epoch + 1}/{cfg.train.epochs} loss {sums['loss'] / (it + 1):.3f}",
                 )
+        if dist.world > 1:  # the logged losses are the mean over all processes
+            total = torch.tensor(list(sums.values()), dtype=torch.float64, device=dev)
+            tdist.all_reduce(total)
+            sums = {k: float(v) / dist.world for k, v in zip(sums, total.tolist(), strict=True)}
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "iterations": (epoch + 1) * cfg.train.iters_per_epoch,
@@ -504,6 +540,8 @@ def train(
                 detect=cfg.detect,
                 meta={"epoch": epoch + 1, **thresholds},
             )
+        if dist.world > 1:
+            tdist.barrier()  # rank 0 has written this epoch's checkpoint before any rank goes on
     if dist.world > 1:
         tdist.barrier()
         tdist.destroy_process_group()
