@@ -85,12 +85,16 @@ def test_a_corrupt_case_is_recorded_and_the_others_finish(
 
 def test_fail_fast_stops_and_keeps_what_finished(cohort: Path, tmp_path: Path) -> None:
     broken = copy_cohort(cohort, tmp_path / "cohort")
-    truncate(broken / "images" / "phantom_0000.nii.gz")
+    truncate(broken / "images" / "phantom_0002.nii.gz")
     out = tmp_path / "dets.csv"
     rc = main(["detect", str(broken), "--out", str(out), "--fail-fast", "--retries", "0", *DETECT_OPTS])
     assert rc == 1
     assert not out.exists()  # no partial final CSV under the final name
-    assert parts_dir(out).is_dir()
+    # serial order: the two cases before the broken one are kept for the rerun, the one after never ran
+    assert sorted(p.name for p in parts_dir(out).glob("[!.]*.done.json")) == [
+        "phantom_0000.done.json",
+        "phantom_0001.done.json",
+    ]
 
 
 def test_changed_settings_rerun_every_case(cohort: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from lymphcad.batch.engine import (
     Task,
     fingerprint,
     path_identity,
+    prune_empty,
     run_batch,
     write_failures,
 )
@@ -256,7 +257,10 @@ def run_detect_batch(
             on_progress=on_progress,
             on_failure=on_failure,
         )
-    except BatchAborted as exc:
+    except BaseException as exc:
+        prune_empty(store.root)
+        if not isinstance(exc, BatchAborted):
+            raise
         raise BatchAborted(
             f"{exc.problem}; the finished cases are kept in {store.root} and a rerun resumes "
             "(--keep-going runs the other cases)"

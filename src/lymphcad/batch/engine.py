@@ -330,6 +330,12 @@ class PartStore:
             self.root.rmdir()  # only when nothing else is left in it
 
 
+def prune_empty(folder: Path) -> None:
+    """Remove a work folder that holds nothing (a run stopped before any case finished)."""
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def write_failures(path: str | Path, failures: Sequence[Failure]) -> None:
     """failures.csv: case, error, attempts (sorted by case)."""
     atomic.write_csv(

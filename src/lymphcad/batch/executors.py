@@ -248,12 +248,18 @@ class RayExecutor(Executor):
         ray = self._ray = _import_ray()
         if not ray.is_initialized():
             if self.address:
-                ray.init(
-                    address=self.address,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    logging_level=logging.ERROR,
-                )
+                try:
+                    ray.init(
+                        address=self.address,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        logging_level=logging.ERROR,
+                    )
+                except (ConnectionError, RuntimeError, ValueError) as exc:
+                    raise UsageError(
+                        f"--ray {self.address}: cannot join a Ray cluster there ({one_line_error(exc)}); "
+                        "start one with 'ray start --head', or give --ray alone for a local Ray"
+                    ) from None
             else:
                 n = self.workers or usable_cpus()
                 start_local_ray(max(usable_cpus(), n * (self.threads or threads_per_worker(n))))
