@@ -46,10 +46,10 @@ def spheres(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_loss_falls(spheres: Path, tmp_path: Path) -> None:
     result = train(
-        spheres, split=spheres / "splits.json", fold=0, out=tmp_path / "run", config=_tiny_config(6, 6)
+        spheres, split=spheres / "splits.json", fold=0, out=tmp_path / "run", config=_tiny_config(8, 6)
     )
     losses = [float(r["loss"]) for r in result.history]
-    assert len(losses) == 6
+    assert len(losses) == 8
     assert losses[-1] < 0.6 * losses[0], losses
     assert (tmp_path / "run" / "history.csv").is_file()
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
