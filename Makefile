@@ -29,5 +29,9 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+# the quick benchmarks (about 10 min on a quiet 2-core machine) and the README's table; BENCH=--full for all
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py $(BENCH)
+
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

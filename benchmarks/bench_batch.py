@@ -1,0 +1,164 @@
+"""Batch throughput of ``lymphcad detect`` on a phantom cohort: serial vs ``--workers 2`` vs ``--ray --workers 2``.
+
+    python benchmarks/bench_batch.py [--cases 8] [--preset bench] [--out benchmarks/results/batch.json]
+
+Each run is the command a user types, in a fresh process (imports, model load and, for Ray, starting and
+stopping a local Ray are all included): wall-clock seconds for the whole cohort, cases per hour, and the
+CPU seconds and peak memory of the serial run. The serial run uses the default threads (all cores); each of
+2 workers gets half of them; a serial run with one thread shows how much of the gain comes from running
+cases side by side rather than splitting one case's work over threads. A 1-case serial run gives the fixed cost (imports, model), so the per-case cost
+is ``(CPU(N cases) − CPU(1 case)) / (N − 1)``. Bytes read are the cohort's ``.nii.gz`` files, bytes written
+the detections CSV. Targets (issue 15): 2 workers ≥ 1.6× serial throughput; Ray ≤ 10 % slower than local
+processes at the same worker count. The machine's load average is recorded before and after: on a shared
+2-core machine the ratios are only meaningful when other jobs leave the cores free.
+
+The CT volumes are phantom cases (synthetic): these are speed figures, not detection results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from lymphcad import atomic
+from lymphcad.phantom import generate_cohort
+
+HERE = Path(__file__).resolve().parent
+
+
+def _cpu_children() -> tuple[float, float]:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1e6  # CPU s, peak RSS GB of the largest child so far
+
+
+def run_detect(cohort: Path, out: Path, extra: list[str]) -> dict[str, Any]:
+    """One ``lymphcad detect`` in a fresh process: wall seconds, CPU seconds of its children, rows."""
+    cmd = [sys.executable, "-m", "lymphcad", "detect", str(cohort), "--out", str(out), *extra]
+    env = {**os.environ, "LYMPHCAD_NO_PROGRESS": "1"}
+    cpu0, _ = _cpu_children()
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    cpu1, peak = _cpu_children()
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr[-2000:]}")
+    return {
+        "command": " ".join(["lymphcad", "detect", "COHORT", "--out", out.name, *extra]),
+        "wall_s": round(wall, 2),
+        "cpu_s_of_process": round(cpu1 - cpu0, 2),
+        "peak_rss_gb_so_far": round(peak, 3),
+        "rows": max(0, len(out.read_text(encoding="utf-8").splitlines()) - 1),
+        "csv_bytes": out.stat().st_size,
+        "stdout": " ".join(res.stdout.split()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=8)
+    ap.add_argument("--preset", default="bench", help="phantom preset: tiny | bench (512² × 240–320) | full")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "batch.json")
+    args = ap.parse_args()
+    if args.cases < 2:
+        raise SystemExit("--cases must be >= 2")
+
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        work = args.work or Path(tmp)
+        cohort = work / f"phantom-{args.preset}-{args.cases}"
+        t0 = time.perf_counter()
+        generate_cohort(cohort, args.cases, "both", 2026, 0.5, args.preset, workers=2)
+        gen_s = time.perf_counter() - t0
+        images = sorted((cohort / "images").glob("*.nii.gz"))
+        one = work / "one"
+        one.mkdir(exist_ok=True)
+        single = work / "single-case.txt"
+        single.write_text(f"{images[0]}\n", encoding="utf-8")
+
+        load_before = os.getloadavg()
+        w = str(args.workers)
+        runs = {
+            "serial_1_case": run_detect(single, one / "one.csv", []),
+            "serial": run_detect(cohort, work / "serial.csv", []),
+            "serial_1_thread": run_detect(cohort, work / "serial1.csv", ["--threads", "1"]),
+            f"workers{w}": run_detect(cohort, work / "workers.csv", ["--workers", w]),
+            f"ray{w}": run_detect(cohort, work / "ray.csv", ["--ray", "--workers", w]),
+        }
+        load_after = os.getloadavg()
+        same = {
+            name: (work / f"{kind}.csv").read_bytes() == (work / "serial.csv").read_bytes()
+            for name, kind in ((f"workers{w}", "workers"), (f"ray{w}", "ray"))
+        }
+        read_bytes = sum(p.stat().st_size for p in images)
+        voxels = sum(int(np.prod(nib.load(str(p)).header.get_data_shape()[:3])) for p in images)
+
+    n = args.cases
+    serial, workers, ray = runs["serial"], runs[f"workers{w}"], runs[f"ray{w}"]
+    per_case_cpu = (serial["cpu_s_of_process"] - runs["serial_1_case"]["cpu_s_of_process"]) / (n - 1)
+    per_case_wall = (serial["wall_s"] - runs["serial_1_case"]["wall_s"]) / (n - 1)
+    result = {
+        "benchmark": f"detect on {n} phantom cases ({args.preset} preset): serial vs {w} worker processes vs Ray",
+        "cases": n,
+        "preset": args.preset,
+        "phantom_generation_s": round(gen_s, 1),
+        "runs": runs,
+        "cases_per_hour": {
+            k: round(3600 * n / r["wall_s"], 1) for k, r in runs.items() if k != "serial_1_case"
+        },
+        "speedup_workers_over_serial": round(serial["wall_s"] / workers["wall_s"], 3),
+        "speedup_workers_over_serial_1_thread": round(
+            runs["serial_1_thread"]["wall_s"] / workers["wall_s"], 3
+        ),
+        "speedup_ray_over_serial": round(serial["wall_s"] / ray["wall_s"], 3),
+        "ray_overhead_vs_workers": round(ray["wall_s"] / workers["wall_s"] - 1.0, 3),
+        "rows_identical_to_serial": same,
+        "per_case": {
+            "cpu_s": round(per_case_cpu, 2),
+            "wall_s_serial": round(per_case_wall, 2),
+            "fixed_cost_wall_s": round(runs["serial_1_case"]["wall_s"] - per_case_wall, 2),
+            "bytes_read": read_bytes // n,
+            "voxels": voxels // n,
+            "bytes_written": serial["csv_bytes"] // n,
+            "peak_rss_gb_serial": serial["peak_rss_gb_so_far"],
+        },
+        "targets": {"speedup_workers_min": 1.6, "ray_overhead_max": 0.10},
+        "meets": {
+            "speedup": serial["wall_s"] / workers["wall_s"] >= 1.6,
+            "ray_overhead": ray["wall_s"] / workers["wall_s"] - 1.0 <= 0.10,
+        },
+        "load_average_1_5_15": {
+            "before": [round(v, 2) for v in load_before],
+            "after": [round(v, 2) for v in load_after],
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "note": "phantom CTs: speed figures only, not detection results",
+    }
+    atomic.write_json(args.out, result)
+    print(
+        f"{n} {args.preset} phantom cases: serial {serial['wall_s']:.1f} s, {w} workers {workers['wall_s']:.1f} s "
+        f"(x{result['speedup_workers_over_serial']:.2f}), Ray {w} workers {ray['wall_s']:.1f} s "
+        f"(x{result['speedup_ray_over_serial']:.2f}; {100 * result['ray_overhead_vs_workers']:+.0f} % vs processes); "
+        f"per case {per_case_cpu:.1f} CPU-s; rows identical: {same}; load {load_before[0]:.1f} → {load_after[0]:.1f}"
+    )
+    print(f"→ {args.out}")
+
+
+if __name__ == "__main__":
+    main()
