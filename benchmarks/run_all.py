@@ -119,7 +119,8 @@ def _rows_batch(d: dict[str, Any]) -> list[Row]:
         ),
         (
             f"same, `--ray --workers {n}` (local Ray started and stopped)",
-            f"{runs[r]['wall_s']} s (overhead {100 * d['ray_overhead_vs_workers']:+.0f} % vs processes)",
+            f"{runs[r]['wall_s']} s ({100 * d['ray_overhead_vs_workers']:+.0f} % vs processes; the batch alone, "
+            f"without starting Ray: {100 * (d.get('ray_overhead_vs_workers_batch_only') or 0):+.0f} %)",
             f"local processes {runs[w]['wall_s']} s; target ≤ +10 %",
         ),
     ]
@@ -162,11 +163,35 @@ def _rows_train_step(d: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _rows_review(d: dict[str, Any]) -> list[Row]:
+    fv, ax, co = (
+        d["first_view_512x512x300_s"],
+        d["redraw_axial_512x512_ms"],
+        d["redraw_coronal_512x512x600_ms"],
+    )
+    return [
+        (
+            "review page (`serve`, headless Chromium): first view of a 512×512×300 case after launch",
+            f"{fv['median']} s (target {fv['target']} s)",
+            f"reading its NIfTI alone {d['reference_read_nifti_512x512x300_s']} s",
+        ),
+        (
+            "same, slice redraw p95: axial 512×512 / coronal 512×512×600",
+            f"{ax['p95']} ms / {co['p95']} ms (targets {ax['target_p95']} / {co['target_p95']})",
+            f"server-rendered PNG coronal p50 {d['reference_server_png_coronal_512x600_ms']['p50']} ms",
+        ),
+    ]
+
+
 BENCHMARKS: tuple[Bench, ...] = (
     Bench("read_series", "bench_read_series.py", ("--repeats", "1"), ("read_series.json",), _rows_read),
     Bench("evaluate", "bench_evaluate.py", ("--repeats", "1"), ("evaluate.json",), _rows_evaluate),
     Bench("detect", "bench_detect.py", ("--repeats", "1"), ("detect_speed.json",), _rows_detect),
     Bench("batch", "bench_batch.py", (), ("batch.json",), _rows_batch),
+    Bench(
+        "review", "bench_review.py", ("--repeats", "1", "--redraws", "100"), ("review.json",), _rows_review
+    ),
+    Bench("train_step", "bench_train_step.py", ("--repeats", "3"), ("train_step.json",), _rows_train_step),
     Bench(
         "deflate", "bench_deflate.py", ("--repeats", "1"), ("deflate.json",), _rows_deflate, needs_shared=True
     ),

@@ -136,6 +136,7 @@ class DetectBatchResult:
     n_detections: int
     input_hashes: dict[str, str]
     seconds: float
+    start_seconds: float
     executor: str
     device: str
     loaded: LoadedModel
@@ -287,6 +288,7 @@ def run_detect_batch(
         n_detections=n_dets,
         input_hashes={it.label: hashes[it.label] for it in inputs.items if it.label in hashes},
         seconds=report.seconds,
+        start_seconds=report.start_seconds,
         executor=report.executor or executor.describe(),
         device=str(resolve_device(spec.device)),
         loaded=loaded,

@@ -123,7 +123,10 @@ class BatchReport:
 
     done: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    #: from the executor being ready (a local Ray started, ...) to the last case
     seconds: float = 0.0
+    #: getting the executor ready (starting a local Ray or joining a cluster; processes start lazily)
+    start_seconds: float = 0.0
     executor: str = ""
     #: per finished key: seconds spent in the worker
     task_seconds: dict[str, float] = field(default_factory=dict)
@@ -198,6 +201,8 @@ def run_batch(
         return report
     executor.start(spec)
     report.executor = executor.describe()
+    report.start_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
     try:
         while pending or in_flight:
             while pending and in_flight < executor.capacity:

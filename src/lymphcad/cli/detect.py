@@ -308,9 +308,10 @@ def detect_cmd(
     )
     done = len(res.ran) + len(res.skipped)
     resumed = f" ({len(res.skipped)} from an earlier run)" if res.skipped else ""
+    started = f" (+{res.start_seconds:.1f} s starting it)" if res.start_seconds >= 0.1 else ""
     console.print(
         f"{res.n_detections} detection(s) in {done} volume(s){resumed}, {res.seconds:.1f} s on "
-        f"{res.executor} → {out} (model {loaded.name})"
+        f"{res.executor}{started} → {out} (model {loaded.name})"
     )
     dets = read_detections(out).rows() if clinical.wants_dicom else []
     clinical.finish(dets, model_name=loaded.name, model_sha256=loaded.fingerprint)
