@@ -11,6 +11,7 @@ import pytest
 
 from cli_checks import run_cli
 from evaluate_fixtures import MASK_DETS, write_mask_cohort
+from lymphcad.batch.engine import Failure, write_failures
 from lymphcad.cli._detect_support import second_stage_record
 from lymphcad.cohort import (
     ANNOTATION_COLUMNS,
@@ -69,6 +70,7 @@ def test_doc_has_every_block() -> None:
         "matches.csv",
         "splits.json",
         "review.csv",
+        "failures.csv",
     }
 
 
@@ -118,6 +120,11 @@ def test_detection_files(tmp_path: Path) -> None:
     doc = _json("provenance")
     assert list(doc) == list(written)
     assert set(doc["settings"]) <= set(written["settings"])
+
+
+def test_failures_csv_header(tmp_path: Path) -> None:
+    write_failures(tmp_path / "f.csv", [Failure("case_a", "images/case_a.nii.gz: truncated", 2)])
+    assert _header("failures.csv") == _first_line(tmp_path / "f.csv")
 
 
 def test_eval_json_and_matches(tmp_path: Path) -> None:

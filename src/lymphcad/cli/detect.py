@@ -229,7 +229,8 @@ def detect_cmd(
         help="After a case fails for good, run the others (default for cohorts and lists) or stop.",
     ),
 ) -> None:
-    """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection.
+    """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection
+    (docs/formats.md).
 
     Several CTs run as a batch: each finished case is kept in OUT.parts/ at once, so a rerun after Ctrl-C
     or a crash only runs the missing cases; a case that fails is listed in OUT's .failures.csv.
