@@ -115,7 +115,8 @@ def _rows_batch(d: dict[str, Any]) -> list[Row]:
         (
             f"{what}, `--workers {n}`",
             f"{runs[w]['wall_s']} s = {d['cases_per_hour'][w]} CTs/h (×{d['speedup_workers_over_serial']} serial)",
-            f"serial {runs['serial']['wall_s']} s; target ×1.6; load {load['before'][0]}→{load['after'][0]}",
+            f"serial {runs['serial']['wall_s']} s (1 thread: {runs.get('serial_1_thread', {}).get('wall_s', '–')} s); "
+            f"target ×1.6; load {load['before'][0]}→{load['after'][0]} on 2 cores",
         ),
         (
             f"same, `--ray --workers {n}` (local Ray started and stopped)",
