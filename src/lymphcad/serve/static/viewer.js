@@ -609,11 +609,14 @@
       $("#threshold-value").textContent = S.threshold.toFixed(2);
       drawAll(); renderFindings();
     });
-    $("#add-mode").addEventListener("click", () => setAddMode(!S.addMode));
+    // give the keys back to the viewer once the slider is let go
+    $("#threshold").addEventListener("change", (e) => e.target.blur());
+    $("#add-mode").addEventListener("click", (e) => { setAddMode(!S.addMode); e.currentTarget.blur(); });
     $("#help-btn").addEventListener("click", () => { $("#help").hidden = !$("#help").hidden; });
     $("#help").addEventListener("click", () => { $("#help").hidden = true; });
-    for (const b of document.querySelectorAll("#presets button")) b.addEventListener("click", () => setWindow(b.dataset.preset));
-    $("#export").addEventListener("click", async () => {
+    for (const b of document.querySelectorAll("#presets button")) b.addEventListener("click", () => { setWindow(b.dataset.preset); b.blur(); });
+    $("#export").addEventListener("click", async (e) => {
+      e.currentTarget.blur();
       try {
         const r = await api("/api/export", {});
         toast(`exported ${r.n_accepted} accepted + ${r.n_added} added → ${r.files[0]} (${r.sr})`);
