@@ -523,8 +523,8 @@
       if (S.firstWindow === undefined) { S.firstWindow = true; setWindow(info.region === "abdominal" ? 2 : 1); }
       for (const p of Object.values(S.panes)) { p.zoom = 1; p.panX = p.panY = 0; }
       $("#case-title").textContent = `${caseId} · ${info.region}`;
-      const mb = (vol.data.byteLength / 1e6).toFixed(0), sp = vol.sp.map((v) => v.toFixed(2)).join(" × ");
-      $("#volume-info").textContent = `${vol.nx} × ${vol.ny} × ${vol.nz} voxels, ${sp} mm (z × y × x), ${mb} MB in this tab`;
+      const mb = (vol.data.byteLength / 1e6).toFixed(0), sp = [...vol.sp].reverse().map((v) => v.toFixed(2)).join(" × ");
+      $("#volume-info").textContent = `${vol.nx} × ${vol.ny} × ${vol.nz} voxels of ${sp} mm (x × y × z), ${mb} MB in this tab`;
       const notice = info.notice || vol.header.notice;
       $("#notice").hidden = !notice; $("#notice").textContent = notice || "";
       $("#loading").hidden = true;
