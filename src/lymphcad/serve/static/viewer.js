@@ -628,7 +628,8 @@
     $("#threshold").value = String(S.threshold);
     $("#threshold-value").textContent = S.threshold.toFixed(2);
     $("#cohort-name").textContent = S.cohort.name;
-    $("#terms").textContent = `Data: ${S.cohort.source} · Licence: ${S.cohort.license} · Cite: ${S.cohort.citation.join(" · ")}`;
+    const cite = S.cohort.citation.length ? ` · Cite: ${S.cohort.citation.join(" · ")}` : "";
+    $("#terms").textContent = `Data: ${S.cohort.source} · Licence: ${S.cohort.license}${cite}`;
     $("#terms").title = $("#terms").textContent;
     renderCases();
     const wanted = caseFromHash();
