@@ -11,10 +11,12 @@ from numpy.typing import NDArray
 
 from lymphcad.dicomout.export import build_results
 from lymphcad.dicomout.findings import AlgorithmInfo
+from lymphcad.dicomout.masks import masks_for_detections
 from lymphcad.dicomout.seg import read_seg_segments
 from lymphcad.dicomout.source import read_source_series
 from lymphcad.geometry import Geometry
 from lymphcad.io.detections import Detection
+from lymphcad.io.nifti import write_nifti
 from lymphcad.io.reader import read_ct
 
 pytestmark = pytest.mark.real
@@ -58,3 +60,32 @@ def test_seg_frames_are_the_masks_on_the_source_grid(real_ct_dir: Path) -> None:
             got[k] = frame
     assert np.array_equal(got, full)
     assert sum(int(p.sum()) for p in segments[1].pixels.values()) > 0  # the maskless one is a sphere
+
+
+def test_masks_from_a_label_volume_follow_the_probability_ranks(real_ct_dir: Path, tmp_path: Path) -> None:
+    folder = real_ct_dir / "crlm-ct" / "CRLM-CT-1004"
+    volume = read_ct(folder)
+    source = read_source_series(folder)
+    labels = np.zeros(volume.array.shape, dtype=np.uint16)
+    labels[10:14, 200:230, 150:170] = 1  # the most probable detection
+    labels[25:27, 300:310, 300:325] = 2
+    path = tmp_path / "case.nii.gz"
+    write_nifti(path, labels, volume.geometry)
+    centre = lambda zyx: tuple(float(v) for v in volume.geometry.zyx_to_world(np.asarray(zyx, float)))  # noqa: E731
+    dets = [
+        Detection("case", centre([26, 305, 312]), 0.4, 10.0),  # rank 2
+        Detection("case", centre([40, 100, 100]), 0.1, 8.0),  # rank 3: no label, a sphere
+        Detection("case", centre([12, 215, 160]), 0.9, 12.0),  # rank 1
+    ]
+    masks = masks_for_detections(path, dets)
+    assert masks[1] is None and masks[0] is not None and masks[2] is not None
+    assert masks[2].mask_zyx.shape == (4, 30, 20) and int(masks[0].mask_zyx.sum()) == 2 * 10 * 25
+    results = build_results(source, dets, AlgorithmInfo("m", "0" * 64), masks=masks)
+    assert results.seg is not None
+    segments = read_seg_segments(results.seg)
+    for segment, label in zip(segments[:2], (1, 2), strict=True):
+        got = np.zeros(labels.shape, dtype=bool)
+        for k, sl in enumerate(source.slices):
+            if sl.sop_instance_uid in segment.pixels:
+                got[k] = segment.pixels[sl.sop_instance_uid]
+        assert np.array_equal(got, labels == label)
