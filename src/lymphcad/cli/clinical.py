@@ -72,10 +72,21 @@ class ClinicalRun:
         self.input = folder
         return folder
 
-    def finish(self, detections: Sequence[Detection], *, model_name: str, model_sha256: str) -> None:
-        """Build, check, write and (``--store``) store the SR and SEG; then drop the download folder."""
+    def finish(
+        self,
+        detections: Sequence[Detection],
+        *,
+        model_name: str,
+        model_sha256: str,
+        masks_dir: Path | None = None,
+    ) -> None:
+        """Build, check, write and (``--store``) store the SR and SEG; then drop the download folder.
+
+        ``masks_dir`` (``detect --masks``): the SEG takes each detection's mask from ``<case>.nii.gz`` there.
+        """
         from lymphcad.dicomout.export import build_results, guard_outputs, write_results
         from lymphcad.dicomout.findings import AlgorithmInfo
+        from lymphcad.dicomout.masks import masks_for_detections
         from lymphcad.dicomout.source import read_source_series
 
         try:
@@ -84,12 +95,19 @@ class ClinicalRun:
             assert self.input is not None
             source = read_source_series(self.input, series_uid=self.series_uid)
             guard_outputs(source, self.sr, self.seg)
+            label_file = None
+            if masks_dir is not None and detections:
+                label_file = masks_dir / f"{detections[0].case_id}.nii.gz"
+            masks = (
+                masks_for_detections(label_file, detections) if label_file and label_file.is_file() else None
+            )
             results = build_results(
                 source,
                 detections,
                 AlgorithmInfo(model_name=model_name, model_sha256=model_sha256),
                 threshold=self.sr_threshold,
                 with_seg=self.seg is not None or self.store,
+                masks=masks,
             )
             written = write_results(results, sr_path=self.sr, seg_path=self.seg)
             n = len(results.findings)
@@ -97,6 +115,7 @@ class ClinicalRun:
                 f"DICOM: {n} finding(s) with probability >= {self.sr_threshold:g}"
                 + (f" → {', '.join(str(p) for p in written)}" if written else "")
                 + ("" if results.seg is not None or self.seg is None else "; no finding, so no SEG written")
+                + ("" if masks is None or results.seg is None else "; SEG from the detector's masks")
             )
             if self.store:
                 assert self.pacs is not None and self.study_uid is not None
