@@ -178,7 +178,8 @@ def _rows_review(d: dict[str, Any]) -> list[Row]:
         ),
         (
             "same, slice redraw p95: axial 512×512 / coronal 512×512×600",
-            f"{ax['p95']} ms / {co['p95']} ms (targets {ax['target_p95']} / {co['target_p95']})",
+            f"{ax['p95']} ms / {co['p95']} ms (targets {ax['target_p95']} / {co['target_p95']}); "
+            f"{d['kill9']['after_restart']}/{d['kill9']['acknowledged']} decisions survive `kill -9`",
             f"server-rendered PNG coronal p50 {d['reference_server_png_coronal_512x600_ms']['p50']} ms",
         ),
     ]

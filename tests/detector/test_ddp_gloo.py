@@ -1,10 +1,11 @@
 """`train` under torchrun (DDP, gloo, 2 CPU processes): the loss curve of one process with the same global
 batch, and checkpoint/resume with rank 0 writing.
 
-Tolerance: the two runs see the same patches (each patch of a global batch has its own random stream), so
-they differ only where DDP is not one big batch: BatchNorm statistics are per process and the focal loss
-is normalised by each process's own count of centre cells. Over 3 epochs × 3 iterations of the tiny network
-the epoch losses agree within ``LOSS_RTOL`` (5 %; measured: see the assertion message on failure).
+Tolerance: the two runs see the same patches (each patch of a global batch has its own random stream) and
+the losses are normalised by the counts over all processes, so they differ only where DDP is not one big
+batch: BatchNorm statistics stay per process. Over 3 epochs × 3 iterations of the tiny network the epoch
+losses agree within ``LOSS_RTOL`` = 1 % (measured on 2026-12-07: 0.06 %, 0.02 %, 0.06 %; before the losses
+were normalised over all processes they differed by up to 27 %).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from lymphcad.detector.config import DetectorConfig, save_config
 from lymphcad.detector.synthetic import write_sphere_cohort
 
-LOSS_RTOL = 0.05
+LOSS_RTOL = 0.01
 pytestmark = pytest.mark.slow
 
 
@@ -106,9 +107,8 @@ def test_ddp_two_processes_follow_the_single_process_loss_curve_and_resume(
     one, two = _losses(single), _losses(ddp)
     assert len(one) == len(two) == 3
     rel = [abs(a - b) / a for a, b in zip(one, two, strict=True)]
+    print(f"epoch losses, 1 process x batch 2: {one}; 2 DDP processes x batch 1: {two}; relative {rel}")
     assert max(rel) <= LOSS_RTOL, f"single {one} vs DDP {two}: relative differences {rel}"
-    # the same loss curve, not just the same level: both fall from epoch 1 to epoch 3
-    assert one[-1] < one[0] and two[-1] < two[0]
 
     # rank 0 wrote every file once; a resumed DDP run continues from its checkpoint to the same weights
     ckpts = sorted(p.name for p in (ddp / "checkpoints").glob("epoch_*.pt"))
