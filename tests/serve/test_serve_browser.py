@@ -2,7 +2,7 @@
 
 The server runs in a thread on 127.0.0.1 with a free port; the browser opens a case, steps to a detection
 with j, accepts it, rejects another, adds a missed node by clicking (and one by Shift+drag, with its
-diameter), reloads, finds every decision,
+diameter), reloads, finds every decision, sees a second tab's decision arrive,
 exports, and saves a screenshot that must show an image (not a blank page).
 """
 
@@ -119,6 +119,19 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
             page.wait_for_selector('#findings li[data-id="a1"].add')
             page.wait_for_selector('#findings li[data-id="a2"].add')
             assert "+2" in page.locator("#case-table tr.current td").nth(3).inner_text()
+            # a second tab on the same case: its decision reaches the first tab, nothing is lost
+            other = browser.new_page(viewport={"width": 1200, "height": 800})
+            other.goto(f"{url}#case={case_id}")
+            other.wait_for_function(f"() => window.__lymphcad && window.__lymphcad.ready === '{case_id}'")
+            other.locator("#pane-axial canvas.view").hover()
+            for _ in range(3):
+                other.keyboard.press("j")
+            other.wait_for_function("() => window.__lymphcad.current === 'd3'")
+            other.keyboard.press("a")
+            other.wait_for_selector('#findings li[data-id="d3"].accept')
+            other.wait_for_selector('#findings li[data-id="d1"].accept')
+            page.wait_for_selector('#findings li[data-id="d3"].accept', timeout=10_000)
+            other.close()
             page.click("#export")
             page.wait_for_function(
                 "() => document.querySelector('#toast').textContent.startsWith('exported')"
@@ -135,12 +148,13 @@ def test_review_a_case_in_chromium(served: tuple[str, Path], review_run: ReviewR
         ("d2", Action.REJECT),
         ("a1", Action.ADD),
         ("a2", Action.ADD),
+        ("d3", Action.ACCEPT),
     ]
     assert rows[2].diameter_mm is None  # a plain click: centre only
     assert rows[3].diameter_mm is not None and 5 < rows[3].diameter_mm < 100  # dragged 30 px = the radius
     assert all(r.case_id == case_id and r.reader == "e2e" for r in rows)
     exported = read_detections(out / "reviewed_dets.csv")
-    assert sorted(exported.probabilities.tolist())[-2:] == [1.0, 1.0] and len(exported) == 3
+    assert sorted(exported.probabilities.tolist())[-2:] == [1.0, 1.0] and len(exported) == 4
 
 
 def test_panes_follow_the_radiological_convention(tmp_path: Path) -> None:
