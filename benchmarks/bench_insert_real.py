@@ -125,7 +125,9 @@ def main() -> int:
         for f, v in noise.items():
             if v:
                 print(
-                    f"  noise {f:8s}: inside {v['inside_sd']:.1f} / around {v['around_sd']:.1f} HU = {v['ratio']:.3f} ({v['core_voxels']} core voxels)"
+                    f"  noise {f:8s}: core after {v['inside_sd']:.1f}, core before {v['core_before_sd']:.1f}, "
+                    f"around {v['around_sd']:.1f} HU: kept {v['ratio_kept']:.3f}, around {v['ratio_around']:.3f} "
+                    f"({v['core_voxels']} core voxels)"
                 )
         print(f"  placed per case {np.mean(placed):.2f}")
     atomic.write_json(Path(a.out), result)

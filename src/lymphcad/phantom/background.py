@@ -294,6 +294,13 @@ def _mark_oesophagus(
             comp = l2 == i
             if comp.sum() * dy * dx <= 700.0:  # ≤ 7 cm²: an oesophagus section, not the heart or a muscle
                 found |= comp
+        if not found.any() and prev is not None:
+            # merged with a neighbour (left atrium, aortic wall): the soft tissue within 9 mm of the last centre
+            yy, xx = np.ogrid[: soft.shape[0], : soft.shape[1]]
+            near = ((yy - prev[0]) * dy) ** 2 + ((xx - prev[1]) * dx) ** 2 <= 81.0
+            cand = soft & near
+            if 50.0 <= cand.sum() * dy * dx <= 400.0:
+                found = cand
         if found.any():
             out[k][found] = Tissue.OESOPHAGUS
             jj, ii = np.nonzero(found)
@@ -590,7 +597,13 @@ def station_masks(tissue: NDArray[np.uint8], lm: Landmarks, geom: Geometry) -> d
                     masks["hilar_r"][sl2] = hil & (xl < 0)
                     masks["hilar_l"][sl2] = hil & (xl > 0)
                 if z < -30.0:
-                    masks["paraoesophageal"][sl2] = m & (d_oes[kb] <= 15.0) & (np.abs(xl) < 40.0)
+                    # beside the oesophagus where it is found; else the posterior mediastinum it runs through
+                    # (up to 30 mm in front of the vertebral body, within 35 mm of the midline)
+                    post = np.zeros_like(m)
+                    if np.isfinite(lm.spine_front_j[k]):
+                        ys = (jb - lm.spine_front_j[k]) * dy * sy
+                        post = (ys > -30.0) & (ys < 0.0) & (np.abs(xl) < 35.0)
+                    masks["paraoesophageal"][sl2] = m & (((d_oes[kb] <= 15.0) & (np.abs(xl) < 40.0)) | post)
             out.update(masks)
     # abdomen: aorta-relative stations in the slices below the lungs
     abd = abdominal_slices(lm)
