@@ -234,7 +234,17 @@ def run(bench: Bench, full: bool) -> dict[str, Any]:
 
 
 def _committed(path: Path) -> str:
-    """The date of the last commit of a results file (its file time is the checkout's), else its mtime."""
+    """The date of the last commit of a results file (its file time is the checkout's), else its mtime
+    (a file just rewritten by a benchmark and not committed yet)."""
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if changed.stdout.strip():
+        return time.strftime("%Y-%m-%d", time.gmtime(path.stat().st_mtime))
     res = subprocess.run(
         ["git", "log", "-1", "--format=%cs", "--", str(path)],
         cwd=REPO,
