@@ -75,6 +75,13 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _terminal_like_sigint() -> None:
+    """In the child before exec: SIGINT neither ignored nor blocked, whatever the test process did to its
+    own disposition or signal mask (both would be inherited across exec and swallow the Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def start_cli(*args: object, **env: str) -> subprocess.Popen[str]:
     """Start ``python -m lymphcad ARGS`` (SIGINT handled as in a terminal, not ignored)."""
     return subprocess.Popen(
@@ -84,7 +91,7 @@ def start_cli(*args: object, **env: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         restore_signals=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+        preexec_fn=_terminal_like_sigint,
     )
 
 
