@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from lymphcad.geometry import CTVolume, Geometry, hu_to_int16
+from lymphcad.geometry import CTVolume, Geometry, hu_to_int16, reorient_to_lps
 
 finite = st.floats(min_value=-500, max_value=500, allow_nan=False, allow_infinity=False)
 spacing = st.floats(min_value=0.2, max_value=8.0, allow_nan=False)
@@ -133,3 +133,36 @@ def test_hu_to_int16_rounds_half_away_and_clips() -> None:
     vals = np.array([-1.5, -0.5, 0.49, 0.5, 2.5, 40000.0, -40000.0])
     assert hu_to_int16(vals).tolist() == [-2, -1, 0, 1, 3, 32767, -32768]
     assert hu_to_int16(np.array([70000], dtype=np.int32)).tolist() == [32767]
+
+
+def test_world_to_voxel_rounds_ties_half_up_on_both_sides_of_zero() -> None:
+    geom = Geometry((4, 4, 4), (2.0, 1.0, 1.0), (10.0, 20.0, 30.0))
+    # halfway between voxel centres: i = -0.5 → 0, 0.5 → 1, 1.5 → 2; k = 0.5 → 1, -0.5 → 0 (i = -0.51 → -1)
+    pts = np.array([[9.5, 20.0, 30.0], [10.5, 20.0, 30.0], [11.5, 20.0, 31.0], [9.49, 20.0, 29.0]])
+    assert geom.world_to_voxel_zyx(pts).tolist() == [[0, 0, 0], [0, 0, 1], [1, 0, 2], [0, 0, -1]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(geometries())
+def test_reorient_to_lps_keeps_every_voxel_in_place(geom: Geometry) -> None:
+    """Each voxel keeps its world position; an axis-aligned grid's index axes then run along +x, +y, +z."""
+    if np.prod(geom.shape_zyx) > 5000:
+        geom = Geometry((3, 4, 5), geom.spacing_zyx, geom.origin_xyz, geom.direction)
+    array = np.arange(np.prod(geom.shape_zyx)).reshape(geom.shape_zyx)
+    out, new = reorient_to_lps(array, geom)
+    if not geom.is_oblique():  # axis-aligned grids become exactly canonical (oblique ones: nearest axes)
+        assert new.nearest_axes() == ((0, 1, 2), (False, False, False))
+        assert np.allclose(new.direction, np.eye(3))
+    zyx = np.argwhere(np.ones(geom.shape_zyx, bool))
+    moved = new.world_to_voxel_zyx(geom.zyx_to_world(zyx))
+    assert np.array_equal(out[tuple(moved.T)], array[tuple(zyx.T)])
+
+
+def test_from_affine_ras_takes_a_given_spacing() -> None:
+    """NIfTI readers take pixdim as the spacing (ITK): the direction still comes from the matrix."""
+    affine = np.diag([-0.5, -0.5, 3.0, 1.0])
+    affine[:3, 3] = (10.0, 20.0, -5.0)
+    geom = Geometry.from_affine_ras(affine, (2, 3, 4), spacing_zyx=(2.5, 0.7, 0.7))
+    assert geom.spacing_zyx == (2.5, 0.7, 0.7) and geom.origin_xyz == (-10.0, -20.0, -5.0)
+    assert np.allclose(geom.direction, np.eye(3))
+    assert Geometry.from_affine_ras(affine, (2, 3, 4)).spacing_zyx == (3.0, 0.5, 0.5)

@@ -123,6 +123,28 @@ class Geometry:
             letters.append(pos if col[axis] > 0 else neg)
         return "".join(letters)
 
+    def nearest_axes(self) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+        """For each world axis (x, y, z) the index axis (i=0, j=1, k=2) nearest to it and whether it runs
+        against it (greedy assignment by largest |cosine|: one-to-one for any orthonormal direction)."""
+        d = np.abs(self.direction)
+        perm: list[int] = [-1, -1, -1]
+        used: set[int] = set()
+        for _ in range(3):
+            best = (-1.0, -1, -1)
+            for a in range(3):
+                if perm[a] >= 0:
+                    continue
+                for c in range(3):
+                    if c in used:
+                        continue
+                    if d[a, c] > best[0]:
+                        best = (float(d[a, c]), a, c)
+            _, a, c = best
+            perm[a] = c
+            used.add(c)
+        flips = tuple(bool(self.direction[a, perm[a]] < 0) for a in range(3))
+        return (perm[0], perm[1], perm[2]), (flips[0], flips[1], flips[2])
+
     def is_oblique(self, tol: float = 1e-4) -> bool:
         """True when some index axis is not parallel to a world axis."""
         return bool(np.any(np.abs(np.abs(self.direction).max(axis=0) - 1.0) > tol))
@@ -152,7 +174,11 @@ class Geometry:
         return _restore(self.world_to_index(pts)[:, ::-1], single)
 
     def world_to_voxel_zyx(self, xyz: ArrayLike) -> NDArray[np.int64]:
-        """Nearest voxel (z, y, x) of world points (rounded half away from zero; may be out of bounds)."""
+        """Nearest voxel (z, y, x) of world points (may be out of bounds).
+
+        A point halfway between two voxel centres goes to the higher index (rounded half up:
+        ``floor(position + 0.5)``, so -0.5 → 0 and 0.5 → 1 alike), the same rule on both sides of 0.
+        """
         pos = self.world_to_zyx(xyz)
         return np.asarray(np.floor(pos + 0.5), dtype=np.int64)
 
@@ -195,29 +221,51 @@ class Geometry:
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
-    def from_affine_lps(cls, affine: ArrayLike, shape_zyx: tuple[int, int, int]) -> Geometry:
-        """Build from a 4×4 (i, j, k) → LPS matrix; a sheared matrix is orthonormalised (nearest rotation)."""
+    def from_affine_lps(
+        cls,
+        affine: ArrayLike,
+        shape_zyx: tuple[int, int, int],
+        *,
+        spacing_zyx: tuple[float, float, float] | None = None,
+    ) -> Geometry:
+        """Build from a 4×4 (i, j, k) → LPS matrix; a sheared matrix is orthonormalised (nearest rotation).
+
+        The spacing is the columns' lengths unless ``spacing_zyx`` is given (NIfTI readers take ``pixdim``,
+        as ITK does); the direction is the columns normalised, then snapped to the nearest rotation.
+        """
         aff = np.asarray(affine, dtype=np.float64)
         rot_zoom = aff[:3, :3]
-        spacing_ijk = np.linalg.norm(rot_zoom, axis=0)
-        if np.any(spacing_ijk <= 0):
-            raise ValueError("affine has a zero-length axis")
-        direction = rot_zoom / spacing_ijk[None, :]
+        norms = np.linalg.norm(rot_zoom, axis=0)
+        if spacing_zyx is None:
+            if np.any(norms <= 0):
+                raise ValueError("affine has a zero-length axis")
+            spacing = (float(norms[2]), float(norms[1]), float(norms[0]))
+        else:
+            spacing = (float(spacing_zyx[0]), float(spacing_zyx[1]), float(spacing_zyx[2]))
+        direction = rot_zoom / np.where(norms > 0, norms, 1.0)[None, :]
         u, _, vt = np.linalg.svd(direction)
         direction = u @ vt
         return cls(
             shape_zyx=shape_zyx,
-            spacing_zyx=(float(spacing_ijk[2]), float(spacing_ijk[1]), float(spacing_ijk[0])),
+            spacing_zyx=spacing,
             origin_xyz=(float(aff[0, 3]), float(aff[1, 3]), float(aff[2, 3])),
             direction=direction,
         )
 
     @classmethod
-    def from_affine_ras(cls, affine: ArrayLike, shape_zyx: tuple[int, int, int]) -> Geometry:
-        """Build from a NIfTI RAS affine (i, j, k) → RAS."""
+    def from_affine_ras(
+        cls,
+        affine: ArrayLike,
+        shape_zyx: tuple[int, int, int],
+        *,
+        spacing_zyx: tuple[float, float, float] | None = None,
+    ) -> Geometry:
+        """Build from a NIfTI RAS affine (i, j, k) → RAS (``spacing_zyx``: see :meth:`from_affine_lps`)."""
         flip = np.eye(4)
         flip[:3, :3] = LPS_TO_RAS
-        return cls.from_affine_lps(flip @ np.asarray(affine, dtype=np.float64), shape_zyx)
+        return cls.from_affine_lps(
+            flip @ np.asarray(affine, dtype=np.float64), shape_zyx, spacing_zyx=spacing_zyx
+        )
 
     @classmethod
     def from_sitk(cls, image: Any) -> Geometry:
@@ -283,46 +331,45 @@ class Geometry:
         )
 
 
-def reorient_to_lps(array: NDArray[Any], geom: Geometry) -> tuple[NDArray[Any], Geometry]:
+def reorient_to_lps(array: NDArray[Any], geometry: Geometry) -> tuple[NDArray[Any], Geometry]:
     """Permute/flip a (z, y, x) array so its index axes run along +x, +y, +z of LPS; exact, no resampling.
 
-    The returned geometry describes the same voxels (its direction is the identity for axis-aligned grids;
-    an oblique grid keeps its small rotation, each axis mapped to its nearest world axis). In the result,
-    columns run patient right → left and rows anterior → posterior, so an axial slice shown as stored is
-    in the radiological convention; coronal and sagittal slices need only their rows flipped (superior up).
+    Each world axis takes its nearest index axis (:meth:`Geometry.nearest_axes`). The returned geometry
+    describes the same voxels (its direction is the identity for axis-aligned grids; an oblique grid keeps
+    its small rotation). In the result, columns run patient right → left and rows anterior → posterior, so
+    an axial slice shown as stored is in the radiological convention; coronal and sagittal slices need only
+    their rows flipped (superior up). The array is a view (no copy; ``np.ascontiguousarray`` it when
+    needed); an already canonical grid comes back as it is (the same objects).
     """
-    d = geom.direction
-    world_axis = [int(np.argmax(np.abs(d[:, c]))) for c in range(3)]  # world axis of index axis i, j, k
-    if sorted(world_axis) != [0, 1, 2]:
-        raise ValueError("the grid's axes do not map one-to-one onto x, y, z")
-    # array axis a holds index axis 2 - a; the output array axis for world axis w is 2 - w
-    order = [0, 0, 0]
-    for c in range(3):
-        order[2 - world_axis[c]] = 2 - c
-    out = np.transpose(array, order)
-    new_dir = np.zeros((3, 3))
+    perm, flips = geometry.nearest_axes()
+    if perm == (0, 1, 2) and not any(flips):
+        return array, geometry
+    # new index axis a (x, y, z) is old index axis perm[a]; array axes are (k, j, i) = index axes reversed
+    arr = np.transpose(array, [2 - perm[2], 2 - perm[1], 2 - perm[0]])
+    for a in range(3):
+        if flips[a]:
+            arr = np.flip(arr, axis=2 - a)
+    old_size_ijk = geometry.size_ijk
+    old_spacing_ijk = geometry.spacing_ijk
+    # old index of the new voxel (0, 0, 0)
+    old_first = np.zeros(3)
+    for a in range(3):
+        c = perm[a]
+        old_first[c] = old_size_ijk[c] - 1 if flips[a] else 0
+    origin = geometry.index_to_world(old_first)
+    direction = np.zeros((3, 3))
     spacing_ijk = [0.0, 0.0, 0.0]
-    start_ijk = [0.0, 0.0, 0.0]
-    flips = []
-    for c in range(3):
-        w = world_axis[c]
-        sign = 1.0 if d[w, c] > 0 else -1.0
-        new_dir[:, w] = d[:, c] * sign
-        spacing_ijk[w] = geom.spacing_ijk[c]
-        if sign < 0:
-            flips.append(2 - w)
-            start_ijk[c] = geom.size_ijk[c] - 1.0
-    if flips:
-        out = np.flip(out, axis=tuple(flips))
-    origin = geom.index_to_world(np.asarray(start_ijk))
-    shape = (int(out.shape[0]), int(out.shape[1]), int(out.shape[2]))
-    new_geom = Geometry(
-        shape,
-        (spacing_ijk[2], spacing_ijk[1], spacing_ijk[0]),
-        (float(origin[0]), float(origin[1]), float(origin[2])),
-        new_dir,
+    for a in range(3):
+        c = perm[a]
+        direction[:, a] = geometry.direction[:, c] * (-1.0 if flips[a] else 1.0)
+        spacing_ijk[a] = old_spacing_ijk[c]
+    new_geometry = Geometry(
+        shape_zyx=(arr.shape[0], arr.shape[1], arr.shape[2]),
+        spacing_zyx=(spacing_ijk[2], spacing_ijk[1], spacing_ijk[0]),
+        origin_xyz=(float(origin[0]), float(origin[1]), float(origin[2])),
+        direction=direction,
     )
-    return out, new_geom
+    return arr, new_geometry
 
 
 def _fmt(values: tuple[float, ...]) -> str:

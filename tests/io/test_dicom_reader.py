@@ -147,6 +147,9 @@ def test_missing_slice_fails_then_resamples(tmp_path: Path) -> None:
     np.testing.assert_array_equal(vol.array[3], np.where(mid >= 0, np.floor(mid + 0.5), np.ceil(mid - 0.5)))
     s = dicom_summary(tmp_path / "s")
     assert s["readable"] is False and "missing" in s["problem"]
+    # the summary describes the volume the reader resamples to (one spacing rule for both)
+    assert s["n_slices"] == 5 and s["size_ijk"] == [COLS, ROWS, 6]
+    assert s["spacing_zyx"][0] == vol.geometry.spacing_zyx[0] == 2.0
 
 
 def test_tilted_series_is_rejected(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from lymphcad import atomic
 from lymphcad.errors import InputError
-from lymphcad.geometry import CTVolume, Geometry
+from lymphcad.geometry import CTVolume, Geometry, reorient_to_lps
 
 PLAN_VERSION: Final = 1
 #: HU range used for the contrast statistic (soft tissue, fat and enhanced vessels; bone mostly excluded)
@@ -201,71 +201,17 @@ def plan_warnings(volume: CTVolume, plan: Plan) -> list[str]:
 
 
 # -- reorientation and resampling ---------------------------------------------------------------------
-def canonical_axes(geometry: Geometry) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
-    """For each world axis (x, y, z) the index axis (i=0, j=1, k=2) nearest to it and whether it is reversed."""
-    d = np.abs(geometry.direction)
-    perm: list[int] = [-1, -1, -1]
-    used: set[int] = set()
-    # greedy assignment by largest cosine (unique for any non-degenerate orthonormal matrix)
-    for _ in range(3):
-        best = (-1.0, -1, -1)
-        for a in range(3):
-            if perm[a] >= 0:
-                continue
-            for c in range(3):
-                if c in used:
-                    continue
-                if d[a, c] > best[0]:
-                    best = (float(d[a, c]), a, c)
-        _, a, c = best
-        perm[a] = c
-        used.add(c)
-    flips = tuple(bool(geometry.direction[a, perm[a]] < 0) for a in range(3))
-    return (perm[0], perm[1], perm[2]), (flips[0], flips[1], flips[2])
-
-
 def canonical_spacing_zyx(geometry: Geometry) -> tuple[float, float, float]:
     """Voxel size along the index axes nearest to world z, y, x (slice spacing first)."""
-    perm, _ = canonical_axes(geometry)
+    perm, _ = geometry.nearest_axes()
     sp = geometry.spacing_ijk
     return (sp[perm[2]], sp[perm[1]], sp[perm[0]])
 
 
 def reorient(volume: CTVolume) -> CTVolume:
     """Permute/flip array axes (no interpolation) so index axes i, j, k point to about +x, +y, +z (LPS)."""
-    geom = volume.geometry
-    perm, flips = canonical_axes(geom)
-    if perm == (0, 1, 2) and not any(flips):
-        return volume
-    # new index axis a (x, y, z) is old index axis perm[a]; array axes are (k, j, i) = index axes reversed
-    arr = volume.array
-    new_axes_zyx = [2 - perm[2], 2 - perm[1], 2 - perm[0]]
-    arr = np.transpose(arr, new_axes_zyx)
-    for a in range(3):
-        if flips[a]:
-            arr = np.flip(arr, axis=2 - a)
-    arr = np.ascontiguousarray(arr)
-    old_size_ijk = geom.size_ijk
-    old_spacing_ijk = geom.spacing_ijk
-    # old index of the new voxel (0, 0, 0)
-    old_first = np.zeros(3)
-    for a in range(3):
-        c = perm[a]
-        old_first[c] = old_size_ijk[c] - 1 if flips[a] else 0
-    origin = geom.index_to_world(old_first)
-    direction = np.zeros((3, 3))
-    spacing_ijk = [0.0, 0.0, 0.0]
-    for a in range(3):
-        c = perm[a]
-        direction[:, a] = geom.direction[:, c] * (-1.0 if flips[a] else 1.0)
-        spacing_ijk[a] = old_spacing_ijk[c]
-    new_geom = Geometry(
-        shape_zyx=(arr.shape[0], arr.shape[1], arr.shape[2]),
-        spacing_zyx=(spacing_ijk[2], spacing_ijk[1], spacing_ijk[0]),
-        origin_xyz=(float(origin[0]), float(origin[1]), float(origin[2])),
-        direction=direction,
-    )
-    return CTVolume(arr, new_geom)
+    array, geometry = reorient_to_lps(volume.array, volume.geometry)
+    return volume if geometry is volume.geometry else CTVolume(np.ascontiguousarray(array), geometry)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 
 from lymphcad.atomic import atomic_path
 from lymphcad.errors import InputError
-from lymphcad.geometry import LPS_TO_RAS, CTVolume, Geometry, hu_to_int16
+from lymphcad.geometry import CTVolume, Geometry, hu_to_int16
 from lymphcad.io.checks import finite_hu, warn_input
 
 _XFORM_UNKNOWN = 0
@@ -184,17 +184,8 @@ def _geometry_from_header(header: Any, shape_xyz: tuple[int, int, int], path: Pa
             "as ITK does; world positions and left/right may be wrong",
         )
         return Geometry((nz, ny, nx), (pix[2], pix[1], pix[0]), (0.0, 0.0, 0.0), np.eye(3))
-    lps = LPS_TO_RAS @ mat[:3, :3]
-    norms = np.linalg.norm(lps, axis=0)
-    direction = lps / np.where(norms > 0, norms, 1.0)[None, :]
-    u, _, vt = np.linalg.svd(direction)
-    direction = u @ vt
-    origin = LPS_TO_RAS @ mat[:3, 3]
-    return Geometry(
-        (nz, ny, nx),
-        (float(pix[2]), float(pix[1]), float(pix[0])),
-        (float(origin[0]), float(origin[1]), float(origin[2])),
-        direction,
+    return Geometry.from_affine_ras(
+        mat, (nz, ny, nx), spacing_zyx=(float(pix[2]), float(pix[1]), float(pix[0]))
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lymphcad.errors import InputError
-from lymphcad.geometry import Geometry
+from lymphcad.geometry import Geometry, reorient_to_lps
 
 WINDOW = (-160.0, 240.0)  # soft-tissue window (W 400, L 40)
 
@@ -27,26 +27,8 @@ def canonical(
 
     Returns the array, the per-axis (z, y, x) world start and the per-axis spacing (mm).
     """
-    d = geom.direction
-    perm = [int(np.argmax(np.abs(d[:, c]))) for c in range(3)]  # world axis of index axis i, j, k
-    if sorted(perm) != [0, 1, 2]:
-        raise InputError("cannot display a grid whose axes do not map one-to-one onto x, y, z")
-    sign = [float(np.sign(d[perm[c], c])) for c in range(3)]
-    # array axes are (k, j, i): array axis a holds index axis 2 - a
-    order = [0, 0, 0]
-    for c in range(3):
-        order[2 - perm[c]] = 2 - c  # canonical axis (z=0, y=1, x=2) takes array axis 2 - c
-    arr = np.transpose(array, order)
-    sp_ijk = geom.spacing_ijk
-    spacing = np.zeros(3)
-    flips = []
-    for c in range(3):
-        ax = 2 - perm[c]
-        spacing[ax] = sp_ijk[c]
-        if sign[c] < 0:
-            flips.append(ax)
-    if flips:
-        arr = np.flip(arr, axis=tuple(flips))
+    arr, canonical_geom = reorient_to_lps(array, geom)
+    spacing = np.asarray(canonical_geom.spacing_zyx, dtype=np.float64)
     lo, _ = geom.world_bounds()
     start = np.array([lo[2], lo[1], lo[0]]) + spacing / 2
     return np.ascontiguousarray(arr), start, spacing

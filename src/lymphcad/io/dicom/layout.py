@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from lymphcad.geometry import Geometry, hu_to_int16
 from lymphcad.io.dicom.header import (
     ENHANCED_CT_IMAGE_STORAGE,
     LEGACY_ENHANCED_CT_IMAGE_STORAGE,
@@ -98,6 +99,24 @@ class SliceLayout:
     origin: NDArray[np.float64]
     gaps: list[str]
     dropped_duplicates: int
+
+    def geometry(self) -> Geometry:
+        """The grid of the volume the reader returns: the slices as they are, or — with gaps — the uniform
+        grid they are resampled to (:func:`uniform_grid`); one slice: :func:`single_slice_spacing`."""
+        pos = self.positions
+        n = len(pos)
+        if n == 1:
+            spacing_z = single_slice_spacing(self.headers[0])
+        elif self.gaps:
+            n, spacing_z = uniform_grid(pos)
+        else:
+            spacing_z = float((pos[-1] - pos[0]) / (n - 1))
+        return Geometry(
+            (n, self.rows, self.cols),
+            (spacing_z, self.pixel_spacing[0], self.pixel_spacing[1]),
+            (float(self.origin[0]), float(self.origin[1]), float(self.origin[2])),
+            self.axes,
+        )
 
 
 def _image_type_problem(h: SliceHeader) -> str | None:
@@ -257,8 +276,7 @@ def resample_uniform(vol: NDArray[np.int16], pos: NDArray[np.float64]) -> tuple[
         elif w > 1 - 1e-6:
             out[k] = vol[j + 1]
         else:
-            v = vol[j].astype(np.float32) * (1 - w) + vol[j + 1].astype(np.float32) * w
-            out[k] = np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5)).astype(np.int16)
+            out[k] = hu_to_int16(vol[j].astype(np.float32) * (1 - w) + vol[j + 1].astype(np.float32) * w)
     return out, spacing
 
 

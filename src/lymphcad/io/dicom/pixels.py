@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from lymphcad.geometry import hu_to_int16
 from lymphcad.io.dicom.header import NATIVE_LE, DicomSeriesError, SliceHeader
 
 #: Retired lossy JPEG processes that pydicom cannot decode: handed to SimpleITK (GDCM).
@@ -38,10 +39,7 @@ def rescale_into(raw: NDArray[Any], h: SliceHeader, out: NDArray[np.int16], path
         np.clip(tmp, -32768, 32767, out=tmp)
         out[...] = tmp
         return
-    v = raw.astype(np.float64) * slope + inter
-    v = np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5))
-    np.clip(v, -32768, 32767, out=v)
-    out[...] = v.astype(np.int16)
+    out[...] = hu_to_int16(raw.astype(np.float64) * slope + inter)
 
 
 def _rescale_params(h: SliceHeader) -> tuple[float, float]:
@@ -115,10 +113,7 @@ def _decode_sitk(h: SliceHeader, out: NDArray[np.int16]) -> None:
         raise DicomSeriesError(
             f"cannot decode pixel data (transfer syntax {ts}) with pydicom or SimpleITK: {exc}", h.path
         ) from exc
-    hu = sitk.GetArrayFromImage(img).reshape(out.shape)  # already rescaled by GDCM
-    if np.issubdtype(hu.dtype, np.floating):
-        hu = np.where(hu >= 0, np.floor(hu + 0.5), np.ceil(hu - 0.5))
-    out[...] = np.clip(hu, -32768, 32767).astype(np.int16)
+    out[...] = hu_to_int16(sitk.GetArrayFromImage(img).reshape(out.shape))  # already rescaled by GDCM
 
 
 def decode_into(h: SliceHeader, out: NDArray[np.int16]) -> None:

@@ -26,8 +26,6 @@ from lymphcad.io.dicom.layout import (
     SliceLayout,
     layout_slices,
     resample_uniform,
-    single_slice_spacing,
-    uniform_grid,
 )
 from lymphcad.io.dicom.pixels import decode_all, decode_into, is_parallel, shared_empty
 
@@ -96,20 +94,8 @@ def stream_dicom_series(
     Same input and checks as :func:`read_dicom_series` (which is this, fully consumed).
     """
     layout, _ = _load(folder_or_files, series_uid, allow_gaps)
-    pos = layout.positions
-    n = len(pos)
-    if n == 1:
-        spacing_z = single_slice_spacing(layout.headers[0])
-    elif layout.gaps:
-        n, spacing_z = uniform_grid(pos)
-    else:
-        spacing_z = float((pos[-1] - pos[0]) / (n - 1))
-    geom = Geometry(
-        (n, layout.rows, layout.cols),
-        (spacing_z, layout.pixel_spacing[0], layout.pixel_spacing[1]),
-        (float(layout.origin[0]), float(layout.origin[1]), float(layout.origin[2])),
-        layout.axes,
-    )
+    geom = layout.geometry()
+    n = geom.shape_zyx[0]
     shape = (n, layout.rows, layout.cols)
     shared = not layout.gaps and is_parallel(min(workers, n))
     return SeriesStream(geom, shared_empty(shape) if shared else np.empty(shape, np.int16), layout, workers)
@@ -143,7 +129,8 @@ def dicom_summary(
 ) -> dict[str, Any]:
     """Non-PHI facts about one CT series (no names, IDs, dates or institutions).
 
-    Keys: series_uid, n_files, n_slices, size_ijk, spacing_zyx, orientation (LPS letters), direction,
+    Keys: series_uid, n_files, n_slices (stored, duplicates dropped), size_ijk / spacing_zyx (of the
+    volume :func:`read_dicom_series` returns; with gaps, under ``allow_gaps``), orientation (LPS letters), direction,
     origin_xyz, modality, sop_class_uid, transfer_syntaxes, manufacturer, model, description,
     slice_thickness, gaps (list of messages; empty = uniform), readable (bool: readable without
     ``allow_gaps``), problem (why not), allow_gaps_problem (when even ``allow_gaps`` cannot read it: a gap
@@ -176,19 +163,11 @@ def dicom_summary(
             layout_slices(headers, allow_gaps=True)
         except DicomSeriesError as exc:
             out.update(allow_gaps_problem=exc.problem)
-    pos = layout.positions
-    sz = (
-        single_slice_spacing(layout.headers[0])
-        if len(pos) == 1
-        else (float(np.min(np.diff(pos))) if layout.gaps else float((pos[-1] - pos[0]) / (len(pos) - 1)))
-    )
-    geom = Geometry(
-        (len(pos), layout.rows, layout.cols), (sz, *layout.pixel_spacing), tuple(layout.origin), layout.axes
-    )
+    geom = layout.geometry()  # with gaps: the grid allow_gaps resamples to (as the reader does)
     out.update(
         readable=not layout.gaps,
         problem="; ".join(layout.gaps),
-        n_slices=len(pos),
+        n_slices=len(layout.positions),
         size_ijk=list(geom.size_ijk),
         spacing_zyx=list(geom.spacing_zyx),
         orientation=geom.orientation_codes(),
