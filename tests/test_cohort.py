@@ -18,6 +18,7 @@ from lymphcad.cohort import (
     read_annotations,
     voxel_hash,
 )
+from lymphcad.detector.sampling import truth_from_extra
 from lymphcad.errors import InputError
 from lymphcad.geometry import CTVolume, Geometry
 
@@ -66,7 +67,8 @@ def test_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(img.array, vol.array)
     assert img.geometry.same_grid(vol.geometry, atol_mm=1e-4)
     label = c.read_label("case_a")
-    assert label is not None and label[0].dtype == np.uint16 and label[0].max() == 1
+    assert label is not None and label.array.dtype == np.uint16 and label.array.max() == 1
+    assert label.geometry.same_grid(vol.geometry, atol_mm=1e-4)
     assert c.info.content_hashes == {"case_a": voxel_hash(vol.array)}
     assert len(c.ignore) == 1
     header = (tmp_path / "annotations.csv").read_text().splitlines()[0]
@@ -137,3 +139,30 @@ def test_dataset_json_validation(tmp_path: Path) -> None:
     p.write_text("{")
     with pytest.raises(InputError, match="dataset.json: invalid JSON"):
         open_cohort(tmp_path)
+
+
+def test_full_truth_is_read_by_the_cohort_and_labels_training_truth(tmp_path: Path) -> None:
+    """extra/<case>_nodes.csv: the writer's 'enlarged' flag wins over the threshold; 8–10 mm → ignored."""
+    _write(tmp_path)
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "case_a_nodes.csv").write_text(
+        "case_id,node_id,coordX,coordY,coordZ,short_axis_mm,long_axis_mm,enlarged\n"
+        "case_a,1,1.0,2.0,3.0,11.0,14.0,1\n"  # enlarged
+        "case_a,2,4.0,5.0,6.0,10.5,12.0,0\n"  # ≥ 10 mm by the table, but the mask measure said no
+        "case_a,3,7.0,8.0,9.0,9.0,,\n"  # no flag: 9 mm → ignored finding
+        "case_a,4,0.0,0.0,0.0,5.0,6.0,0\n",  # small: a negative
+        encoding="utf-8",
+    )
+    c = open_cohort(tmp_path)
+    nodes = c.read_full_truth("case_a")
+    assert [n.enlarged for n in nodes] == [True, False, None, False]
+    assert nodes[2].center_xyz == (7.0, 8.0, 9.0) and nodes[2].long_axis_mm is None
+    truth = truth_from_extra(c, "case_a", enlarged_mm=10.0, ignore_below_mm=8.0)
+    assert truth.pos_xyz.tolist() == [[1.0, 2.0, 3.0]] and truth.pos_diameter_mm.tolist() == [12.5]
+    assert truth.ign_xyz.tolist() == [[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
+    (tmp_path / "extra" / "case_a_nodes.csv").write_text(
+        "coordX,coordY,coordZ,short_axis_mm\n1,2,,5\n", encoding="utf-8"
+    )
+    with pytest.raises(InputError, match=r"case_a_nodes.csv:2: node row without a centre"):
+        c.read_full_truth("case_a")
+    assert c.full_truth_path("other") is None

@@ -14,14 +14,15 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from lymphcad import atomic
-from lymphcad.errors import InputError
+from lymphcad.errors import InputError, UsageError
 from lymphcad.geometry import CTVolume, Geometry
 from lymphcad.io.checks import check_text_file
 from lymphcad.io.detections import parse_number
@@ -306,6 +307,62 @@ def read_ignore(path: str | Path, *, known_cases: Iterable[str] | None = None) -
 
 
 # -- reading a cohort ---------------------------------------------------------------------------------
+class Mask(NamedTuple):
+    """A mask read from a cohort (labels/ or eval_regions/) with the geometry of its file."""
+
+    array: NDArray[Any]  # (z, y, x)
+    geometry: Geometry
+
+
+#: the per-region ground-truth class of a node (``lymphcad.phantom.truthrule``)
+TruthClass = Literal["positive", "ignore", "negative"]
+_TRUTH_CLASSES: Final[dict[str, TruthClass]] = {
+    "positive": "positive",
+    "ignore": "ignore",
+    "negative": "negative",
+}
+
+
+@dataclass(frozen=True)
+class FullTruthNode:
+    """One node of a case's full truth (``extra/<case>_nodes.csv``, written by ``phantom`` and ``insert``):
+    every node, enlarged or not, unlike annotations.csv which lists the marked enlarged ones."""
+
+    center_xyz: tuple[float, float, float]  # world LPS mm
+    short_axis_mm: float | None
+    long_axis_mm: float | None
+    #: the writer's verdict (short axis measured on the voxel mask ≥ 10 mm), None when the column is empty
+    enlarged: bool | None
+    #: the per-region ground-truth class (``truth`` column of insert cohorts), None when absent
+    truth: TruthClass | None = None
+
+
+class TruthMode(StrEnum):
+    """Which truth of a cohort a training run learns from."""
+
+    #: annotations.csv (what the radiologists marked; the collection's own labels)
+    LABELS = "labels"
+    #: the full truth ``extra/<case>_nodes.csv`` (every node, enlarged or not: phantom and insert cohorts)
+    EXTRA = "extra"
+
+    @classmethod
+    def parse(cls, value: str | TruthMode) -> TruthMode:
+        """The mode named by ``value``; UsageError naming the choices otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise UsageError(f"--truth must be 'labels' or 'extra', got {value!r}") from None
+
+
+#: columns of extra/<case>_nodes.csv that the full truth is read from (the writers add more)
+FULL_TRUTH_COLUMNS: Final = ("coordX", "coordY", "coordZ", "short_axis_mm", "long_axis_mm", "enlarged")
+
+
+def _truth_class(text: str | None) -> TruthClass | None:
+    """The ``truth`` column's class, None when empty (or a value no writer produces)."""
+    return _TRUTH_CLASSES.get((text or "").strip())
+
+
 @dataclass
 class Cohort:
     """A validated cohort folder. Images are read lazily, one case at a time."""
@@ -351,24 +408,51 @@ class Cohort:
         """Read the case's CT as int16 HU."""
         return read_nifti(self.image_path(case_id))
 
-    def read_mask(self, path: Path, *, dtype: Any) -> tuple[NDArray[Any], Geometry]:
+    def read_mask(self, path: Path, *, dtype: Any) -> Mask:
         """Read a mask aligned with its case's image (checked) and cast to ``dtype``."""
         array, geom = read_nifti_array(path)
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.equal(np.round(array), array)):
             raise InputError("mask holds non-integer values", path)
         if array.min(initial=0) < 0:
             raise InputError("mask holds negative values", path)
-        return array.astype(dtype), geom
+        return Mask(array.astype(dtype), geom)
 
-    def read_label(self, case_id: str) -> tuple[NDArray[np.uint16], Geometry] | None:
+    def read_label(self, case_id: str) -> Mask | None:
         """The instance mask (uint16, 0 = background) and its geometry, or None."""
         p = self.label_path(case_id)
         return None if p is None else self.read_mask(p, dtype=np.uint16)
 
-    def read_eval_region(self, case_id: str) -> tuple[NDArray[np.uint8], Geometry] | None:
+    def read_eval_region(self, case_id: str) -> Mask | None:
         """The evaluation-region mask (uint8, 1 = ground truth defined) and its geometry, or None."""
         p = self.eval_region_path(case_id)
         return None if p is None else self.read_mask(p, dtype=np.uint8)
+
+    def full_truth_path(self, case_id: str) -> Path | None:
+        """Path of the case's full truth ``extra/<case>_nodes.csv``, or None when the cohort has none."""
+        p = self.root / "extra" / f"{case_id}_nodes.csv"
+        return p if p.is_file() else None
+
+    def read_full_truth(self, case_id: str) -> list[FullTruthNode]:
+        """Every node of the case's full truth (InputError naming file and line for a bad row)."""
+        path = self.full_truth_path(case_id)
+        if path is None:
+            raise InputError(f"case {case_id!r} has no full truth file", self.root / "extra")
+        nodes = []
+        for line, row in _read_csv_rows(path, FULL_TRUTH_COLUMNS[:3]):
+            centre = [_parse_float(row.get(c), c, path, line, optional=True) for c in FULL_TRUTH_COLUMNS[:3]]
+            if None in centre:
+                raise InputError("node row without a centre (coordX/coordY/coordZ)", path, line)
+            flag = (row.get("enlarged") or "").strip()
+            nodes.append(
+                FullTruthNode(
+                    (float(centre[0] or 0.0), float(centre[1] or 0.0), float(centre[2] or 0.0)),
+                    _parse_float(row.get("short_axis_mm"), "short_axis_mm", path, line, optional=True),
+                    _parse_float(row.get("long_axis_mm"), "long_axis_mm", path, line, optional=True),
+                    flag == "1" if flag in ("0", "1") else None,
+                    _truth_class(row.get("truth")),
+                )
+            )
+        return nodes
 
     def splits_path(self) -> Path:
         """Where splits.json lives."""

@@ -59,7 +59,7 @@ def _gallery(
         render_rows(
             vol.array,
             vol.geometry,
-            None if lab is None else lab[0],
+            None if lab is None else lab.array,
             points,
             titles,
             det_rows,

@@ -431,19 +431,51 @@ def write_splits(path: str | Path, splits: Splits) -> None:
     atomic.write_json(path, data)
 
 
-def read_splits(path: str | Path, cases: Sequence[str] | None = None) -> dict[str, Any]:
-    """Read and validate a splits.json."""
-    path = Path(path)
+def _read_object(path: Path) -> dict[str, Any]:
+    """The JSON object in a splits.json (InputError naming the file otherwise)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror})", path) from exc
+        raise InputError(f"cannot read splits ({exc.strerror})", path) from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON ({exc.msg} at line {exc.lineno})", path) from exc
     if not isinstance(data, dict):
         raise InputError("splits.json must hold a JSON object", path)
+    return data
+
+
+def read_splits(path: str | Path, cases: Sequence[str] | None = None) -> dict[str, Any]:
+    """Read and validate a splits.json."""
+    path = Path(path)
+    data = _read_object(path)
     validate(data, cases, path)
     return data
+
+
+def read_fold(path: str | Path, fold: int) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test) case lists, sorted, of one fold of a splits.json (formats.md §5).
+
+    Only what training needs is checked (a ``folds`` list, the fold's ``train``/``val`` lists, no case in
+    both train and val/test), so a hand-written file with just ``folds`` (and ``test``) is accepted.
+    """
+    path = Path(path)
+    data = _read_object(path)
+    folds = data.get("folds")
+    if not isinstance(folds, list) or not folds:
+        raise InputError("splits.json has no 'folds' list", path)
+    if not 0 <= fold < len(folds):
+        raise InputError(f"fold {fold} does not exist (the file has folds 0..{len(folds) - 1})", path)
+    f = folds[fold]
+    try:
+        train = [str(c) for c in f["train"]]
+        val = [str(c) for c in f.get("val", [])]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"fold {fold} must hold 'train' and 'val' lists", path) from exc
+    test = [str(c) for c in data.get("test", [])]
+    overlap = (set(train) & set(val)) | (set(train) & set(test))
+    if overlap:
+        raise InputError(f"fold {fold}: cases both in train and val/test: {sorted(overlap)[:3]}", path)
+    return sorted(train), sorted(val), sorted(test)
 
 
 def split_cohort(

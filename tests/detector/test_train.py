@@ -12,10 +12,11 @@ import torch
 from lymphcad.detector.common import lr_factor
 from lymphcad.detector.config import DetectorConfig, dumps_config, load_config
 from lymphcad.detector.model import load_model, read_payload, truth_thresholds
-from lymphcad.detector.sampling import PatchSampler, load_case, read_split, truth_from_annotations
+from lymphcad.detector.sampling import PatchSampler, load_case, truth_from_annotations
 from lymphcad.detector.synthetic import write_sphere_cohort
 from lymphcad.detector.train import latest_checkpoint, train
 from lymphcad.errors import InputError, UsageError
+from lymphcad.splits import read_fold
 
 
 def _tiny_config(epochs: int, iters: int) -> DetectorConfig:
@@ -147,6 +148,6 @@ def test_lr_schedule() -> None:
 def test_read_split_errors(tmp_path: Path) -> None:
     p = tmp_path / "s.json"
     p.write_text(json.dumps({"folds": [{"train": ["a"], "val": ["b"]}], "test": []}), encoding="utf-8")
-    assert read_split(p, 0) == (["a"], ["b"], [])
+    assert read_fold(p, 0) == (["a"], ["b"], [])
     with pytest.raises(InputError, match="fold 1 does not exist"):
-        read_split(p, 1)
+        read_fold(p, 1)

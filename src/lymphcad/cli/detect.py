@@ -62,10 +62,10 @@ def train_cmd(
     check_input(cohort, "COHORT")
     check_input(split, "--split")
     check_output_dir(out, "--out", inputs=[cohort, split])
+    from lymphcad.cohort import TruthMode
     from lymphcad.detector.train import train
 
-    if truth not in ("labels", "extra"):
-        raise UsageError(f"--truth must be labels or extra, not {truth!r}")
+    TruthMode.parse(truth)
     check_device_name(device)
     _setup_logging()
     _threads(threads)
@@ -118,11 +118,11 @@ def train_fpr_cmd(
     """Train the second stage (false-positive reduction) on the first stage's candidates of one fold."""
     import dataclasses
 
+    from lymphcad.cohort import TruthMode
     from lymphcad.detector.fpr import FPRConfig
     from lymphcad.detector.fpr_train import train_fpr
 
-    if truth not in ("labels", "extra"):
-        raise UsageError(f"--truth must be labels or extra, not {truth!r}")
+    TruthMode.parse(truth)
     check_device_name(device)
     if out is not None:
         check_output_dir(out, "--out", inputs=[cohort, split])

@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from enum import StrEnum
 
 import torch
 
-from lymphcad.cohort import Cohort
+from lymphcad.cohort import Cohort, TruthMode
 from lymphcad.detector.plan import Plan
 from lymphcad.detector.sampling import (
     NodeTruth,
@@ -26,23 +25,6 @@ from lymphcad.detector.sampling import (
 from lymphcad.errors import UsageError
 
 _CUDA_INDEX = re.compile(r"cuda:(\d+)")
-
-
-class TruthMode(StrEnum):
-    """Which truth a training run learns from."""
-
-    #: annotations.csv (what the radiologists marked; the collection's own labels)
-    LABELS = "labels"
-    #: the phantom's full truth ``extra/<case>_nodes.csv`` (every node, enlarged or not)
-    EXTRA = "extra"
-
-    @classmethod
-    def parse(cls, value: str | TruthMode) -> TruthMode:
-        """The mode named by ``value``; UsageError naming the choices otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            raise UsageError(f"--truth must be 'labels' or 'extra', got {value!r}") from None
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

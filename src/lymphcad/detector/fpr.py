@@ -32,6 +32,7 @@ from torch import nn
 
 from lymphcad import atomic
 from lymphcad.errors import InputError
+from lymphcad.records import dataclass_from_dict
 
 #: marks a file as a lymphcad second-stage model
 FPR_FORMAT: Final = "lymphcad-fpr"
@@ -211,13 +212,7 @@ def load_fpr(path: str | Path, *, device: str | torch.device = "cpu") -> FPRMode
         raise InputError(
             f"second-stage model version {data.get('version')} is newer than this lymphcad", path
         )
-    names = {f.name for f in dataclasses.fields(FPRConfig)}
-    raw = {
-        k: (tuple(v) if isinstance(v, list) else v)
-        for k, v in dict(data.get("config", {})).items()
-        if k in names
-    }
-    cfg = FPRConfig(**raw)  # type: ignore[arg-type]
+    cfg = dataclass_from_dict(FPRConfig, dict(data.get("config", {})))
     net = CandidateNet(cfg.channels)
     try:
         net.load_state_dict(data["state_dict"])

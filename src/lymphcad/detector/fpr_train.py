@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from lymphcad.cohort import open_cohort
-from lymphcad.detector.common import TruthMode, load_cases, lr_factor, resolve_device
+from lymphcad.cohort import TruthMode, open_cohort
+from lymphcad.detector.common import load_cases, lr_factor, resolve_device
 from lymphcad.detector.fpr import (
     CandidateNet,
     FPRConfig,
@@ -37,10 +37,11 @@ from lymphcad.detector.fpr import (
 )
 from lymphcad.detector.infer import detect_prepared, normalised_padded, with_overrides
 from lymphcad.detector.model import load_model, resolve_model_path
-from lymphcad.detector.sampling import TrainCase, read_split
+from lymphcad.detector.sampling import TrainCase
 from lymphcad.detector.train import evaluate_subset
 from lymphcad.errors import InputError
 from lymphcad.io.detections import Detection
+from lymphcad.splits import read_fold
 
 #: fusion weights tried on the validation cases
 FUSION_WEIGHTS: Final = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -235,7 +236,7 @@ def train_fpr(
     first = load_model(model, device=dev)
     target = Path(out) if out is not None else resolve_model_path(model).parent
     cohort = open_cohort(cohort_path)
-    train_ids, val_ids, _ = read_split(split, fold)
+    train_ids, val_ids, _ = read_fold(split, fold)
     if not train_ids:
         raise InputError(f"fold {fold} has no training cases", split)
     settings = with_overrides(first.detect, second_stage=False)

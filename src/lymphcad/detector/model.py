@@ -11,7 +11,6 @@ Shipped models live in ``lymphcad/models/<name>/`` inside the package and are fo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +25,8 @@ from lymphcad.detector.fpr import FPR_FILE, FPRModel, load_fpr
 from lymphcad.detector.network import CenterNet3D, build_network
 from lymphcad.detector.plan import Plan, load_plan, save_plan
 from lymphcad.errors import InputError
+from lymphcad.hashing import file_sha256
+from lymphcad.records import dataclass_from_dict
 
 MODEL_FORMAT: Final = "lymphcad-centernet3d"
 MODEL_VERSION: Final = 1
@@ -61,15 +62,6 @@ class LoadedModel:
         if self.fpr is None:
             return self.sha256
         return f"{self.sha256}+fpr:{file_sha256(self.fpr.path)}"
-
-
-def _cfg_from(cls: Any, data: dict[str, Any]) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key in names:
-            kwargs[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
 
 
 def model_payload(
@@ -139,22 +131,13 @@ def read_payload(path: str | Path) -> dict[str, Any]:
 
 def network_from_payload(data: dict[str, Any], *, where: str | Path) -> CenterNet3D:
     """Build the network described by a payload and load its weights (float32)."""
-    net = build_network(_cfg_from(NetworkConfig, data["network"]))
+    net = build_network(dataclass_from_dict(NetworkConfig, data["network"]))
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in data["state_dict"].items()}
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(f"weights do not fit the network ({str(exc).splitlines()[0]})", where) from exc
     return net
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def truth_thresholds(path: Path, meta: dict[str, Any]) -> tuple[float, float]:
@@ -230,7 +213,7 @@ def load_model(model: str | Path | None = None, *, device: str | torch.device = 
     if plan_path is None:
         raise InputError("plan.json not found beside the model (or in its run folder)", path)
     plan = load_plan(plan_path)
-    detect = _cfg_from(DetectConfig, data.get("detect", {}))
+    detect = dataclass_from_dict(DetectConfig, data.get("detect", {}))
     fpr_path = path.parent / FPR_FILE
     meta = dict(data.get("meta", {}))
     enlarged_mm, ignore_below_mm = truth_thresholds(path, meta)

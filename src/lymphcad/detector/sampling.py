@@ -10,11 +10,9 @@ epoch is a pure function of its seed (this is what makes ``--resume`` exact on C
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -75,62 +73,38 @@ def truth_from_annotations(cohort: Cohort, case_id: str) -> NodeTruth:
     )
 
 
-def _float(row: dict[str, str], *names: str) -> float | None:
-    for n in names:
-        text = (row.get(n) or "").strip()
-        if text:
-            try:
-                return float(text)
-            except ValueError:
-                return None
-    return None
-
-
 def truth_from_extra(
     cohort: Cohort, case_id: str, *, enlarged_mm: float, ignore_below_mm: float
 ) -> NodeTruth:
-    """Positives = every node of the phantom's full truth (``extra/<case>_nodes.csv``) with SAD ≥ enlarged_mm.
+    """Positives = every node of the phantom's full truth (:meth:`Cohort.read_full_truth`) with SAD ≥ enlarged_mm.
 
-    The ``enlarged`` column (0/1), when present, decides instead of the threshold (the phantom measures
-    the short axis on the voxel mask); a ``truth`` column (positive / ignore / negative: the per-region rule of
-    ``lymphcad.phantom.truthrule``) decides before both. Other nodes with a short axis ≥ ignore_below_mm become ignored findings; smaller ones are
-    negatives (the detector should not fire on normal-sized nodes). Columns are read by name: the centre
-    from ``coordX/coordY/coordZ`` (or ``x_mm/y_mm/z_mm``), the axes from ``short_axis_mm``/``long_axis_mm``
-    (or ``sad_mm``/``lad_mm``).
+    The writer's ``enlarged`` flag, when present, decides instead of the threshold (the phantom measures
+    the short axis on the voxel mask); a ``truth`` class (positive / ignore / negative: the per-region rule
+    of ``lymphcad.phantom.truthrule``, in insert cohorts) decides before both. Other nodes with a short axis
+    ≥ ignore_below_mm become ignored findings; smaller ones are negatives (the detector should not fire on
+    normal-sized nodes).
     """
-    path = cohort.root / "extra" / f"{case_id}_nodes.csv"
-    if not path.is_file():
-        raise InputError(f"--truth extra needs the full truth file of case {case_id!r}", path)
+    if cohort.full_truth_path(case_id) is None:
+        raise InputError(
+            f"--truth extra needs the full truth file of case {case_id!r}",
+            cohort.root / "extra" / f"{case_id}_nodes.csv",
+        )
     pos, diam, ign, rad = [], [], [], []
-    with path.open(newline="", encoding="utf-8") as fh:
-        for line, row in enumerate(csv.DictReader(fh), start=2):
-            x = _float(row, "coordX", "x_mm", "center_x")
-            y = _float(row, "coordY", "y_mm", "center_y")
-            z = _float(row, "coordZ", "z_mm", "center_z")
-            if x is None or y is None or z is None:
-                raise InputError("node row without a centre (coordX/coordY/coordZ)", path, line)
-            sad = _float(row, "short_axis_mm", "sad_mm")
-            lad = _float(row, "long_axis_mm", "lad_mm")
-            d = _diameter(sad, lad)
-            size = sad if sad is not None else d
-            flag = (row.get("enlarged") or "").strip()
-            enlarged = flag == "1" if flag in ("0", "1") else size >= enlarged_mm
-            # the per-region rule of the collection's marks, when the table carries it (insert cohorts)
-            truth = (row.get("truth") or "").strip()
-            if truth in ("positive", "ignore", "negative"):
-                if truth == "positive":
-                    pos.append((x, y, z))
-                    diam.append(d)
-                elif truth == "ignore":
-                    ign.append((x, y, z))
-                    rad.append(max(4.0, 0.6 * d))
-                continue
-            if enlarged:
-                pos.append((x, y, z))
-                diam.append(d)
-            elif size >= ignore_below_mm:
-                ign.append((x, y, z))
-                rad.append(max(4.0, 0.6 * d))
+    for node in cohort.read_full_truth(case_id):
+        d = _diameter(node.short_axis_mm, node.long_axis_mm)
+        size = node.short_axis_mm if node.short_axis_mm is not None else d
+        enlarged = node.enlarged if node.enlarged is not None else size >= enlarged_mm
+        if node.truth is not None:  # the per-region rule of the collection's marks (insert cohorts)
+            enlarged = node.truth == "positive"
+            ignored = node.truth == "ignore"
+        else:
+            ignored = not enlarged and size >= ignore_below_mm
+        if enlarged:
+            pos.append(node.center_xyz)
+            diam.append(d)
+        elif ignored:
+            ign.append(node.center_xyz)
+            rad.append(max(4.0, 0.6 * d))
     return NodeTruth(
         np.array(pos, dtype=np.float64).reshape(-1, 3),
         np.array(diam, dtype=np.float64),
@@ -298,32 +272,3 @@ class PatchSampler:
             key: torch.stack([getattr(p, key) for p in patches])
             for key in ("image", "heatmap", "ignore", "size", "offset", "reg_mask")
         }
-
-
-def read_split(path: str | Path, fold: int) -> tuple[list[str], list[str], list[str]]:
-    """(train, val, test) case lists of one fold of a splits.json (formats.md §5)."""
-    import json
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read splits ({exc.strerror})", path) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON ({exc.msg} at line {exc.lineno})", path) from exc
-    folds = data.get("folds") if isinstance(data, dict) else None
-    if not isinstance(folds, list) or not folds:
-        raise InputError("splits.json has no 'folds' list", path)
-    if not 0 <= fold < len(folds):
-        raise InputError(f"fold {fold} does not exist (the file has folds 0..{len(folds) - 1})", path)
-    f = folds[fold]
-    try:
-        train = [str(c) for c in f["train"]]
-        val = [str(c) for c in f.get("val", [])]
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"fold {fold} must hold 'train' and 'val' lists", path) from exc
-    test = [str(c) for c in data.get("test", [])]
-    overlap = (set(train) & set(val)) | (set(train) & set(test))
-    if overlap:
-        raise InputError(f"fold {fold}: cases both in train and val/test: {sorted(overlap)[:3]}", path)
-    return sorted(train), sorted(val), sorted(test)

@@ -45,8 +45,8 @@ import torch
 import torch.distributed as tdist
 
 from lymphcad import atomic
-from lymphcad.cohort import Cohort, open_cohort
-from lymphcad.detector.common import TruthMode, load_cases, lr_factor, resolve_device
+from lymphcad.cohort import Cohort, TruthMode, open_cohort
+from lymphcad.detector.common import load_cases, lr_factor, resolve_device
 from lymphcad.detector.config import DetectorConfig, dumps_config, load_config, save_config
 from lymphcad.detector.infer import detect_prepared
 from lymphcad.detector.model import (
@@ -58,13 +58,14 @@ from lymphcad.detector.model import (
 )
 from lymphcad.detector.network import CenterNet3D, build_network, count_parameters
 from lymphcad.detector.plan import Plan, compute_plan, enhanced_fraction, load_plan, save_plan
-from lymphcad.detector.sampling import PatchSampler, TrainCase, read_split
+from lymphcad.detector.sampling import PatchSampler, TrainCase
 from lymphcad.detector.targets import centre_cells, focal_loss, masked_l1
 from lymphcad.errors import InputError, UsageError
 from lymphcad.evaluate import EvalSettings, evaluate_truth
 from lymphcad.evaluate.settings import FP_RATES
 from lymphcad.evaluate.truth import load_truth
 from lymphcad.io.detections import Detection, DetectionTable, write_detections
+from lymphcad.splits import read_fold
 
 log = logging.getLogger(__name__)
 
@@ -385,7 +386,7 @@ def train(
     torch.manual_seed(cfg.train.seed)
 
     cohort = open_cohort(cohort_root)
-    train_ids, val_ids, test_ids = read_split(split, fold)
+    train_ids, val_ids, test_ids = read_fold(split, fold)
     missing = [c for c in train_ids + val_ids if c not in cohort.info.cases]
     if missing:
         raise InputError(f"split names cases not in the cohort: {missing[:3]}", split)

@@ -81,16 +81,16 @@ def load_truth(
         region_mask = cohort.read_eval_region(case)
         geometry = cohort.geometries.get(case)
         if label is not None:
-            geometry = label[1]
+            geometry = label.geometry
         elif region_mask is not None:
-            geometry = region_mask[1]
+            geometry = region_mask.geometry
         truth = case_truth(
             case,
             region=cohort.region_of(case),
             annotations=cohort.annotations_for(case),
             geometry=geometry,
-            labels_zyx=None if label is None else label[0],
-            eval_region_zyx=None if region_mask is None else region_mask[0],
+            labels_zyx=None if label is None else label.array,
+            eval_region_zyx=None if region_mask is None else region_mask.array,
             ignore=points,
         )
         if label is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import json
 import math
 from collections.abc import Iterable
@@ -161,15 +160,6 @@ def write_detections_json(path: str | Path, detections: Iterable[Detection]) -> 
             for d in rows
         ],
     )
-
-
-def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_provenance(

@@ -34,7 +34,8 @@ from lymphcad.evaluate.matching import Outcome
 from lymphcad.evaluate.run import EvalResult, StratumResult, evaluate_cohort
 from lymphcad.evaluate.settings import FP_RATE_KEYS, DuplicatePolicy, EvalSettings, MatchRule
 from lymphcad.geometry import Geometry, reorient_to_lps
-from lymphcad.io.detections import DetectionTable, file_sha256, read_detections, read_provenance
+from lymphcad.hashing import file_sha256
+from lymphcad.io.detections import DetectionTable, read_detections, read_provenance
 from lymphcad.report.froc_plot import plot_froc
 from lymphcad.report.planes import WINDOWS, Plane, display_rc, plane_image, window_u8
 

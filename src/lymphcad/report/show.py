@@ -87,7 +87,7 @@ def show_cohort(
     return render_rows(
         vol.array,
         vol.geometry,
-        None if lab is None else lab[0],
+        None if lab is None else lab.array,
         points,
         titles,
         det_rows,

@@ -10,10 +10,10 @@ from typing import Final
 from lymphcad.cohort import Annotation, Cohort, open_cohort
 from lymphcad.errors import InputError, LymphcadError
 from lymphcad.geometry import Geometry
+from lymphcad.hashing import file_sha256
 from lymphcad.io.detections import (
     Detection,
     DetectionTable,
-    file_sha256,
     read_detections,
     read_provenance,
     write_detections,

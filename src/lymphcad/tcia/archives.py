@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lymphcad.errors import InputError
+from lymphcad.hashing import file_sha256
 
 BASE_URL: Final = "https://www.cancerimagingarchive.net/wp-content/uploads/"
 MASKS_NAME: Final = "MED_ABD_LYMPH_MASKS"
@@ -134,15 +135,6 @@ def extract_zip(zip_path: str | Path, dest: str | Path) -> list[Path]:
         for info in members:
             extract_member(zf, info, tmp)
     return [dest.joinpath(*safe_member_path(i.filename).parts) for i in members]
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- archive or folder, read the same way --------------------------------------------------------------

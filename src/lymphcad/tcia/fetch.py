@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
@@ -40,6 +39,7 @@ from typing import Any, Final, Protocol
 
 from lymphcad import __version__, atomic, citations
 from lymphcad.errors import InputError, LymphcadError
+from lymphcad.hashing import file_sha256
 from lymphcad.tcia import COLLECTION
 from lymphcad.tcia.api import DEFAULT_API_URL, DownloadError, NBIAClient, RetryPolicy, SeriesRecord
 from lymphcad.tcia.archives import (
@@ -362,7 +362,7 @@ class Fetcher:
                 nbytes = self.client.download_series_zip(
                     rec.series_uid, zip_path, md5=self.opts.md5, on_bytes=self.progress.bytes
                 )
-                zip_sha = _sha256(zip_path)
+                zip_sha = file_sha256(zip_path)
                 extracted = work / "files"
                 files, total, layout = _verify_and_extract(
                     zip_path, extracted, rec, expect_hashes=self.opts.md5
@@ -514,7 +514,7 @@ class Fetcher:
                 )
             target = out_dir / f"{spec.name}.zip"
             prev = done.get(spec.name)
-            if target.is_file() and prev and prev.get("sha256") == _sha256(target):
+            if target.is_file() and prev and prev.get("sha256") == file_sha256(target):
                 self.result.archives[spec.name] = dict(prev, status="skipped")
                 continue
             try:
@@ -559,14 +559,6 @@ class Fetcher:
 
         result: int = self.client._with_retries(url, once)
         return result
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(
