@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -9,11 +10,14 @@ import numpy as np
 import pytest
 
 from lymphcad.cli import main
-from lymphcad.detector.config import DetectorConfig, save_config
+from lymphcad.detector.config import DetectorConfig, load_config, save_config
+from lymphcad.detector.model import DEFAULT_MODEL, load_model
+from lymphcad.detector.plan import load_plan
 from lymphcad.detector.synthetic import sphere_volume, write_sphere_cohort
 from lymphcad.geometry import Geometry
 from lymphcad.io.detections import read_detections, read_provenance
 from lymphcad.io.nifti import write_ct
+from lymphcad.splits import read_fold
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +61,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_cli_train_writes_run_folder(trained: tuple[Path, Path]) -> None:
-    _, run = trained
-    for name in ("config.toml", "plan.json", "split.json", "history.csv", "curves.png", "model/model.pt"):
-        assert (run / name).is_file(), name
-    assert (run / "val" / "epoch_0001" / "dets.csv").is_file()
+    """The run folder holds what the command was asked for: its config, plan, split, history, model, validation."""
+    cohort, run = trained
+    cfg = load_config(run / "config.toml")  # the resolved config: the file's values and the defaults
+    assert (cfg.train.epochs, cfg.network.base_channels, cfg.train.patch_zyx) == (2, 8, (24, 32, 32))
+    assert cfg.train.device == "cpu" and cfg.detect == DetectorConfig().detect
+    plan = load_plan(run / "plan.json")
+    assert plan.spacing_mm == cfg.plan.target_spacing_mm and plan.hu_window == cfg.plan.hu_window
+    split = json.loads((run / "split.json").read_text(encoding="utf-8"))
+    train_ids, val_ids, _ = read_fold(cohort / "splits.json", 0)
+    assert (split["train"], split["val"], split["fold"], split["truth"]) == (train_ids, val_ids, 0, "labels")
+    with (run / "history.csv").open(encoding="utf-8") as fh:
+        history = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    assert all(np.isfinite(float(r["loss"])) and float(r["loss"]) > 0 for r in history)
+    assert all(r["val_cpm"] != "" for r in history)  # val_every = 1: both epochs validated
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = load_model(run / "model")
+    assert model.name == "run" and model.meta["epoch"] == 2 and model.plan == plan
+    assert model.network.config == cfg.network
+    val = read_detections(run / "val" / "epoch_0001" / "dets.csv")
+    assert set(val.case_ids.tolist()) <= set(val_ids)
 
 
 def test_cli_detect_cohort_and_file(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -122,7 +143,7 @@ def test_cli_detect_damaged_model(
 
 
 def _shipped_or_skip():  # type: ignore[no-untyped-def]
-    from lymphcad.detector.model import DEFAULT_MODEL, load_model, shipped_models
+    from lymphcad.detector.model import shipped_models
 
     if DEFAULT_MODEL not in shipped_models():
         pytest.skip(f"the default model {DEFAULT_MODEL} is not shipped in this checkout")
@@ -147,7 +168,14 @@ def test_shipped_model_default_via_cli(tmp_path: Path) -> None:
     out = tmp_path / "dets.csv"
     assert main(["detect", str(tmp_path / "ct.nii.gz"), "--out", str(out)]) == 0
     prov = json.loads((tmp_path / "dets.csv.json").read_text(encoding="utf-8"))
-    assert prov["model"]["name"]
+    assert prov["model"]["name"] == DEFAULT_MODEL
+    # the planted 14 mm sphere is found where it is, at its size, and nothing else is confident
+    dets = read_detections(out)
+    confident = dets.probabilities >= 0.5
+    assert confident.sum() == 1, dets.probabilities
+    centre = geom.zyx_to_world(np.array([20.0, 32.0, 32.0]))
+    assert np.linalg.norm(dets.centers_xyz[confident][0] - centre) < 3.0
+    assert 10.0 <= dets.diameters_mm[confident][0] <= 20.0
 
 
 def test_shipped_model_same_detections_from_dicom_and_nifti(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lymphcad.cohort import open_cohort
 from lymphcad.detector.config import DetectConfig
 from lymphcad.detector.fpr import (
     FPR_FILE,
@@ -32,8 +33,10 @@ from lymphcad.detector.model import LoadedModel, load_model, save_model
 from lymphcad.detector.network import build_network
 from lymphcad.detector.plan import Plan
 from lymphcad.detector.synthetic import sphere_volume
+from lymphcad.detector.train import evaluate_subset
 from lymphcad.errors import InputError
 from lymphcad.geometry import Geometry
+from lymphcad.splits import read_fold
 
 
 @pytest.fixture(autouse=True)
@@ -209,8 +212,22 @@ def test_train_fpr_end_to_end_on_a_phantom_cohort(tmp_path: Path) -> None:
     )
     assert code == 0
     fpr = load_fpr(model_dir / FPR_FILE)  # written beside the first stage's model.pt
-    assert fpr.config.weight in FUSION_WEIGHTS
-    assert set(fpr.config.validation) == {"0", "0.25", "0.5", "0.75", "1"}
+    scores = fpr.config.validation
+    assert set(scores) == {f"{w:g}" for w in FUSION_WEIGHTS}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # the chosen weight is the validation CPM's best (ties: the smaller weight, i.e. less second stage)
+    assert fpr.config.weight == max(FUSION_WEIGHTS, key=lambda w: (scores[f"{w:g}"], -w))
+    # weight 0 is the first stage unchanged: its score is the first stage's own CPM on the fold's val cases
+    _, val_ids, _ = read_fold(cohort / "splits.json", 0)
+    first = load_model(model_dir)
+    plain = with_overrides(first.detect, second_stage=False)
+    c = open_cohort(cohort)
+    val_dets = [d for case in val_ids for d in detect_volume(c.read_image(case), first, plain, case_id=case)]
+    assert scores["0"] == pytest.approx(evaluate_subset(c, val_ids, val_dets)["val_cpm"], abs=1e-9)
+    # candidates were labelled with the first stage's training thresholds (its training_config.toml)
+    meta = torch.load(model_dir / FPR_FILE, weights_only=True)["meta"]
+    assert (meta["enlarged_mm"], meta["ignore_below_mm"]) == (first.enlarged_mm, first.ignore_below_mm)
+    assert meta["first_stage_sha256"] == first.sha256
     image = next((cohort / "images").glob("*.nii.gz"))
     dets = tmp_path / "dets.csv"
     assert main(["detect", str(image), "--model", str(model_dir), "--out", str(dets)]) == 0

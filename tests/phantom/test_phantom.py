@@ -21,6 +21,7 @@ from lymphcad.phantom.nodes import (
 )
 from lymphcad.phantom.tissue import T
 from lymphcad.phantom.truthrule import RULES
+from png_checks import GREEN, pixels_of, read_png
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +299,12 @@ def test_cli_phantom_and_show(tmp_path: Path) -> None:
     )
     png = tmp_path / "x.png"
     assert main(["show", str(out), "--out", str(png)]) == 0
-    assert png.stat().st_size > 10_000
+    rgb = read_png(png)
+    n_nodes = len(open_cohort(out).annotations_for("phantom_0000"))
+    assert n_nodes > 0
+    # one row of three panels per ground-truth node (at most 4), each node outlined in green
+    assert rgb.shape == (369 * min(n_nodes, 4), 1080, 3)
+    assert pixels_of(rgb, GREEN) > 20 * min(n_nodes, 4)
     assert main(["phantom", "--out", str(out), "--cases", "1", "--region", "chest"]) == 2
 
 

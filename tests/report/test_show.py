@@ -8,6 +8,7 @@ import numpy as np
 
 from lymphcad.geometry import Geometry
 from lymphcad.report.show import canonical, render_rows
+from png_checks import GREEN, RED, pixels_of, read_png
 
 
 def _world_field(geom: Geometry) -> np.ndarray:
@@ -43,4 +44,9 @@ def test_render_png(tmp_path: Path) -> None:
     lab[8:12, 30:36, 10:16] = 1
     p = g.zyx_to_world([10.0, 33.0, 13.0])
     out = render_rows(img, g, lab, [p], ["node"], [(p, 0.9, 10.0)], tmp_path / "x.png")
-    assert out.stat().st_size > 5000
+    rgb = read_png(out)
+    assert rgb.shape == (369, 1080, 3)  # one row of three panels, 12 × 4.1 inches at 90 dpi
+    # the node's outline (green) and the detection's circle (red) are drawn; without them neither colour is
+    assert pixels_of(rgb, GREEN) > 50 and pixels_of(rgb, RED) > 50
+    bare = read_png(render_rows(img, g, None, [p], ["node"], [], tmp_path / "bare.png"))
+    assert pixels_of(bare, GREEN) == 0 and pixels_of(bare, RED) == 0
