@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from lymphcad.geometry import CTVolume, Geometry, hu_to_int16, reorient_to_lps
+from lymphcad.geometry import (
+    CTVolume,
+    Geometry,
+    direction_from_dicom,
+    hu_to_int16,
+    positions_along_normal,
+    reorient_to_lps,
+)
 
 finite = st.floats(min_value=-500, max_value=500, allow_nan=False, allow_infinity=False)
 spacing = st.floats(min_value=0.2, max_value=8.0, allow_nan=False)
@@ -166,3 +173,22 @@ def test_from_affine_ras_takes_a_given_spacing() -> None:
     assert geom.spacing_zyx == (2.5, 0.7, 0.7) and geom.origin_xyz == (-10.0, -20.0, -5.0)
     assert np.allclose(geom.direction, np.eye(3))
     assert Geometry.from_affine_ras(affine, (2, 3, 4)).spacing_zyx == (3.0, 0.5, 0.5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(geometries())
+def test_dicom_orientation_round_trips_for_right_handed_grids(geom: Geometry) -> None:
+    direction = direction_from_dicom(geom.dicom_orientation())
+    if geom.is_right_handed():
+        assert np.allclose(direction, geom.direction, atol=1e-9)
+    else:  # a DICOM stack's slices run along i × j: a left-handed grid's k comes back reversed
+        assert np.allclose(direction[:, :2], geom.direction[:, :2], atol=1e-9)
+        assert np.allclose(direction[:, 2], -geom.direction[:, 2], atol=1e-9)
+    with pytest.raises(ValueError, match="parallel"):
+        direction_from_dicom([1, 0, 0, 1, 0, 0])
+
+
+def test_positions_along_normal_and_sideways_drift() -> None:
+    direction = np.eye(3)
+    pos, side = positions_along_normal([[0, 0, 5.0], [0, 0, 7.5], [0, 2.0, 10.0]], direction)
+    assert pos.tolist() == [5.0, 7.5, 10.0] and side.tolist() == [0.0, 0.0, 2.0]

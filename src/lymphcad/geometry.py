@@ -145,6 +145,17 @@ class Geometry:
         flips = tuple(bool(self.direction[a, perm[a]] < 0) for a in range(3))
         return (perm[0], perm[1], perm[2]), (flips[0], flips[1], flips[2])
 
+    def dicom_orientation(self) -> tuple[float, float, float, float, float, float]:
+        """ImageOrientationPatient of this grid's slices: the world directions of the i, then the j axis."""
+        d = self.direction
+        return (
+            float(d[0, 0]), float(d[1, 0]), float(d[2, 0]), float(d[0, 1]), float(d[1, 1]), float(d[2, 1])
+        )  # fmt: skip
+
+    def is_right_handed(self) -> bool:
+        """Whether k runs along i × j (as in any DICOM series, whose slices readers order along i × j)."""
+        return bool(np.linalg.det(self.direction) > 0)
+
     def is_oblique(self, tol: float = 1e-4) -> bool:
         """True when some index axis is not parallel to a world axis."""
         return bool(np.any(np.abs(np.abs(self.direction).max(axis=0) - 1.0) > tol))
@@ -329,6 +340,38 @@ class Geometry:
             tuple(data["origin_xyz"]),
             np.asarray(data["direction"], dtype=float),
         )
+
+
+def direction_from_dicom(orientation: ArrayLike) -> FloatArray:
+    """The direction matrix of a DICOM slice stack from ImageOrientationPatient (row then column cosines).
+
+    Column 0 is the row direction, column 1 the column direction made orthogonal to it (Gram–Schmidt),
+    column 2 their cross product: the slice normal, along which slices are ordered. ValueError for a zero
+    row vector or parallel row and column vectors.
+    """
+    iop = np.asarray(orientation, dtype=np.float64).reshape(6)
+    r, c = iop[:3], iop[3:]
+    nr = np.linalg.norm(r)
+    if nr == 0:
+        raise ValueError("ImageOrientationPatient has a zero row vector")
+    r = r / nr
+    c = c - (c @ r) * r
+    nc = np.linalg.norm(c)
+    if nc < 1e-3:
+        raise ValueError("ImageOrientationPatient row and column vectors are parallel")
+    c = c / nc
+    return np.stack([r, c, np.cross(r, c)], axis=1)
+
+
+def positions_along_normal(points_xyz: ArrayLike, direction: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Slice origins (N, 3) against a slice stack's ``direction``: their positions along the slice normal
+    (column 2) and how far each lies sideways from the line through the first one along the normal (mm;
+    non-zero for a gantry-tilted, sheared stack)."""
+    pts = np.asarray(points_xyz, dtype=np.float64).reshape(-1, 3)
+    normal = np.asarray(direction, dtype=np.float64)[:, 2]
+    rel = pts - pts[0]
+    sideways = rel - np.outer(rel @ normal, normal)
+    return pts @ normal, np.linalg.norm(sideways, axis=1)
 
 
 def reorient_to_lps(array: NDArray[Any], geometry: Geometry) -> tuple[NDArray[Any], Geometry]:

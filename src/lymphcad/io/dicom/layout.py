@@ -18,12 +18,11 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from lymphcad.geometry import Geometry, hu_to_int16
+from lymphcad.geometry import Geometry, direction_from_dicom, hu_to_int16, positions_along_normal
 from lymphcad.io.dicom.header import (
     ENHANCED_CT_IMAGE_STORAGE,
     LEGACY_ENHANCED_CT_IMAGE_STORAGE,
@@ -68,22 +67,6 @@ def _int(h: SliceHeader, keyword: str) -> int:
         return int(h.get(keyword))
     except (TypeError, ValueError) as exc:
         raise DicomSeriesError(f"missing or invalid {keyword}", h.path) from exc
-
-
-def _frame_axes(iop: NDArray[np.float64], path: Path) -> NDArray[np.float64]:
-    """Orthonormal [row, column, normal] (columns) from ImageOrientationPatient."""
-    r, c = iop[:3], iop[3:]
-    nr = np.linalg.norm(r)
-    if nr == 0:
-        raise DicomSeriesError("ImageOrientationPatient has a zero row vector", path)
-    r = r / nr
-    c = c - (c @ r) * r
-    nc = np.linalg.norm(c)
-    if nc < 1e-3:
-        raise DicomSeriesError("ImageOrientationPatient row and column vectors are parallel", path)
-    c = c / nc
-    n = np.cross(r, c)
-    return np.stack([r, c, n], axis=1)
 
 
 @dataclass(frozen=True)
@@ -170,8 +153,10 @@ def layout_slices(
     rows, cols = _int(first, "Rows"), _int(first, "Columns")
     iop0 = _floats(first, "ImageOrientationPatient", 6)
     ps0 = _floats(first, "PixelSpacing", 2)
-    axes = _frame_axes(iop0, first.path)
-    normal = axes[:, 2]
+    try:
+        axes = direction_from_dicom(iop0)
+    except ValueError as exc:
+        raise DicomSeriesError(str(exc), first.path) from exc
     ipps = []
     for h in headers:
         r, c = _int(h, "Rows"), _int(h, "Columns")
@@ -189,16 +174,14 @@ def layout_slices(
             raise DicomSeriesError("slices differ in PixelSpacing: not one volume", h.path)
         ipps.append(_floats(h, "ImagePositionPatient", 3))
     ipp = np.asarray(ipps)
-    pos = ipp @ normal
+    pos, _ = positions_along_normal(ipp, axes)
     order = np.lexsort((np.array([str(h.path) for h in headers]), pos))
     headers = [headers[i] for i in order]
     ipp, pos = ipp[order], pos[order]
 
     # gantry tilt / shear: slice origins must lie on one line along the normal
     if len(headers) > 1:
-        rel = ipp - ipp[0]
-        inplane = rel - np.outer(rel @ normal, normal)
-        off = float(np.linalg.norm(inplane, axis=1).max())
+        off = float(positions_along_normal(ipp, axes)[1].max())
         if off > 0.1 * float(min(ps0)) and not _allow_tilt:
             tilt = first.text("GantryDetectorTilt")
             raise DicomSeriesError(

@@ -137,8 +137,7 @@ def write_dicom_series(
     right-handed (k along i × j), since DICOM readers order slices along i × j. Returns the files in z order.
     """
     geom = volume.geometry
-    d = geom.direction
-    if np.linalg.det(d) < 0:
+    if not geom.is_right_handed():
         raise ValueError(
             "a left-handed direction (k opposite to i × j) has no DICOM series form; flip z first"
         )
@@ -149,7 +148,7 @@ def write_dicom_series(
     series = series_uid or generate_uid()
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    orientation = [float(v) for v in (*d[:, 0], *d[:, 1])]
+    orientation = list(geom.dicom_orientation())
     paths = []
     for k in range(geom.shape_zyx[0]):
         ds = ct_slice(
