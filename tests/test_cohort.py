@@ -160,6 +160,15 @@ def test_full_truth_is_read_by_the_cohort_and_labels_training_truth(tmp_path: Pa
     truth = truth_from_extra(c, "case_a", enlarged_mm=10.0, ignore_below_mm=8.0)
     assert truth.pos_xyz.tolist() == [[1.0, 2.0, 3.0]] and truth.pos_diameter_mm.tolist() == [12.5]
     assert truth.ign_xyz.tolist() == [[4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]
+    # insert cohorts carry the per-region class, which decides before the flag and the threshold
+    (tmp_path / "extra" / "case_a_nodes.csv").write_text(
+        "coordX,coordY,coordZ,short_axis_mm,long_axis_mm,enlarged,truth\n"
+        "1,2,3,8.0,9.0,0,positive\n4,5,6,11.0,12.0,1,ignore\n7,8,9,9.0,9.0,0,negative\n",
+        encoding="utf-8",
+    )
+    assert [n.truth for n in c.read_full_truth("case_a")] == ["positive", "ignore", "negative"]
+    truth = truth_from_extra(c, "case_a", enlarged_mm=10.0, ignore_below_mm=8.0)
+    assert truth.pos_xyz.tolist() == [[1.0, 2.0, 3.0]] and truth.ign_xyz.tolist() == [[4.0, 5.0, 6.0]]
     (tmp_path / "extra" / "case_a_nodes.csv").write_text(
         "coordX,coordY,coordZ,short_axis_mm\n1,2,,5\n", encoding="utf-8"
     )
