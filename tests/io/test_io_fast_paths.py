@@ -23,7 +23,7 @@ from lymphcad.io.dicom import header
 from lymphcad.io.dicom import pixels as dicom_pixels
 from lymphcad.io.dicom.write import ct_slice
 from lymphcad.io.nifti import read_nifti, write_ct, write_nifti, write_nifti_slabs
-from lymphcad.tcia.prepare import _write_ct_overlapped
+from lymphcad.tcia.prepare_case import _write_ct_overlapped
 
 
 def _ct_file(

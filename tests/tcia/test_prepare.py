@@ -14,7 +14,8 @@ from lymphcad.cohort import open_cohort
 from lymphcad.io.detections import read_detections
 from lymphcad.splits import split_cohort
 from lymphcad.tcia.archives import PatientCentroids
-from lymphcad.tcia.prepare import PrepareOptions, auto_deflate_threads, check_centroids, prepare
+from lymphcad.tcia.prepare import PrepareOptions, auto_deflate_threads, prepare
+from lymphcad.tcia.prepare_case import check_centroids
 from tcia_fixtures import PHI_BIRTHDATE, FixtureCollection, build_collection, read_sitk_series
 
 pytestmark = pytest.mark.real

@@ -13,7 +13,7 @@ from lymphcad.cohort import Annotation, read_annotations, write_annotations
 from lymphcad.geometry import Geometry
 from lymphcad.io.reader import read_ct
 from lymphcad.tcia.archives import Source, read_candidates, read_centroids
-from lymphcad.tcia.prepare import _sizes, check_centroids, region_of
+from lymphcad.tcia.prepare_case import _sizes, check_centroids, region_of
 
 
 @pytest.fixture(scope="module")
