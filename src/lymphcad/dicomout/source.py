@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from lymphcad.errors import InputError
-from lymphcad.geometry import Geometry
+from lymphcad.geometry import Geometry, direction_from_dicom, positions_along_normal
 from lymphcad.io.dicom import CT_IMAGE_STORAGE, list_series
 
 #: Character set written when the source has none (or an empty one): highdicom copies the patient and
@@ -92,9 +92,10 @@ def slice_plane(ds: Dataset, path: Path) -> Geometry:
     iop = _floats(ds, "ImageOrientationPatient", 6, path)
     ipp = _floats(ds, "ImagePositionPatient", 3, path)
     row_sp, col_sp = _floats(ds, "PixelSpacing", 2, path)
-    along_row, along_col = iop[:3], iop[3:]
-    normal = np.cross(along_row, along_col)
-    direction = np.stack([along_row, along_col, normal], axis=1)
+    try:
+        direction = direction_from_dicom(iop)
+    except ValueError as exc:
+        raise InputError(f"bad ImageOrientationPatient ({exc})", path) from None
     try:
         thickness = float(ds.get("SliceThickness") or 1.0)
     except (TypeError, ValueError):
@@ -170,7 +171,7 @@ def read_source_series(folder: str | Path, *, series_uid: str | None = None) -> 
         raise InputError(
             f"SR/SEG output supports single-frame CT Image Storage, not {info.sop_class_uid}", folder
         )
-    slices: list[tuple[float, SourceSlice]] = []
+    slices: list[tuple[Geometry, SourceSlice]] = []
     seen: set[str] = set()
     frame_uids: set[str] = set()
     for path in info.files:
@@ -181,18 +182,20 @@ def read_source_series(folder: str | Path, *, series_uid: str | None = None) -> 
         seen.add(uid)
         plane = slice_plane(ds, path)
         frame_uids.add(str(ds.get("FrameOfReferenceUID", "")))
-        pos = float(np.asarray(plane.origin_xyz) @ plane.direction[:, 2])
-        slices.append((pos, SourceSlice(ds, uid, plane)))
+        slices.append((plane, SourceSlice(ds, uid, plane)))
     frame_uids.discard("")
     if len(frame_uids) != 1:
         raise InputError(
             "the series has no single FrameOfReferenceUID (needed to place SCOORD3D points)", folder
         )
-    slices.sort(key=lambda t: t[0])
+    # along the first slice's normal, as the reader orders a series
+    positions, _ = positions_along_normal([p.origin_xyz for p, _ in slices], slices[0][0].direction)
+    order = np.argsort(positions, kind="stable")
+    ordered = [slices[int(i)][1] for i in order]
     return SourceSeries(
         folder=folder,
         study_uid=info.study_uid,
         series_uid=info.series_uid,
         frame_of_reference_uid=next(iter(frame_uids)),
-        slices=tuple(s for _, s in slices),
+        slices=tuple(ordered),
     )

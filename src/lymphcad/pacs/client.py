@@ -28,6 +28,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
 from lymphcad.errors import LymphcadError
+from lymphcad.geometry import direction_from_dicom
 from lymphcad.pacs.auth import Credentials
 
 # dicomweb-client logs request URLs and headers at debug level: keep it quiet whatever the root logger does
@@ -355,7 +356,10 @@ def _not_axial_ct(meta: dict[str, Any] | None) -> str | None:
     iop = _values(meta, "00200037")
     if len(iop) != 6:
         return "no image orientation"
-    normal = np.cross(np.asarray(iop[:3], dtype=float), np.asarray(iop[3:], dtype=float))
+    try:
+        normal = direction_from_dicom(np.asarray(iop, dtype=float))[:, 2]
+    except ValueError:
+        return "a degenerate image orientation"
     if abs(float(normal[2])) < _AXIAL_COS:
         return "not axial"
     return None
