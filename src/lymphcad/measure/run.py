@@ -21,6 +21,7 @@ from lymphcad.geometry import CTVolume, Geometry
 from lymphcad.io.detections import Detection
 from lymphcad.io.nifti import write_nifti
 from lymphcad.measure.calibration import Calibration, calibration_beside, find_calibration
+from lymphcad.measure.landmarks import Landmarks, find_landmarks
 from lymphcad.measure.recist import measure_mask
 from lymphcad.measure.segment import (
     DetectionMask,
@@ -29,6 +30,7 @@ from lymphcad.measure.segment import (
     SegmentSettings,
     segment_detection,
 )
+from lymphcad.measure.stations import locate
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,12 @@ def options_for_model(
 
 @dataclass(frozen=True, eq=False)
 class CaseResult:
-    """One case's finished detections, their masks (same order; None when not measured) and notes."""
+    """One case's finished detections, their masks (same order; None when not measured), the landmarks
+    (None when not located) and notes (why a location is unknown)."""
 
     detections: list[Detection]
     masks: list[DetectionMask | None]
+    landmarks: Landmarks | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -95,6 +99,8 @@ def finish_case(
     dets = [detections[i] for i in order]
     out: list[Detection] = []
     masks: list[DetectionMask | None] = []
+    landmarks = find_landmarks(volume) if options.locate and dets else None
+    notes: list[str] = []
     for det in dets:
         prob = det.probability
         if options.calibration is not None:
@@ -112,11 +118,16 @@ def finish_case(
                     long_axis_mm=round(rec.long_axis_mm, 2),
                     volume_ml=round(rec.volume_ml, 3),
                 )
+        if landmarks is not None:
+            loc = locate(landmarks, det.center_xyz)
+            changes["location"] = loc.label
+            if loc.reason and loc.reason not in notes:
+                notes.append(loc.reason)
         masks.append(mask)
         out.append(dataclasses.replace(det, **changes))
     if options.masks_dir is not None and out:
         write_label_volume(options.masks_dir / f"{out[0].case_id}.nii.gz", volume.geometry, masks)
-    return CaseResult(out, masks)
+    return CaseResult(out, masks, landmarks, tuple(notes))
 
 
 def label_volume(geometry: Geometry, masks: Sequence[DetectionMask | None]) -> NDArray[np.uint16]:
@@ -166,6 +177,13 @@ def provenance(options: MeasureOptions, sources: dict[str, int] | None = None) -
         "mask_sources": sources or {},
         "segment_settings": options.segment.to_json(),
         "masks_dir": None if options.masks_dir is None else str(options.masks_dir),
+        "location": (
+            "not located"
+            if not options.locate
+            else "region and IASLC 2009 station / abdominal group by rules on landmarks found in the CT by image "
+            "analysis (airway from air, aorta from the enhanced lumen, spine, diaphragm domes; "
+            "lymphcad.measure.landmarks and .stations); 'unknown' where a landmark is missing (see notes)"
+        ),
         "i,j,k": "nearest voxel of the point in the input image (formats.md §1 order)",
     }
 

@@ -1,0 +1,562 @@
+"""Anatomical landmarks found in the CT itself by image analysis (no model): the body, the airway (trachea,
+carina, main bronchi) from air, the aorta (descending, arch top, abdominal course, bifurcation) from the
+contrast-enhanced lumen, the spine and the diaphragm domes.
+
+The CT is first viewed on a world-aligned LPS grid at about ``WORK_MM`` in-plane (array axes = world z, y, x,
+increasing towards head, posterior and patient left): an axial or permuted/flipped grid is transposed and
+flipped (no interpolation), an oblique one is resampled. Every landmark is returned in world LPS mm.
+A landmark that is not found is None and :attr:`Landmarks.notes` says why; the station rules then say
+"unknown" for what depends on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from lymphcad.geometry import CTVolume, Geometry
+
+FloatArray = NDArray[np.float64]
+#: working in-plane resolution (mm)
+WORK_MM: Final = 2.0
+#: thin slices are taken every n-th so that the working slice step is about this (mm)
+WORK_Z_MM: Final = 2.5
+#: airway lumen: smoothed HU below this
+AIR_LUMEN_HU: Final = -900.0
+#: body: HU above this (then holes filled per slice)
+BODY_HU: Final = -400.0
+#: contrast-enhanced blood: smoothed HU within this range
+ENHANCED_HU: Final = (125.0, 700.0)
+#: the aorta is followed through its core: pixels at least this deep inside the lumen (mm)
+AORTA_CORE_MM: Final = 7.5
+#: cortical bone: HU above this
+BONE_HU: Final = 700.0
+#: trachea cross-section (mm²) accepted at the start of the airway search
+TRACHEA_AREA_MM2: Final = (60.0, 700.0)
+#: the domes are read on lung columns at least this far from the midline (mm): beside the heart
+DOME_LATERAL_MM: Final = 35.0
+#: main bronchi are followed this far below the carina (mm)
+BRONCHUS_LENGTH_MM: Final = 45.0
+
+
+@dataclass(frozen=True, eq=False)
+class Landmarks:
+    """Landmarks in world LPS mm (None / empty where not found; see ``notes``).
+
+    Attributes:
+        body_x_mm: the body's midline x (mean of the body's x extent, world).
+        trachea: (K, 4) rows (x, y, z, radius) of the trachea's lumen centre from its top down to the carina.
+        carina_xyz: the carina (the airway's split), or None.
+        bronchus_right, bronchus_left: (M, 4) rows (x, y, z, radius) of the main bronchi below the carina.
+        aorta: (L, 4) rows (x, y, z, radius) of the descending/abdominal aorta centre per slice, top down.
+        arch_top_z: world z of the upper border of the aortic arch, or None.
+        ascending_xy: (x, y, radius) of the ascending aorta just below the carina, or None.
+        bifurcation_z: world z where the abdominal aorta ends (iliac bifurcation), or None.
+        spine: (S, 3) vertebral body centres per slice.
+        dome_right_z, dome_left_z: world z of the top of each diaphragm dome, or None.
+        lung_top_z: world z of the lung apices, or None.
+        z_range: (lowest, highest) world z of the scan.
+        notes: why a landmark is missing.
+    """
+
+    body_x_mm: float
+    trachea: FloatArray
+    carina_xyz: FloatArray | None
+    bronchus_right: FloatArray
+    bronchus_left: FloatArray
+    aorta: FloatArray
+    arch_top_z: float | None
+    ascending_xy: tuple[float, float, float] | None
+    bifurcation_z: float | None
+    spine: FloatArray
+    dome_right_z: float | None
+    dome_left_z: float | None
+    lung_top_z: float | None
+    z_range: tuple[float, float]
+    notes: tuple[str, ...] = field(default=())
+
+    def trachea_at(self, z: float) -> tuple[float, float, float] | None:
+        """(x, y, radius) of the trachea at world z (the nearest row; its top or carina end beyond them)."""
+        if len(self.trachea) == 0:
+            return None
+        i = int(np.argmin(np.abs(self.trachea[:, 2] - z)))
+        return float(self.trachea[i, 0]), float(self.trachea[i, 1]), float(self.trachea[i, 3])
+
+    def aorta_at(self, z: float) -> tuple[float, float, float] | None:
+        """(x, y, radius) of the descending/abdominal aorta at world z, None outside its found course."""
+        if len(self.aorta) == 0:
+            return None
+        zs = self.aorta[:, 2]
+        if z > zs.max() + 10.0 or z < zs.min() - 10.0:
+            return None
+        i = int(np.argmin(np.abs(zs - z)))
+        return float(self.aorta[i, 0]), float(self.aorta[i, 1]), float(self.aorta[i, 3])
+
+
+# -- the working view -------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class AxialView:
+    """The CT on a world-aligned grid: ``hu`` (z, y, x) float32 and its ``geometry`` (identity direction)."""
+
+    hu: NDArray[np.float32]
+    geometry: Geometry
+
+    def world(self, zyx: FloatArray) -> FloatArray:
+        """World LPS of (continuous) array positions."""
+        return self.geometry.zyx_to_world(zyx)
+
+
+def axial_view(volume: CTVolume, work_mm: float = WORK_MM) -> AxialView:
+    """The CT on a world-aligned LPS grid, in-plane block-averaged to about ``work_mm`` (see module doc)."""
+    geom = volume.geometry
+    arr = np.asarray(volume.array)
+    if geom.is_oblique(tol=0.05):
+        lo, hi = geom.world_bounds()
+        sp_in = max(work_mm, min(geom.spacing_zyx[1:]))
+        sp_z = max(1.0, float(geom.spacing_zyx[0]))
+        n = np.maximum(1, np.floor((hi - lo) / np.array([sp_in, sp_in, sp_z]))).astype(int)
+        target = Geometry(
+            (int(n[2]), int(n[1]), int(n[0])),
+            (sp_z, sp_in, sp_in),
+            tuple(lo + 0.5 * np.array([sp_in, sp_in, sp_z])),
+        )
+        hu = np.empty(target.shape_zyx, dtype=np.float32)
+        yy, xx = np.meshgrid(np.arange(n[1]), np.arange(n[0]), indexing="ij")
+        for k in range(int(n[2])):
+            pts = target.zyx_to_world(
+                np.stack([np.full(xx.size, k), yy.ravel(), xx.ravel()], axis=1).astype(float)
+            )
+            src = geom.world_to_zyx(pts).T
+            hu[k] = ndimage.map_coordinates(arr, src, order=1, mode="nearest").reshape(yy.shape)
+        return AxialView(hu, target)
+    # which array axis runs along world x, y, z, and in which sense
+    direction = geom.direction
+    axis_of = [
+        int(np.argmax(np.abs(direction[w, :]))) for w in range(3)
+    ]  # index axis (i, j, k) per world axis
+    sign_of = [float(np.sign(direction[w, axis_of[w]])) for w in range(3)]
+    array_axis = [2 - a for a in axis_of]  # (i, j, k) → array axis (x=2, y=1, z=0)
+    view = np.transpose(arr, (array_axis[2], array_axis[1], array_axis[0]))
+    flips = [w for w in range(3) if sign_of[w] < 0]
+    for w in flips:
+        view = np.flip(view, axis=2 - w)
+    sp_ijk = geom.spacing_ijk
+    sp_world = [sp_ijk[axis_of[w]] for w in range(3)]
+    # the new array's voxel (0, 0, 0) in original index terms
+    first_ijk = np.zeros(3)
+    for w in range(3):
+        if sign_of[w] < 0:
+            first_ijk[axis_of[w]] = geom.size_ijk[axis_of[w]] - 1
+    origin = geom.index_to_world(first_ijk)
+    fy = max(1, round(work_mm / sp_world[1]))
+    fx = max(1, round(work_mm / sp_world[0]))
+    fz = max(1, round(WORK_Z_MM / sp_world[2]))
+    _nz, ny, nx = view.shape
+    ny2, nx2 = ny // fy, nx // fx
+    # block mean in-plane (sum of strided views: no float copy of the full volume), every fz-th slice
+    sub = view[::fz]
+    hu = np.zeros((sub.shape[0], ny2, nx2), dtype=np.float32)
+    for dy in range(fy):
+        for dx in range(fx):
+            hu += sub[:, dy : ny2 * fy : fy, dx : nx2 * fx : fx]
+    hu /= float(fy * fx)
+    # block centres sit (f - 1) / 2 voxels in from the first voxel
+    origin = origin + np.array([(fx - 1) / 2 * sp_world[0], (fy - 1) / 2 * sp_world[1], 0.0])
+    target = Geometry(
+        (int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2])),
+        (sp_world[2] * fz, sp_world[1] * fy, sp_world[0] * fx),
+        (float(origin[0]), float(origin[1]), float(origin[2])),
+    )
+    return AxialView(np.ascontiguousarray(hu), target)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+def _body(hu: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """The body per slice: the largest component above BODY_HU with its holes (lungs, airway) filled."""
+    out = np.zeros(hu.shape, dtype=bool)
+    for k in range(hu.shape[0]):
+        lab, n = ndimage.label(hu[k] > BODY_HU)
+        if n == 0:
+            continue
+        sizes = np.bincount(lab.ravel())[1:]
+        solid = lab == int(np.argmax(sizes)) + 1
+        # the rest splits into pieces; those touching the slice's edge are outside, the others are holes
+        rest, _ = ndimage.label(~solid)
+        edge = np.unique(np.concatenate([rest[0], rest[-1], rest[:, 0], rest[:, -1]]))
+        out[k] = ~np.isin(rest, edge[edge > 0])
+    return out
+
+
+def _components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
+    lab, n = ndimage.label(mask)
+    return np.asarray(lab, dtype=np.int32), int(n)
+
+
+# -- airway -----------------------------------------------------------------------------------------------
+def _find_airway(
+    lumen: NDArray[np.bool_],
+    body: NDArray[np.bool_],
+    view: AxialView,
+    body_cx: NDArray[np.float64],
+    notes: list[str],
+) -> tuple[list[FloatArray], FloatArray | None, list[FloatArray], list[FloatArray]]:
+    """Trachea rows (x, y, z, r) from the top down, carina, right and left bronchus rows (array units)."""
+    nz = lumen.shape[0]
+    sz, sy, sx = view.geometry.spacing_zyx
+    px = sy * sx
+    trachea: list[FloatArray] = []
+    carina = None
+    right: list[FloatArray] = []
+    left: list[FloatArray] = []
+    prev: NDArray[np.bool_] | None = None
+    prev_area = 0.0
+    k = nz - 1
+    # start: from the top, the first slice with a round, midline air column of trachea size inside the body
+    while k >= 0 and prev is None:
+        lab, n = _components(lumen[k] & body[k])
+        best = None
+        for c in range(1, n + 1):
+            m = lab == c
+            area = float(m.sum()) * px
+            if not TRACHEA_AREA_MM2[0] <= area <= TRACHEA_AREA_MM2[1]:
+                continue
+            ys, xs = np.nonzero(m)
+            if abs(xs.mean() - body_cx[k]) * sx > 25.0:
+                continue
+            # it must continue downwards for 15 mm (not a bubble in the oesophagus or pharynx)
+            below = max(0, k - int(np.ceil(15.0 / sz)))
+            if not all(
+                (lumen[kk] & ndimage.binary_dilation(m, iterations=2)).any() for kk in range(below, k)
+            ):
+                continue
+            if best is None or area > best[0]:
+                best = (area, m)
+        if best is not None:
+            prev, prev_area = best[1], best[0]
+        else:
+            k -= 1
+    if prev is None:
+        notes.append("airway: no trachea-sized midline air column found (scan without the chest, or no air)")
+        return trachea, carina, right, left
+    gap = 0
+    while k >= 0:
+        lab, n = _components(lumen[k])
+        ids = [c for c in np.unique(lab[ndimage.binary_dilation(prev, iterations=1) & (lab > 0)]).tolist()]
+        pieces = [(lab == c) for c in ids]
+        pieces = [p for p in pieces if float(p.sum()) * px >= 15.0]
+        if not pieces:
+            # a narrowing (partial volume, secretions) may hide the lumen on a slice or two
+            gap += 1
+            if gap * sz > 8.0:
+                notes.append("airway: the trachea was lost before it divided (no carina)")
+                break
+            k -= 1
+            continue
+        gap = 0
+        total = float(sum(p.sum() for p in pieces)) * px
+        if total > 3.0 * max(prev_area, 80.0):
+            notes.append("airway: the lumen leaked into the lung before the carina (low-density lung?)")
+            break
+        if len(pieces) >= 2:
+            pieces.sort(key=lambda p: -int(p.sum()))
+            a, b = pieces[0], pieces[1]
+            ca, cb = (np.array(ndimage.center_of_mass(p)) for p in (a, b))
+            parent = np.array(ndimage.center_of_mass(prev))
+            carina = np.array([k + 0.5, parent[0], parent[1]])
+            r_piece, l_piece = (a, b) if ca[1] < cb[1] else (b, a)  # smaller x = patient right
+            right, left = (
+                _follow_bronchus(lumen, r_piece, k, px, sz),
+                _follow_bronchus(lumen, l_piece, k, px, sz),
+            )
+            break
+        m = pieces[0]
+        ys, xs = np.nonzero(m)
+        area = float(m.sum()) * px
+        trachea.append(np.array([xs.mean(), ys.mean(), float(k), np.sqrt(area / np.pi)]))
+        prev, prev_area = m, area
+        k -= 1
+    return trachea, carina, right, left
+
+
+def _follow_bronchus(
+    lumen: NDArray[np.bool_], start: NDArray[np.bool_], k0: int, px: float, sz: float
+) -> list[FloatArray]:
+    """Rows (x, y, k, r) of one main bronchus from the carina down to its first division or ``BRONCHUS_LENGTH_MM``."""
+    rows = []
+    prev = start
+    prev_area = float(start.sum()) * px
+    for k in range(k0, max(-1, k0 - int(np.ceil(BRONCHUS_LENGTH_MM / sz))), -1):
+        lab, _ = _components(lumen[k])
+        ids = [c for c in np.unique(lab[ndimage.binary_dilation(prev, iterations=1) & (lab > 0)]).tolist()]
+        if len(ids) != 1:
+            break
+        m = lab == ids[0]
+        area = float(m.sum()) * px
+        if area > 3.0 * max(prev_area, 40.0):
+            break
+        ys, xs = np.nonzero(m)
+        rows.append(np.array([xs.mean(), ys.mean(), float(k), np.sqrt(area / np.pi)]))
+        prev, prev_area = m, area
+    return rows
+
+
+# -- aorta ------------------------------------------------------------------------------------------------
+class _Calibre:
+    """Per slice, computed when first asked: distance (mm) of each mask pixel to the mask's border (2D)."""
+
+    def __init__(self, mask: NDArray[np.bool_], sy: float, sx: float) -> None:
+        self.mask, self.sampling = mask, (sy, sx)
+        self.cache: dict[int, NDArray[np.float32]] = {}
+
+    def __getitem__(self, k: int) -> NDArray[np.float32]:
+        got = self.cache.get(k)
+        if got is None:
+            m = self.mask[k]
+            got = np.zeros(m.shape, dtype=np.float32)
+            if m.any():
+                ys, xs = np.nonzero(m)
+                y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+                got[y0:y1, x0:x1] = ndimage.distance_transform_edt(m[y0:y1, x0:x1], sampling=self.sampling)
+            self.cache[k] = got
+        return got
+
+
+def _find_aorta(
+    view: AxialView,
+    blood: NDArray[np.bool_],
+    depth: _Calibre,
+    carina: FloatArray | None,
+    body_cx: NDArray[np.float64],
+    spine: dict[int, FloatArray],
+    notes: list[str],
+) -> tuple[list[FloatArray], float | None, tuple[float, float, float] | None, float | None]:
+    """Descending/abdominal aorta rows (x, y, k, r), arch top (array k), ascending aorta (x, y, r), bifurcation k."""
+    nz = blood.shape[0]
+    sz, sy, sx = view.geometry.spacing_zyx
+    # seed: a round enhanced lumen of aortic calibre left of the spine and in front of it, at the carina or
+    # (without a carina) at the slice where such a lumen is most convincing
+    seeds = [int(np.clip(round(carina[0]), 0, nz - 1))] if carina is not None else list(range(nz - 1, -1, -1))
+    seed = None
+    for k in seeds:
+        lab, n = _components(depth[k] >= 7.0)
+        for c in range(1, n + 1):
+            m = lab == c
+            r = float(depth[k][m].max())
+            if not 7.0 <= r <= 22.0:
+                continue
+            y, x = (float(v) for v in ndimage.center_of_mass(m))
+            sp = spine.get(k)
+            ref_x = sp[0] if sp is not None else body_cx[k]
+            # left of the midline/spine, not in front of the trachea by much (descending, not ascending)
+            if (x - ref_x) * sx < 5.0 or (x - ref_x) * sx > 60.0:
+                continue
+            if sp is not None and (sp[1] - y) * sy > 60.0:
+                continue
+            # behind the carina: the ascending aorta and the pulmonary arteries lie in front of it
+            if carina is not None and (y - carina[1]) * sy < 5.0:
+                continue
+            if seed is None or r > seed[3]:
+                seed = (k, y, x, r)
+        if seed is not None:
+            break
+    if seed is None:
+        notes.append("aorta: no enhanced round lumen of aortic calibre beside the spine (no IV contrast?)")
+        return [], None, None, None
+    k0, y0, x0, r0 = seed
+    # a core thicker than the arch's branches and the brachiocephalic veins (radius ≤ ~7 mm)
+    core_r = max(0.55 * r0, AORTA_CORE_MM)
+    rows: list[FloatArray] = [np.array([x0, y0, float(k0), r0])]
+    # upwards: follow cores of aortic calibre; the highest one reached is the arch
+    prev = _core_at(depth[k0], core_r, y0, x0)
+    arch_k: float | None = None
+    k = k0 + 1
+    while prev is not None and k < nz:
+        nxt = _overlapping(depth[k] >= core_r, prev)
+        if nxt is None:
+            arch_k = k - 1 + 0.25 * r0 / sz  # the core stops ~0.8 r below the vessel's upper border
+            break
+        prev = nxt
+        k += 1
+    if arch_k is None:
+        notes.append("aorta: the arch's top lies above the scan" if k >= nz else "aorta: arch not found")
+    # the ascending aorta: the largest calibre core in front of the trachea/carina at the seed level
+    asc = None
+    lab, n = _components(depth[k0] >= 7.0)
+    for c in range(1, n + 1):
+        m = lab == c
+        r = float(depth[k0][m].max())
+        y, x = (float(v) for v in ndimage.center_of_mass(m))
+        if (y - y0) * sy > -25.0 or abs(x - x0) * sx < 10.0:
+            continue
+        if asc is None or r > asc[2]:
+            asc = (x, y, r)
+    # downwards: the descending then abdominal aorta, slice by slice, until it divides or is lost
+    prev = _core_at(depth[k0], core_r, y0, x0)
+    bif: float | None = None
+    k = k0 - 1
+    while prev is not None and k >= 0:
+        lab, n = _components(depth[k] >= core_r)
+        ids = np.unique(lab[ndimage.binary_dilation(prev, iterations=2) & (lab > 0)]).tolist()
+        if not ids:
+            bif = k + 0.5
+            break
+        m = lab == max(ids, key=lambda c: float(depth[k][lab == c].max()))
+        r = float(depth[k][m].max())
+        y, x = (float(v) for v in ndimage.center_of_mass(m))
+        rows.append(np.array([x, y, float(k), r]))
+        prev = m
+        k -= 1
+    return rows, arch_k, asc, bif
+
+
+def _core_at(depth2d: NDArray[np.float32], core_r: float, y: float, x: float) -> NDArray[np.bool_] | None:
+    lab, _ = _components(depth2d >= core_r)
+    c = lab[round(y), round(x)]
+    return None if c == 0 else np.asarray(lab == c)
+
+
+def _overlapping(mask2d: NDArray[np.bool_], prev: NDArray[np.bool_]) -> NDArray[np.bool_] | None:
+    lab, _ = _components(mask2d)
+    ids = np.unique(lab[ndimage.binary_dilation(prev, iterations=1) & (lab > 0)])
+    if ids.size == 0:
+        return None
+    return np.asarray(np.isin(lab, ids))
+
+
+# -- spine, lungs, domes ----------------------------------------------------------------------------------
+def _find_spine(
+    hu: NDArray[np.float32], body: NDArray[np.bool_], body_cx: NDArray[np.float64], sx: float
+) -> dict[int, FloatArray]:
+    """Per slice: (x, y) of the vertebral body (bone near the midline, in the back half of the body)."""
+    out: dict[int, FloatArray] = {}
+    for k in range(hu.shape[0]):
+        ys_b = np.nonzero(body[k].any(axis=1))[0]
+        if ys_b.size == 0:
+            continue
+        ymid = 0.5 * (ys_b.min() + ys_b.max())
+        bone = hu[k] > 200.0
+        band = np.zeros_like(bone)
+        x0 = round(body_cx[k])
+        half = round(30.0 / sx)
+        band[int(ymid) :, max(0, x0 - half) : x0 + half + 1] = True
+        lab, n = _components(bone & band)
+        if n == 0:
+            continue
+        sizes = np.bincount(lab.ravel())[1:]
+        if sizes.max() * 1.0 < 20:
+            continue
+        m = lab == int(np.argmax(sizes)) + 1
+        ys, xs = np.nonzero(m)
+        # the vertebral body is the front part of the bone: its front half-height
+        y_front = np.percentile(ys, 20)
+        sel = ys <= np.percentile(ys, 50)
+        out[k] = np.array([float(xs[sel].mean()), float(0.5 * (y_front + np.percentile(ys, 50)))])
+    return out
+
+
+def _domes(
+    lung: NDArray[np.bool_], body_cx: NDArray[np.float64], sz: float, view: AxialView
+) -> tuple[float | None, float | None, float | None]:
+    """(right dome z, left dome z, lung apex z) in array k (None where no lung)."""
+    if not lung.any():
+        return None, None, None
+    ks = np.nonzero(lung.any(axis=(1, 2)))[0]
+    top = float(ks.max())
+    nz, _ny, nx = lung.shape
+    any_col = lung.any(axis=0)
+    bottom = np.argmax(lung, axis=0).astype(float)  # lowest lung slice per column
+    topc = (nz - 1 - np.argmax(lung[::-1], axis=0)).astype(float)
+    long_col = any_col & ((topc - bottom) * sz >= 60.0)
+    cx = float(np.median(body_cx[ks]))
+    xs = np.arange(nx)[None, :]
+    lateral = DOME_LATERAL_MM / float(view.geometry.spacing_zyx[2])
+    out: list[float | None] = []
+    # columns lateral of the heart and mediastinum: their lowest lung lies on the diaphragm
+    for side in (xs < cx - lateral, xs > cx + lateral):
+        sel = long_col & np.broadcast_to(side, long_col.shape)
+        out.append(float(np.percentile(bottom[sel], 75)) if sel.sum() >= 20 else None)
+    right, left = out
+    if right is not None and left is not None and left > right:
+        left = right  # the left dome lies at or below the right; higher means the heart's top was read
+    return right, left, top
+
+
+# -- all together -----------------------------------------------------------------------------------------
+def find_landmarks(volume: CTVolume, *, work_mm: float = WORK_MM) -> Landmarks:
+    """Find the landmarks of one CT (see the module docstring)."""
+    view = axial_view(volume, work_mm)
+    hu = view.hu
+    sz, sy, sx = view.geometry.spacing_zyx
+    notes: list[str] = []
+    body = _body(hu)
+    cols: NDArray[np.bool_] = np.asarray(body.any(axis=1), dtype=bool)  # (z, x): body columns per slice
+    has_body = np.asarray(cols.any(axis=1), dtype=bool)
+    first = np.argmax(cols, axis=1)
+    last = hu.shape[2] - 1 - np.argmax(cols[:, ::-1], axis=1)
+    body_cx = np.where(has_body, 0.5 * (first + last), hu.shape[2] / 2.0).astype(np.float64)
+    smooth = ndimage.gaussian_filter(hu, (0.0, 0.5, 0.5))
+    lumen = (smooth < AIR_LUMEN_HU) & body
+    trachea, carina, right, left = _find_airway(lumen, body, view, body_cx, notes)
+    spine = _find_spine(smooth, body, body_cx, sx)
+    blood = (smooth >= ENHANCED_HU[0]) & (smooth <= ENHANCED_HU[1]) & body
+    bone = ndimage.binary_dilation(smooth > BONE_HU, iterations=1)
+    blood &= ~bone
+    depth = _Calibre(blood, sy, sx)
+    aorta, arch_k, asc, bif_k = _find_aorta(view, blood, depth, carina, body_cx, spine, notes)
+    # lungs: large air regions inside the body that are not the airway
+    air = (smooth < -500.0) & body
+    lab, n = _components(air)
+    lung = np.zeros_like(air)
+    if n:
+        sizes = np.bincount(lab.ravel())[1:] * view.geometry.voxel_volume_mm3
+        big = np.flatnonzero(sizes >= 100_000.0) + 1  # > 100 ml
+        lung = np.isin(lab, big)
+    if carina is None and not lung.any():
+        notes.append("lungs: none in the scan (not a chest CT)")
+    dome_r, dome_l, lung_top = _domes(lung, body_cx, sz, view)
+
+    def to_world(rows: list[FloatArray]) -> FloatArray:
+        if not rows:
+            return np.zeros((0, 4))
+        a = np.asarray(rows, dtype=np.float64)
+        w = view.world(np.stack([a[:, 2], a[:, 1], a[:, 0]], axis=1))
+        return np.concatenate([w, a[:, 3:4]], axis=1)
+
+    def z_of(k: float | None) -> float | None:
+        return None if k is None else float(view.world(np.array([k, 0.0, 0.0]))[2])
+
+    mid = view.world(np.array([0.0, 0.0, float(np.median(body_cx[has_body])) if has_body.any() else 0.0]))
+    spine_rows = [np.array([v[0], v[1], float(k)]) for k, v in sorted(spine.items(), reverse=True)]
+    spine_w = (
+        view.world(np.stack([[r[2], r[1], r[0]] for r in spine_rows]).astype(float))
+        if spine_rows
+        else np.zeros((0, 3))
+    )
+    z_lo = z_of(0.0)
+    z_hi = z_of(float(hu.shape[0] - 1))
+    assert z_lo is not None and z_hi is not None
+    asc_w = None
+    if asc is not None:
+        p = view.world(np.array([0.0, asc[1], asc[0]]))
+        asc_w = (float(p[0]), float(p[1]), float(asc[2]))
+    return Landmarks(
+        body_x_mm=float(mid[0]),
+        trachea=to_world(trachea),
+        carina_xyz=None if carina is None else view.world(carina),
+        bronchus_right=to_world(right),
+        bronchus_left=to_world(left),
+        aorta=to_world(aorta),
+        arch_top_z=z_of(arch_k),
+        ascending_xy=asc_w,
+        bifurcation_z=z_of(bif_k),
+        spine=spine_w,
+        dome_right_z=z_of(dome_r),
+        dome_left_z=z_of(dome_l),
+        lung_top_z=z_of(lung_top),
+        z_range=(min(z_lo, z_hi), max(z_lo, z_hi)),
+        notes=tuple(notes),
+    )
