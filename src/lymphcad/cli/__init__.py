@@ -31,6 +31,7 @@ COMMAND_MODULES: Final = (
     "lymphcad.cli.serve",
     "lymphcad.cli.report",
     "lymphcad.cli.pacs",
+    "lymphcad.cli.measure",
 )
 
 

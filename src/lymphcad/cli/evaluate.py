@@ -91,6 +91,32 @@ def _print_table(result: object) -> None:
             console.print(f"  {c}", markup=False)
 
 
+def _print_measurement(result: object, reliability_png: Path) -> None:
+    """Size agreement and calibration lines, and the reliability diagram beside eval.json."""
+    from lymphcad.evaluate.run import EvalResult
+    from lymphcad.measure.agreement import calibration_block
+    from lymphcad.report.reliability_plot import plot_reliability
+
+    assert isinstance(result, EvalResult)
+    sizes = result.size_agreement_json()
+    if sizes is not None:
+        s = sizes["short_axis"]
+        lo, hi = s["bland_altman_limits_mm"]
+        console.print(
+            f"Short axis vs truth ({s['n']} true positives): MAE {_fmt(s['mean_absolute_error_mm'], 2)} mm, "
+            f"median |error| {_fmt(s['median_absolute_error_mm'], 2)} mm, Bland–Altman {_fmt(lo, 2)} … "
+            f"{_fmt(hi, 2)} mm",
+            markup=False,
+        )
+    block = calibration_block(*result.hit_labels())
+    console.print(
+        f"Calibration: ECE (10 bins) {_fmt(block['ece_10_bins'])} over {block['n_detections']} detections "
+        f"({block['n_hits']} node hits); reliability diagram {reliability_png}",
+        markup=False,
+    )
+    plot_reliability(block, reliability_png, title=f"Reliability — {result.source or 'cohort'}")
+
+
 def _print_published() -> None:
     """Published numbers for comparison, in a table of their own that says they are not this run."""
     from rich.table import Table
@@ -142,10 +168,17 @@ def evaluate_cmd(
     check_input(cohort, "COHORT")
     check_input(detections, "DETECTIONS")
     inputs = [cohort, detections, *([] if ignore is None else [check_input(ignore, "--ignore")])]
-    outputs = {"--out": out, "matches.csv": out.parent / "matches.csv"}
+    outputs = {
+        "--out": out,
+        "matches.csv": out.parent / "matches.csv",
+        "reliability.png": out.parent / "reliability.png",
+    }
     check_output_file(out, "--out", suffixes=(".json",), inputs=inputs)
     check_output_file(
         outputs["matches.csv"], "--out (matches.csv beside it)", suffixes=(".csv",), inputs=inputs
+    )
+    check_output_file(
+        outputs["reliability.png"], "--out (reliability.png beside it)", suffixes=(".png",), inputs=inputs
     )
     if plot is not None:
         outputs["--plot"] = check_output_file(plot, "--plot", suffixes=(".png",), inputs=inputs)
@@ -194,6 +227,7 @@ def evaluate_cmd(
     result = evaluate_cohort(co, dets, settings, ignore=points)
     eval_path, matches_path = write_outputs(result, out)
     _print_table(result)
+    _print_measurement(result, outputs["reliability.png"])
     err_console.print(f"wrote {eval_path} and {matches_path}")
     if plot is not None:
         from lymphcad.report.froc_plot import plot_froc

@@ -131,4 +131,21 @@ def show_cmd(
     inputs = [cohort, *([] if dets is None else [check_input(dets, "--dets")])]
     check_output_file(out, "--out", suffixes=(".png",), inputs=inputs)
     path = show_cohort(cohort, out, case_id=case, dets=dets, max_nodes=max_nodes)
+    if dets is not None:
+        _print_findings(cohort, dets, case)
     console.print(f"wrote {path}")
+
+
+def _print_findings(cohort: Path, dets: Path, case: str | None) -> None:
+    """The shown case's detections, most probable first, each with its size, volume and station."""
+    from lymphcad.cohort import open_cohort
+    from lymphcad.io.detections import read_detections
+    from lymphcad.measure.run import finding_text
+    from lymphcad.report.show import pick_case
+
+    cid = pick_case(open_cohort(cohort, check_headers=False), case)
+    rows = sorted((d for d in read_detections(dets).rows() if d.case_id == cid), key=lambda d: -d.probability)
+    console.print(f"{cid}: {len(rows)} detection(s)", markup=False)
+    for n, d in enumerate(rows, start=1):
+        x, y, z = d.center_xyz
+        console.print(f"  {finding_text(d, n)} · at ({x:.1f}, {y:.1f}, {z:.1f}) mm LPS", markup=False)

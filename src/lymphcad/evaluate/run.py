@@ -35,6 +35,7 @@ from lymphcad.evaluate.settings import (
 from lymphcad.evaluate.strata import Stratum, all_strata
 from lymphcad.evaluate.truth import load_truth
 from lymphcad.io.detections import DetectionTable
+from lymphcad.measure.agreement import calibration_block, size_agreement
 
 FloatArray = NDArray[np.float64]
 
@@ -51,6 +52,13 @@ MATCHES_COLUMNS: Final = (
     "counts_as",
     "node_id",
     "distance_mm",
+    # the detection's measurement (formats.md 1.2 columns) and the matched node's true size
+    "short_axis_mm",
+    "long_axis_mm",
+    "volume_ml",
+    "location",
+    "node_short_axis_mm",
+    "node_long_axis_mm",
 )
 _CPM_IDX: Final = [FP_RATES.index(r) for r in CPM_RATES]
 
@@ -131,7 +139,50 @@ class EvalResult:
             out[name] = block.to_json()
         out["by_size"] = {k: v.to_json() for k, v in self.by_size.items()}
         out["matches"] = matches_name
+        out["size_agreement"] = self.size_agreement_json()
+        probs, hits = self.hit_labels()
+        out["calibration"] = calibration_block(probs, hits)
         return out
+
+    def _true_positives(self) -> tuple[NDArray[np.int64], FloatArray, FloatArray]:
+        """Detection rows of the true positives and their nodes' true short and long axes (NaN unknown)."""
+        rows: list[int] = []
+        short: list[float] = []
+        long: list[float] = []
+        for t, r, m in zip(self.matched.truths, self.matched.rows, self.matched.matches, strict=True):
+            for li in np.flatnonzero(m.outcome == Outcome.TP).tolist():
+                ni = int(m.node_index[li])
+                rows.append(int(r[li]))
+                short.append(float(t.node_short_mm[ni]))
+                long.append(float(t.node_long_mm[ni]))
+        return np.asarray(rows, dtype=np.int64), np.asarray(short), np.asarray(long)
+
+    def hit_labels(self) -> tuple[FloatArray, FloatArray]:
+        """Probabilities and 0/1 labels (hits a node: tp or duplicate) of the detections that count (not
+        ignored, not outside the evaluation region): the calibration target."""
+        probs, hits = [], []
+        for r, m in zip(self.matched.rows, self.matched.matches, strict=True):
+            keep = (m.outcome != Outcome.IGNORED) & (m.outcome != Outcome.OUTSIDE_REGION)
+            probs.append(self.detections.probabilities[r[keep]])
+            hits.append(
+                ((m.outcome == Outcome.TP) | (m.outcome == Outcome.DUPLICATE))[keep].astype(np.float64)
+            )
+        if not probs:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(probs), np.concatenate(hits)
+
+    def size_agreement_json(self) -> dict[str, Any] | None:
+        """Measured vs true short and long axis over the true-positive detections (None without sizes)."""
+        det = self.detections
+        assert det.short_axis_mm is not None and det.long_axis_mm is not None
+        rows, true_short, true_long = self._true_positives()
+        if not np.isfinite(det.short_axis_mm[rows]).any():
+            return None
+        return {
+            "what": "measured minus true size over true-positive detections with both values (mm)",
+            "short_axis": size_agreement(det.short_axis_mm[rows], true_short).to_json(),
+            "long_axis": size_agreement(det.long_axis_mm[rows], true_long).to_json(),
+        }
 
     def match_rows(self) -> list[list[str]]:
         """matches.csv rows (without header): cases in canonical order, then score descending."""
@@ -152,6 +203,10 @@ class EvalResult:
                     counts = "none"
                 ni = int(m.node_index[li])
                 diam = det.diameters_mm[r]
+                assert det.short_axis_mm is not None and det.long_axis_mm is not None
+                assert det.volume_ml is not None and det.locations is not None
+                node_short = np.nan if ni < 0 else float(truth.node_short_mm[ni])
+                node_long = np.nan if ni < 0 else float(truth.node_long_mm[ni])
                 out.append(
                     [
                         truth.case_id,
@@ -162,9 +217,19 @@ class EvalResult:
                         counts,
                         "" if ni < 0 else str(int(truth.node_ids[ni])),
                         "" if ni < 0 else f"{m.distance_mm[li]:.3f}",
+                        _cell(det.short_axis_mm[r], 2),
+                        _cell(det.long_axis_mm[r], 2),
+                        _cell(det.volume_ml[r], 3),
+                        str(det.locations[r]),
+                        _cell(node_short, 2),
+                        _cell(node_long, 2),
                     ]
                 )
         return out
+
+
+def _cell(value: float, digits: int) -> str:
+    return "" if not math.isfinite(value) else f"{value:.{digits}f}"
 
 
 def _num(value: float | None) -> float | None:

@@ -446,8 +446,11 @@ def _find_spine(
         lab, n = _components(bone & band)
         if n == 0:
             continue
-        sizes = np.bincount(lab.ravel())[1:]
-        if sizes.max() * 1.0 < 20:
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
+        # bone has a cortex: a contrast-filled aorta beside the spine is bright but never that bright
+        peak = ndimage.maximum(hu[k], lab, index=np.arange(1, n + 1))
+        sizes[np.asarray(peak) < BONE_HU] = 0
+        if sizes.max() < 20:
             continue
         m = lab == int(np.argmax(sizes)) + 1
         ys, xs = np.nonzero(m)

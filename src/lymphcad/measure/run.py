@@ -209,3 +209,18 @@ class Finisher:
     def provenance(self) -> dict[str, Any]:
         """The provenance block (``settings.measurement`` in ``dets.csv.json``)."""
         return {**provenance(self.options, self.sources), "notes": self.notes}
+
+
+def finding_text(det: Detection, rank: int | None = None) -> str:
+    """One line as a radiologist reads a finding: ``d1 p=0.91 · 14.2 × 21.8 mm · 2.35 ml · mediastinal:4R``."""
+    parts = [f"p={det.probability:.2f}"]
+    if det.short_axis_mm is not None and det.long_axis_mm is not None:
+        parts.append(f"{det.short_axis_mm:.1f} × {det.long_axis_mm:.1f} mm")
+    elif det.diameter_mm is not None:
+        parts.append(f"⌀ {det.diameter_mm:.1f} mm (detector)")
+    if det.volume_ml is not None:
+        parts.append(f"{det.volume_ml:.2f} ml")
+    if det.location:
+        parts.append(det.location)
+    head = "" if rank is None else f"d{rank} "
+    return head + " · ".join(parts)

@@ -198,7 +198,9 @@ def segment_detection(
             radius *= 0.85
         if not core.any():
             core = _piece_at(inside, dist, seed_mm)
-        piece = _fill(_dilate(core, s.opening_mm, geom.spacing_zyx) & inside)
+        # at least one in-plane voxel: a restore thinner than a voxel gives nothing back on coarse grids
+        restore = max(s.opening_mm, 1.01 * max(geom.spacing_zyx[1:]))
+        piece = _fill(_dilate(core, restore, geom.spacing_zyx) & inside)
     if piece.sum() * geom.voxel_volume_mm3 >= s.min_volume_mm3:
         return DetectionMask(piece, start, crop_geom, MaskSource.REGION_GROWING, node_hu)
     sphere = dist <= diam / 2.0

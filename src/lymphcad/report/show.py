@@ -34,6 +34,11 @@ def canonical(
     return np.ascontiguousarray(arr), start, spacing
 
 
+def pick_case(cohort: Any, case_id: str | None) -> str:
+    """The case ``show`` draws: ``case_id``, else the first case with nodes, else the first case."""
+    return _pick_case(cohort, case_id)
+
+
 def _pick_case(cohort: Any, case_id: str | None) -> str:
     if case_id is not None:
         if case_id not in cohort.info.cases:
@@ -63,8 +68,10 @@ def show_cohort(
     vol = cohort.read_image(cid)
     lab = cohort.read_label(cid)
     det_rows: list[tuple[NDArray[np.float64], float, float | None]] = []
+    det_text: list[str] = []
     if dets is not None:
         from lymphcad.io.detections import read_detections
+        from lymphcad.measure.run import finding_text
 
         table = read_detections(dets)
         sel = table.case_ids == cid
@@ -72,6 +79,9 @@ def show_cohort(
             table.centers_xyz[sel], table.probabilities[sel], table.diameters_mm[sel], strict=True
         ):
             det_rows.append((np.asarray(c), float(p), None if not np.isfinite(dm) else float(dm)))
+        det_text = [
+            finding_text(d) for d in sorted(table.rows(), key=lambda d: -d.probability) if d.case_id == cid
+        ]
     anns = cohort.annotations_for(cid)
     points = [np.asarray(a.center_xyz) for a in anns][:max_nodes]
     titles = [f"node {a.node_id}: SAD {a.short_axis_mm or 0:.1f} mm" for a in anns][:max_nodes]
@@ -79,7 +89,7 @@ def show_cohort(
         if det_rows:
             det_rows.sort(key=lambda t: -t[1])
             points = [d[0] for d in det_rows[:max_nodes]]
-            titles = [f"detection p={d[1]:.2f}" for d in det_rows[:max_nodes]]
+            titles = det_text[:max_nodes]
         else:
             lo, hi = vol.geometry.world_bounds()
             points = [(lo + hi) / 2]
