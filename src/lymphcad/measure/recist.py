@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 from lymphcad.geometry import Geometry
 
@@ -132,15 +131,6 @@ def _boundary_points(
     return out
 
 
-def _hull(points: FloatArray) -> FloatArray:
-    if len(points) < 4:
-        return points
-    try:
-        return np.asarray(points[ConvexHull(points).vertices], dtype=np.float64)
-    except QhullError:  # collinear points (a one-pixel-wide line)
-        return points
-
-
 def feret_2d(
     points: FloatArray, axis_hint: FloatArray | None = None, *, search_deg: int = 3
 ) -> tuple[float, float, FloatArray, FloatArray]:
@@ -151,7 +141,7 @@ def feret_2d(
     the unconstrained maximum wander by several degrees on roundish nodes, which tilts the short axis.
     The short axis is the extent at 90° to the long axis.
     """
-    hull = _hull(points)
+    hull = points  # extents over every outline point (a convex hull would only drop interior ones)
     theta = np.deg2rad(np.arange(180.0))
     dirs = np.stack([np.cos(theta), np.sin(theta)], axis=1)
     proj = hull @ dirs.T  # (P, 180)
@@ -187,7 +177,9 @@ def measure_mask(mask_zyx: NDArray[np.bool_], geometry: Geometry) -> Recist:
     axial = field >= 0.5 - 1e-6
     _, sy, sx = grid.spacing_zyx
     best: tuple[float, float, int, FloatArray, FloatArray, int] | None = None
-    for k in np.flatnonzero(axial.any(axis=(1, 2))).tolist():
+    areas = axial.sum(axis=(1, 2))
+    # the longest diameter lies on one of the larger sections: skip slices under half the largest area
+    for k in np.flatnonzero(areas >= 0.5 * areas.max()).tolist():
         sl = axial[k]
         pts = _boundary_points(field[k], sy, sx)
         ys, xs = np.nonzero(sl)

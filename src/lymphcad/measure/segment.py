@@ -125,7 +125,15 @@ def _dilate(
     """Dilation by a ball of ``radius_mm`` (exact Euclidean, via the distance transform; O(voxels))."""
     if not mask.any():
         return mask
-    return np.asarray(ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm)
+    # only the mask's bounding box grown by the radius can change
+    idx = np.nonzero(mask)
+    pad = [int(np.ceil(radius_mm / sp)) + 1 for sp in spacing]
+    lo = [max(0, int(i.min()) - p) for i, p in zip(idx, pad, strict=True)]
+    hi = [min(n, int(i.max()) + p + 1) for i, n, p in zip(idx, mask.shape, pad, strict=True)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= radius_mm
+    return out
 
 
 def _piece_at(mask: NDArray[np.bool_], dist: FloatArray, seed_mm: float) -> NDArray[np.bool_]:

@@ -1,0 +1,350 @@
+"""Benchmark of lymphcad.measure: size, station, calibration and cost (issue 16's targets).
+
+    python benchmarks/bench_measure.py [--work benchmarks/_work/measure] [--out benchmarks/results/measure.json]
+
+Everything it needs is generated under --work (kept, so a rerun only recomputes the figures):
+
+* ``med901``: 8 phantom ``bench`` cases (512² × 240–320, ~0.8 mm), mediastinal, difficulty 0.5, seed 901 —
+  held out: the station rules and segmentation parameters were tuned on seed 900 (``med900``, reported
+  beside as the tuning set, never as the result).
+* ``tiny900``: the shipped model's held-out phantom test cohort (tiny preset, both regions, d = 0.5, seed 900);
+  ``tiny951``: a fresh cohort of the same kind standing in for a validation fold (the model never saw it).
+* ``ins1006`` / ``inscmb``: node insertions into real CT backgrounds (CRLM-CT-1006, the held-out insertion
+  background of the default model, abdomen 5 mm slices; CMB-CRC MSB-01068 chest, 2.5 mm slices).
+
+Figures:
+
+1. Short-axis error at the true node centres, the detector's size estimate simulated as the node's mean
+   axis × U(0.8, 1.25) (seeded): median and 90th percentile of |measured − true| (targets ≤ 1.5 / ≤ 3 mm),
+   on med901 and the insertions.
+2. End to end: the shipped detector on tiny900, short-axis agreement over its true positives (evaluate's
+   size_agreement).
+3. Station agreement on med901's mediastinal nodes (all nodes of the phantom's full truth): exact and
+   within an adjacent station (targets ≥ 80 % / ≥ 95 %), per-station confusion matrix.
+4. Calibration: isotonic (and temperature scaling, for comparison) fitted on tiny951's detections, ECE
+   (10 bins) on tiny900 before and after (target ≤ 0.05 after).
+5. Cost: landmarks + segmentation + RECIST of one bench case's detections, against the detector's own time
+   on that case in the same run (single thread); scaled to 512 × 512 × 300 voxels (target ≤ 3 s).
+
+All numbers are phantom / insertion numbers (synthetic nodes), not TCIA results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LYMPHCAD_SHARED", str(REPO.parent / "shared")))
+REAL = SHARED / "data" / "real-ct"
+
+
+def _cli(*args: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LYMPHCAD_NO_PROGRESS": "1"}
+    subprocess.run([sys.executable, "-m", "lymphcad", *args], check=True, env=env)
+
+
+def _phantom(work: Path, name: str, cases: int, region: str, seed: int, preset: str) -> Path:
+    out = work / name
+    if not (out / "dataset.json").is_file():
+        _cli(
+            "phantom",
+            "--out",
+            str(out),
+            "--cases",
+            str(cases),
+            "--region",
+            region,
+            "--seed",
+            str(seed),
+            "--difficulty",
+            "0.5",
+            "--preset",
+            preset,
+        )
+    return out
+
+
+def _insert(work: Path, name: str, background: Path, cases: int, seed: int) -> Path:
+    out = work / name
+    if not (out / "dataset.json").is_file():
+        _cli(
+            "insert",
+            "--background",
+            str(background),
+            "--out",
+            str(out),
+            "--cases",
+            str(cases),
+            "--nodes",
+            "4",
+            "6",
+            "--seed",
+            str(seed),
+        )
+    return out
+
+
+def _detect(work: Path, cohort: Path, name: str) -> Path:
+    out = work / name / "dets.csv"
+    if not out.is_file():
+        _cli("detect", str(cohort), "--out", str(out), "--raw-scores", "--threads", "1")
+    return out
+
+
+def _stats(errors: list[float]) -> dict[str, Any]:
+    a = np.abs(np.asarray(errors, dtype=float))
+    if a.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(a.size),
+        "median_abs_mm": float(np.median(a)),
+        "p90_abs_mm": float(np.percentile(a, 90)),
+        "mean_abs_mm": float(a.mean()),
+        "bias_mm": float(np.mean(errors)),
+    }
+
+
+def size_at_truth(cohort_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Short/long-axis error of the segmentation + RECIST at every annotated node's centre."""
+    from lymphcad.cohort import open_cohort
+    from lymphcad.geometry import CTVolume
+    from lymphcad.measure.recist import measure_mask
+    from lymphcad.measure.segment import segment_detection
+
+    co = open_cohort(cohort_dir)
+    rng = np.random.default_rng(seed)
+    short_err: list[float] = []
+    long_err: list[float] = []
+    sources: Counter[str] = Counter()
+    for case in co.cases:
+        vol = co.read_image(case)
+        vol = CTVolume(np.asarray(vol.array), vol.geometry)
+        for a in co.annotations_for(case):
+            if a.short_axis_mm is None:
+                continue
+            mean_axis = 0.5 * (a.short_axis_mm + (a.long_axis_mm or a.short_axis_mm))
+            m = segment_detection(vol, a.center_xyz, mean_axis * float(rng.uniform(0.8, 1.25)))
+            rec = measure_mask(m.mask_zyx, m.geometry)
+            sources[m.source.value] += 1
+            short_err.append(rec.short_axis_mm - a.short_axis_mm)
+            if a.long_axis_mm is not None:
+                long_err.append(rec.long_axis_mm - a.long_axis_mm)
+    return {
+        "cohort": cohort_dir.name,
+        "short_axis": _stats(short_err),
+        "long_axis": _stats(long_err),
+        "mask_sources": dict(sources),
+    }
+
+
+def stations(cohort_dir: Path) -> dict[str, Any]:
+    """Station agreement on every mediastinal node of the phantom's full truth (extra/<case>_nodes.csv)."""
+    from lymphcad.cohort import open_cohort
+    from lymphcad.geometry import CTVolume
+    from lymphcad.measure.landmarks import find_landmarks
+    from lymphcad.measure.stations import adjacent, locate
+
+    co = open_cohort(cohort_dir)
+    confusion: Counter[tuple[str, str]] = Counter()
+    n = exact = near = region_ok = 0
+    notes: dict[str, list[str]] = {}
+    for case in co.cases:
+        vol = co.read_image(case)
+        lm = find_landmarks(CTVolume(np.asarray(vol.array), vol.geometry))
+        if lm.notes:
+            notes[case] = list(lm.notes)
+        with (cohort_dir / "extra" / f"{case}_nodes.csv").open(encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                if r["region"] != "mediastinal":
+                    continue
+                loc = locate(lm, (float(r["coordX"]), float(r["coordY"]), float(r["coordZ"])))
+                truth = r["station"]
+                n += 1
+                exact += loc.station == truth
+                near += bool(loc.station) and adjacent(loc.station, truth)
+                region_ok += loc.region == "mediastinal"
+                confusion[(truth, loc.station or loc.label)] += 1
+    names = sorted({t for t, _ in confusion} | {p for _, p in confusion}, key=_station_order)
+    return {
+        "cohort": cohort_dir.name,
+        "n_nodes": n,
+        "exact": exact / max(1, n),
+        "within_adjacent": near / max(1, n),
+        "region_mediastinal": region_ok / max(1, n),
+        "labels": names,
+        "confusion": [[confusion[(t, p)] for p in names] for t in names],
+        "landmark_notes": notes,
+    }
+
+
+def _station_order(name: str) -> tuple[int, str]:
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return (int(digits) if digits else 99, name)
+
+
+def calibration(work: Path, test_dets: Path, val_dets: Path) -> dict[str, Any]:
+    """ECE on the held-out test cohort, raw and after isotonic / temperature maps fitted on the validation one."""
+    from lymphcad.cohort import open_cohort
+    from lymphcad.evaluate.run import evaluate_cohort
+    from lymphcad.evaluate.settings import EvalSettings
+    from lymphcad.io.detections import read_detections
+    from lymphcad.measure.calibration import expected_calibration_error, reliability
+    from lymphcad.measure.fit import fit_on_fold
+
+    val_co = open_cohort(work / "tiny951")
+    test_co = open_cohort(work / "tiny900")
+    val = read_detections(val_dets, known_cases=val_co.cases)
+    test = read_detections(test_dets, known_cases=test_co.cases)
+    res = evaluate_cohort(test_co, test, EvalSettings(bootstrap=0))
+    probs, hits = res.hit_labels()
+    out: dict[str, Any] = {
+        "fitted_on": f"tiny951 ({len(val_co.cases)} cases, all as the validation fold)",
+        "tested_on": f"tiny900 ({len(test_co.cases)} cases, held out)",
+        "n_test_detections": int(probs.size),
+        "n_test_hits": int(hits.sum()),
+        "ece_raw": expected_calibration_error(probs, hits),
+    }
+    for method in ("isotonic", "temperature"):
+        fit = fit_on_fold(val_co, val, cases=val_co.cases, method=method, source="tiny951")
+        cal_p = fit.calibration.apply(probs)
+        rel = reliability(cal_p, hits)
+        out[method] = {
+            "ece_test": expected_calibration_error(cal_p, hits),
+            "ece_fit_set_raw": fit.ece_raw,
+            "ece_fit_set_calibrated": fit.ece_calibrated,
+            "temperature": fit.calibration.temperature if method == "temperature" else None,
+            "reliability_test": {
+                "counts": rel.counts.tolist(),
+                "mean_probability": [None if not np.isfinite(v) else float(v) for v in rel.mean_predicted],
+                "hit_rate": [None if not np.isfinite(v) else float(v) for v in rel.hit_rate],
+            },
+        }
+    return out
+
+
+def end_to_end(work: Path, test_dets: Path) -> dict[str, Any]:
+    from lymphcad.cohort import open_cohort
+    from lymphcad.evaluate.run import evaluate_cohort
+    from lymphcad.evaluate.settings import EvalSettings
+    from lymphcad.io.detections import read_detections
+
+    co = open_cohort(work / "tiny900")
+    res = evaluate_cohort(co, read_detections(test_dets, known_cases=co.cases), EvalSettings(bootstrap=0))
+    return {"cohort": "tiny900 (shipped detector, raw scores)", **(res.size_agreement_json() or {})}
+
+
+def cost(work: Path) -> dict[str, Any]:
+    """Seconds of the added work on one bench case (its own detections), against detection itself."""
+    import torch
+
+    from lymphcad.cohort import open_cohort
+    from lymphcad.detector.infer import detect_volume
+    from lymphcad.detector.model import load_model
+    from lymphcad.geometry import CTVolume
+    from lymphcad.measure.landmarks import find_landmarks
+    from lymphcad.measure.run import MeasureOptions, finish_case
+
+    torch.set_num_threads(1)
+    co = open_cohort(work / "med901")
+    case = co.cases[0]
+    vol = co.read_image(case)
+    vol = CTVolume(np.asarray(vol.array), vol.geometry)
+    model = load_model(None, device=torch.device("cpu"))
+    t0 = time.perf_counter()
+    dets = detect_volume(vol, model, case_id=case)
+    t_detect = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    find_landmarks(vol)
+    t_landmarks = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    finish_case(vol, dets, MeasureOptions(locate=False))
+    t_measure = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    finish_case(vol, dets, MeasureOptions())
+    t_all = time.perf_counter() - t0
+    scale = 512 * 512 * 300 / float(np.prod(vol.shape_zyx))
+    return {
+        "case": case,
+        "shape_zyx": list(vol.shape_zyx),
+        "n_detections": len(dets),
+        "seconds_detect": t_detect,
+        "seconds_landmarks": t_landmarks,
+        "seconds_segment_and_recist": t_measure,
+        "seconds_added_total": t_all,
+        "added_over_detect": t_all / t_detect,
+        "added_seconds_scaled_to_512x512x300": t_all * scale,
+        "threads": 1,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "measure")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "measure.json")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: size stations calibration cost")
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    from lymphcad import atomic
+
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "what": "lymphcad.measure on phantom and insertion cohorts (synthetic nodes; not TCIA results)",
+        "machine": "shared 2-core machine, loaded by other jobs: timings are upper bounds",
+    }
+    if args.out.is_file():
+        result = {**json.loads(args.out.read_text(encoding="utf-8")), **result}
+    t_start = time.perf_counter()
+    if "size" not in args.skip:
+        med901 = _phantom(work, "med901", 8, "mediastinal", 901, "bench")
+        ins = [
+            _insert(work, "ins1006", REAL / "crlm-ct" / "CRLM-CT-1006", 4, 77),
+            _insert(work, "inscmb", REAL / "cmb-crc" / "MSB-01068-chest", 3, 78),
+        ]
+        result["size_at_truth"] = [size_at_truth(c) for c in (med901, *ins)]
+        print(json.dumps(result["size_at_truth"], indent=1))
+    if "stations" not in args.skip:
+        med901 = _phantom(work, "med901", 8, "mediastinal", 901, "bench")
+        med900 = _phantom(work, "med900", 8, "mediastinal", 900, "bench")
+        result["stations"] = stations(med901)
+        result["stations_tuning_set"] = stations(med900)
+        for key in ("stations", "stations_tuning_set"):
+            s = result[key]
+            print(
+                f"{key}: {s['cohort']} {s['n_nodes']} nodes, exact {s['exact']:.3f}, adjacent {s['within_adjacent']:.3f}"
+            )
+    if "calibration" not in args.skip:
+        tiny900 = _phantom(work, "tiny900", 20, "both", 900, "tiny")
+        tiny951 = _phantom(work, "tiny951", 20, "both", 951, "tiny")
+        test_dets = _detect(work, tiny900, "det900")
+        val_dets = _detect(work, tiny951, "det951")
+        result["calibration"] = calibration(work, test_dets, val_dets)
+        result["end_to_end_size"] = end_to_end(work, test_dets)
+        c = result["calibration"]
+        print(
+            f"ECE raw {c['ece_raw']:.3f}, isotonic {c['isotonic']['ece_test']:.3f}, temperature {c['temperature']['ece_test']:.3f}"
+        )
+        print(json.dumps(result["end_to_end_size"], indent=1))
+    if "cost" not in args.skip:
+        _phantom(work, "med901", 8, "mediastinal", 901, "bench")
+        result["cost"] = cost(work)
+        print(json.dumps(result["cost"], indent=1))
+    result["seconds"] = time.perf_counter() - t_start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
