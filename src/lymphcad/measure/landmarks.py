@@ -4,7 +4,7 @@ contrast-enhanced lumen, the spine and the diaphragm domes.
 
 The CT is first viewed on a world-aligned LPS grid at about ``WORK_MM`` in-plane (array axes = world z, y, x,
 increasing towards head, posterior and patient left): an axial or permuted/flipped grid is transposed and
-flipped (no interpolation), an oblique one is resampled. Every landmark is returned in world LPS mm.
+flipped by :func:`lymphcad.geometry.reorient_to_lps` (no interpolation), an oblique one is resampled. Every landmark is returned in world LPS mm.
 A landmark that is not found is None and :attr:`Landmarks.notes` says why; the station rules then say
 "unknown" for what depends on it.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from lymphcad.geometry import CTVolume, Geometry
+from lymphcad.geometry import CTVolume, Geometry, reorient_to_lps
 
 FloatArray = NDArray[np.float64]
 #: working in-plane resolution (mm)
@@ -133,25 +133,8 @@ def axial_view(volume: CTVolume, work_mm: float = WORK_MM) -> AxialView:
             src = geom.world_to_zyx(pts).T
             hu[k] = ndimage.map_coordinates(arr, src, order=1, mode="nearest").reshape(yy.shape)
         return AxialView(hu, target)
-    # which array axis runs along world x, y, z, and in which sense
-    direction = geom.direction
-    axis_of = [
-        int(np.argmax(np.abs(direction[w, :]))) for w in range(3)
-    ]  # index axis (i, j, k) per world axis
-    sign_of = [float(np.sign(direction[w, axis_of[w]])) for w in range(3)]
-    array_axis = [2 - a for a in axis_of]  # (i, j, k) → array axis (x=2, y=1, z=0)
-    view = np.transpose(arr, (array_axis[2], array_axis[1], array_axis[0]))
-    flips = [w for w in range(3) if sign_of[w] < 0]
-    for w in flips:
-        view = np.flip(view, axis=2 - w)
-    sp_ijk = geom.spacing_ijk
-    sp_world = [sp_ijk[axis_of[w]] for w in range(3)]
-    # the new array's voxel (0, 0, 0) in original index terms
-    first_ijk = np.zeros(3)
-    for w in range(3):
-        if sign_of[w] < 0:
-            first_ijk[axis_of[w]] = geom.size_ijk[axis_of[w]] - 1
-    origin = geom.index_to_world(first_ijk)
+    view, lps = reorient_to_lps(arr, geom)  # exact: a transpose and flips
+    sp_world = [lps.spacing_zyx[2], lps.spacing_zyx[1], lps.spacing_zyx[0]]  # along x, y, z
     fy = max(1, round(work_mm / sp_world[1]))
     fx = max(1, round(work_mm / sp_world[0]))
     fz = max(1, round(WORK_Z_MM / sp_world[2]))
@@ -165,11 +148,12 @@ def axial_view(volume: CTVolume, work_mm: float = WORK_MM) -> AxialView:
             hu += sub[:, dy : ny2 * fy : fy, dx : nx2 * fx : fx]
     hu /= float(fy * fx)
     # block centres sit (f - 1) / 2 voxels in from the first voxel
-    origin = origin + np.array([(fx - 1) / 2 * sp_world[0], (fy - 1) / 2 * sp_world[1], 0.0])
+    origin = lps.zyx_to_world(np.array([0.0, (fy - 1) / 2.0, (fx - 1) / 2.0]))
     target = Geometry(
         (int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2])),
         (sp_world[2] * fz, sp_world[1] * fy, sp_world[0] * fx),
         (float(origin[0]), float(origin[1]), float(origin[2])),
+        lps.direction,
     )
     return AxialView(np.ascontiguousarray(hu), target)
 

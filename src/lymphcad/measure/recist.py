@@ -6,8 +6,8 @@ width; for the convex shapes of nodes it equals the longest perpendicular chord)
 volume. The outline of a slice is taken at its boundary edges' midpoints (where a marching-squares contour
 at 0.5 runs between an inside and an outside pixel centre), which is unbiased for a shape sampled on pixels.
 
-A mask on an oblique or non-axial grid is first resampled onto a world-aligned grid (linear interpolation of
-the 0/1 mask, threshold 0.5); on an axial grid that resampling reproduces the voxels exactly. All coordinate
+A mask on an oblique grid is first resampled onto a world-aligned grid (linear interpolation of the 0/1
+mask; its 0.5 level is the outline); an axial or permuted/flipped grid is only transposed and flipped. All coordinate
 conversions go through :class:`lymphcad.geometry.Geometry`.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from lymphcad.geometry import Geometry
+from lymphcad.geometry import Geometry, reorient_to_lps
 
 FloatArray = NDArray[np.float64]
 
@@ -51,21 +51,18 @@ def axial_grid(mask_zyx: NDArray[np.bool_], geometry: Geometry) -> tuple[NDArray
     The field is the linear interpolation of the 0/1 mask (exactly 0/1 on a non-oblique grid); the mask
     there is ``field >= 0.5``.
 
-    Each world axis takes the spacing of the index axis most parallel to it (the finest in-plane spacing on
-    an oblique grid), so an axial or permuted/flipped grid maps voxel for voxel.
+    An axial or permuted/flipped grid is reoriented exactly (:func:`lymphcad.geometry.reorient_to_lps`); an
+    oblique one is resampled at its finest spacing in-plane (at least 1 mm along z).
     """
     zz, yy, xx = np.nonzero(mask_zyx)
     if zz.size == 0:
         raise ValueError("empty mask")
-    direction = geometry.direction
+    if not geometry.is_oblique():
+        lps_mask, lps = reorient_to_lps(mask_zyx, geometry)  # exact: a transpose and flips
+        return np.ascontiguousarray(lps_mask, dtype=np.float32), lps
     sp_ijk = np.asarray(geometry.spacing_ijk)
-    if geometry.is_oblique():
-        inplane = float(min(sp_ijk))
-        along_z = float(sp_ijk[int(np.argmax(np.abs(direction[2, :])))])
-        sp_xyz = np.array([inplane, inplane, min(along_z, max(inplane, 1.0))])
-    else:
-        # world axis a is index axis argmax |direction[a, :]|
-        sp_xyz = np.array([sp_ijk[int(np.argmax(np.abs(direction[a, :])))] for a in range(3)])
+    inplane = float(min(sp_ijk))
+    sp_xyz = np.array([inplane, inplane, max(inplane, 1.0)])
     corners = np.array(
         [
             [i, j, k]
