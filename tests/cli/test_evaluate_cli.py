@@ -69,7 +69,11 @@ def test_evaluate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         "abdominal",
         "by_size",
         "matches",
+        # issue 16: size agreement (null without measured sizes) and calibration, after the formats.md keys
+        "size_agreement",
+        "calibration",
     ]
+    assert res["size_agreement"] is None
     assert (
         res["format_version"] == "1.1"
         and res["citation"] == ["Cite: test"]
