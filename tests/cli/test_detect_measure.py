@@ -77,3 +77,24 @@ def test_detect_applies_the_calibration_beside_the_model(case, tmp_path: Path) -
     assert np.isnan(cal.short_axis_mm).all()
     prov = json.loads((tmp_path / "cal.csv.json").read_text(encoding="utf-8"))["settings"]["measurement"]
     assert prov["probability"].startswith("calibrated: isotonic")
+
+
+def test_masks_inside_the_input_cohort_are_refused(tmp_path: Path) -> None:
+    """--masks must not write into the cohort it reads (its labels/ would be overwritten)."""
+    from evaluate_fixtures import write_mask_cohort
+
+    write_mask_cohort(tmp_path / "c")
+    before = (tmp_path / "c" / "labels" / "M.nii.gz").read_bytes()
+    rc = main(
+        [
+            "detect",
+            str(tmp_path / "c"),
+            "--out",
+            str(tmp_path / "d.csv"),
+            "--masks",
+            str(tmp_path / "c" / "labels"),
+        ]
+    )
+    assert rc == 2
+    assert (tmp_path / "c" / "labels" / "M.nii.gz").read_bytes() == before
+    assert not (tmp_path / "d.csv").exists()

@@ -244,6 +244,8 @@ def detect_cmd(
         series=series, store=store, user=user, password_file=password_file, token_file=token_file,
     )  # fmt: skip
     check_detections_output(out, inputs=clinical.inputs, json_form=json_out)
+    if masks is not None:
+        check_output_dir(masks, "--masks", inputs=clinical.inputs)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise UsageError(f"--threshold must lie in [0, 1], got {threshold}")
     from lymphcad.io.reader import precheck_ct_input
