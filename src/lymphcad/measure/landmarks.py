@@ -40,7 +40,7 @@ TRACHEA_AREA_MM2: Final = (60.0, 700.0)
 #: the domes are read on lung columns at least this far from the midline (mm): beside the heart
 DOME_LATERAL_MM: Final = 35.0
 #: main bronchi are followed this far below the carina (mm)
-BRONCHUS_LENGTH_MM: Final = 45.0
+BRONCHUS_LENGTH_MM: Final = 60.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,20 +159,36 @@ def axial_view(volume: CTVolume, work_mm: float = WORK_MM) -> AxialView:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+#: connectivity within a slice only: one ``ndimage.label`` call labels every slice's components at once
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+
+
 def _body(hu: NDArray[np.float32]) -> NDArray[np.bool_]:
     """The body per slice: the largest component above BODY_HU with its holes (lungs, airway) filled."""
-    out = np.zeros(hu.shape, dtype=bool)
-    for k in range(hu.shape[0]):
-        lab, n = ndimage.label(hu[k] > BODY_HU)
-        if n == 0:
-            continue
-        sizes = np.bincount(lab.ravel())[1:]
-        solid = lab == int(np.argmax(sizes)) + 1
-        # the rest splits into pieces; those touching the slice's edge are outside, the others are holes
-        rest, _ = ndimage.label(~solid)
-        edge = np.unique(np.concatenate([rest[0], rest[-1], rest[:, 0], rest[:, -1]]))
-        out[k] = ~np.isin(rest, edge[edge > 0])
-    return out
+    lab, n = ndimage.label(hu > BODY_HU, structure=_IN_PLANE)
+    if n == 0:
+        return np.zeros(hu.shape, dtype=bool)
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    # the largest component of each slice (an in-plane component lies in one slice)
+    slice_of = np.array([-1] + [int(sl[0].start) for sl in ndimage.find_objects(lab)], dtype=np.int64)
+    best = np.zeros(hu.shape[0], dtype=np.int64)
+    for c in np.argsort(sizes)[::-1].tolist():
+        if sizes[c] == 0:
+            break
+        if best[slice_of[c]] == 0:
+            best[slice_of[c]] = c
+    solid = lab == best[:, None, None]
+    solid &= (best > 0)[:, None, None]
+    # the rest splits into pieces; those touching a slice's edge are outside, the others are holes
+    rest, _ = ndimage.label(~solid, structure=_IN_PLANE)
+    edge = np.unique(
+        np.concatenate(
+            [rest[:, 0].ravel(), rest[:, -1].ravel(), rest[:, :, 0].ravel(), rest[:, :, -1].ravel()]
+        )
+    )
+    return np.asarray(~np.isin(rest, edge[edge > 0]))
 
 
 def _components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
@@ -245,8 +261,10 @@ def _find_airway(
         if total > 3.0 * max(prev_area, 80.0):
             notes.append("airway: the lumen leaked into the lung before the carina (low-density lung?)")
             break
+        pieces.sort(key=lambda p: -int(p.sum()))
+        if len(pieces) >= 2 and not _real_split(lumen, k, pieces[0], pieces[1], prev_area, px):
+            pieces = pieces[:1]  # a wisp of air beside the lumen or a partial-volume notch, not the carina
         if len(pieces) >= 2:
-            pieces.sort(key=lambda p: -int(p.sum()))
             a, b = pieces[0], pieces[1]
             ca, cb = (np.array(ndimage.center_of_mass(p)) for p in (a, b))
             parent = np.array(ndimage.center_of_mass(prev))
@@ -266,19 +284,38 @@ def _find_airway(
     return trachea, carina, right, left
 
 
+def _real_split(
+    lumen: NDArray[np.bool_],
+    k: int,
+    a: NDArray[np.bool_],
+    b: NDArray[np.bool_],
+    parent_area: float,
+    px: float,
+) -> bool:
+    """Two lumen pieces are the main bronchi when both are substantial and both go on one slice lower."""
+    floor = max(20.0, 0.15 * parent_area)
+    if float(a.sum()) * px < floor or float(b.sum()) * px < floor:
+        return False
+    if k == 0:
+        return True
+    below = lumen[k - 1]
+    return bool((below & ndimage.binary_dilation(a)).any() and (below & ndimage.binary_dilation(b)).any())
+
+
 def _follow_bronchus(
     lumen: NDArray[np.bool_], start: NDArray[np.bool_], k0: int, px: float, sz: float
 ) -> list[FloatArray]:
-    """Rows (x, y, k, r) of one main bronchus from the carina down to its first division or ``BRONCHUS_LENGTH_MM``."""
+    """Rows (x, y, k, r) of one main bronchus and its continuation (the larger branch at each division,
+    the intermediate / lower-lobe trunk) down to ``BRONCHUS_LENGTH_MM`` below the carina."""
     rows = []
     prev = start
     prev_area = float(start.sum()) * px
     for k in range(k0, max(-1, k0 - int(np.ceil(BRONCHUS_LENGTH_MM / sz))), -1):
         lab, _ = _components(lumen[k])
         ids = [c for c in np.unique(lab[ndimage.binary_dilation(prev, iterations=1) & (lab > 0)]).tolist()]
-        if len(ids) != 1:
+        if not ids:
             break
-        m = lab == ids[0]
+        m = lab == max(ids, key=lambda c: int((lab == c).sum()))
         area = float(m.sum()) * px
         if area > 3.0 * max(prev_area, 40.0):
             break
@@ -505,6 +542,10 @@ def find_landmarks(volume: CTVolume, *, work_mm: float = WORK_MM) -> Landmarks:
     if carina is None and not lung.any():
         notes.append("lungs: none in the scan (not a chest CT)")
     dome_r, dome_l, lung_top = _domes(lung, body_cx, sz, view)
+    domes = [d for d in (dome_r, dome_l) if d is not None]
+    if bif_k is not None and domes and bif_k > min(domes) - 60.0 / sz:
+        notes.append("aorta: lost in the chest or upper abdomen (not a bifurcation)")
+        bif_k = None
 
     def to_world(rows: list[FloatArray]) -> FloatArray:
         if not rows:

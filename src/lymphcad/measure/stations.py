@@ -44,6 +44,8 @@ AZYGOS_MM: Final = 10.0
 #: left paratracheal findings this far in front of the trachea's centre are in the AP window (mm)
 ANTERIOR_MM: Final = 8.0
 SUBCARINAL_MM: Final = 40.0
+#: below the carina, findings within this distance of the descending aorta's wall (and behind the carina) are 8
+PARAOESOPHAGEAL_MM: Final = 25.0
 #: IVC centre assumed this far to the patient's right of the aortic centre (mm)
 IVC_OFFSET_MM: Final = 28.0
 #: retrocrural: within this height below the dome of the right side (mm)
@@ -165,6 +167,13 @@ def _thoracic(lm: Landmarks, x: float, y: float, z: float) -> Location:
         return Location(region, "10L")
     if z >= cz - SUBCARINAL_MM and abs(x - cx) <= 20.0:
         return Location(region, "7")
+    ao = lm.aorta_at(z)
+    if (
+        ao is not None
+        and y > float(lm.carina_xyz[1])
+        and np.hypot(x - ao[0], y - ao[1]) <= ao[2] + PARAOESOPHAGEAL_MM
+    ):
+        return Location(region, "8")  # beside the oesophagus and descending aorta, behind the hila
     if abs(x - cx) <= 35.0:
         return Location(region, "8")
     return Location(region, "11R" if x < cx else "11L")
