@@ -325,7 +325,7 @@ def main() -> None:
         result.pop("stations_tuning_set", None)
         for s in (result["stations"], *result["stations_tuning_sets"]):
             print(
-                f"{key}: {s['cohort']} {s['n_nodes']} nodes, exact {s['exact']:.3f}, adjacent {s['within_adjacent']:.3f}"
+                f"{s['cohort']}: {s['n_nodes']} nodes, exact {s['exact']:.3f}, adjacent {s['within_adjacent']:.3f}"
             )
     if "calibration" not in args.skip:
         tiny900 = _phantom(work, "tiny900", 20, "both", 900, "tiny")
