@@ -98,3 +98,26 @@ def test_masks_inside_the_input_cohort_are_refused(tmp_path: Path) -> None:
     assert rc == 2
     assert (tmp_path / "c" / "labels" / "M.nii.gz").read_bytes() == before
     assert not (tmp_path / "d.csv").exists()
+
+
+def test_dicom_seg_carries_the_measured_masks(case, real_ct_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """detect --seg on a real DICOM series: the SEG's first segment is the top detection's measured mask."""
+    import pydicom
+
+    from lymphcad.dicomout.seg import read_seg_segments
+    from lymphcad.dicomout.source import read_source_series
+
+    series = real_ct_dir / "crlm-ct" / "CRLM-CT-1004"
+    args = ["detect", str(series), "--out", str(tmp_path / "d.csv"), "--threads", "1"]
+    args += ["--seg", str(tmp_path / "seg.dcm"), "--sr-threshold", "0", "--masks", str(tmp_path / "m")]
+    assert main(args) == 0
+    labels, _ = read_nifti_array(next((tmp_path / "m").iterdir()))
+    source = read_source_series(series)
+    segments = read_seg_segments(pydicom.dcmread(tmp_path / "seg.dcm"))
+    got = np.zeros(labels.shape, dtype=bool)
+    for k, sl in enumerate(source.slices):
+        frame = segments[0].pixels.get(sl.sop_instance_uid)
+        if frame is not None:
+            got[k] = frame
+    assert got.sum() > 0
+    assert np.array_equal(got, labels == 1)

@@ -191,14 +191,19 @@ def provenance(options: MeasureOptions, sources: dict[str, int] | None = None) -
 class Finisher:
     """Runs :func:`finish_case` case after case and tallies what the provenance needs (``detect`` uses it)."""
 
-    def __init__(self, options: MeasureOptions) -> None:
+    def __init__(self, options: MeasureOptions, *, keep_masks: bool = False) -> None:
         self.options = options
         self.sources: dict[str, int] = {}
         self.notes: dict[str, list[str]] = {}
+        #: with ``keep_masks``: every returned detection's mask, in the same order (for the DICOM SEG)
+        self.masks: list[DetectionMask | None] = []
+        self.keep_masks = keep_masks
 
     def __call__(self, volume: CTVolume, detections: Sequence[Detection]) -> list[Detection]:
         """The finished detections of one case."""
         result = finish_case(volume, detections, self.options)
+        if self.keep_masks:
+            self.masks.extend(result.masks)
         for m in result.masks:
             if m is not None:
                 self.sources[m.source.value] = self.sources.get(m.source.value, 0) + 1
