@@ -158,7 +158,7 @@ def stations(cohort_dir: Path) -> dict[str, Any]:
 
     co = open_cohort(cohort_dir)
     confusion: Counter[tuple[str, str]] = Counter()
-    n = exact = near = region_ok = 0
+    n = exact = near = region_ok = unknown = 0
     notes: dict[str, list[str]] = {}
     for case in co.cases:
         vol = co.read_image(case)
@@ -172,6 +172,7 @@ def stations(cohort_dir: Path) -> dict[str, Any]:
                 loc = locate(lm, (float(r["coordX"]), float(r["coordY"]), float(r["coordZ"])))
                 truth = r["station"]
                 n += 1
+                unknown += not loc.station
                 exact += loc.station == truth
                 near += bool(loc.station) and adjacent(loc.station, truth)
                 region_ok += loc.region == "mediastinal"
@@ -183,6 +184,9 @@ def stations(cohort_dir: Path) -> dict[str, Any]:
         "exact": exact / max(1, n),
         "within_adjacent": near / max(1, n),
         "region_mediastinal": region_ok / max(1, n),
+        "n_unknown": unknown,
+        "exact_of_located": exact / max(1, n - unknown),
+        "within_adjacent_of_located": near / max(1, n - unknown),
         "labels": names,
         "confusion": [[confusion[(t, p)] for p in names] for t in names],
         "landmark_notes": notes,
