@@ -66,12 +66,23 @@ def test_doc_has_every_block() -> None:
         "detections optional",
         "detections json",
         "provenance",
+        "calibration",
         "eval.json",
         "matches.csv",
         "splits.json",
         "review.csv",
         "failures.csv",
     }
+
+
+def test_calibration_json_keys(tmp_path: Path) -> None:
+    from lymphcad.measure.calibration import Calibration, load_calibration
+
+    cal = Calibration("isotonic", (0.0, 0.5, 1.0), (0.0, 0.2, 1.0), n_detections=10, n_hits=3, source="t")
+    written = json.loads(cal.save(tmp_path / "calibration.json").read_text(encoding="utf-8"))
+    doc = _json("calibration")
+    assert list(doc) == list(written)
+    assert load_calibration(tmp_path / "calibration.json") == cal
 
 
 def test_cohort_csv_headers_are_what_the_code_writes(tmp_path: Path) -> None:
@@ -98,7 +109,9 @@ def test_detection_files(tmp_path: Path) -> None:
         ",".join(_header("detections") + optional) + "\nc,1,2,3,0.5,10,8,12,0.4,mediastinal:4R,5,6,7\n"
     )
     table = read_detections(tmp_path / "o.csv")
-    assert table.rows() == [det]
+    assert table.rows() == [
+        Detection("c", (1.0, 2.0, 3.0), 0.5, 10.0, 8.0, 12.0, 0.4, "mediastinal:4R", (5, 6, 7))
+    ]
     write_detections_json(tmp_path / "d.json", [det])
     (row,) = json.loads((tmp_path / "d.json").read_text())
     assert all(list(row) == list(example) for example in json.loads(_blocks()["detections json"]))
