@@ -58,7 +58,7 @@ def test_detect_measures_and_writes_masks(case, tmp_path: Path) -> None:  # type
     assert errs and float(np.median(errs)) <= 3.0, errs
     prov = json.loads((tmp_path / "dets.csv.json").read_text(encoding="utf-8"))["settings"]["measurement"]
     assert "RECIST" in prov["short_axis_mm,long_axis_mm"]
-    assert sum(prov["mask_sources"].values()) == len(table)
+    assert "region-growing" in prov["mask"]
     assert "raw" in prov["probability"]
 
 

@@ -47,6 +47,7 @@ from lymphcad.errors import InputError, UsageError
 from lymphcad.io.checks import check_fits_model
 from lymphcad.io.detections import Detection, read_detections, write_detections, write_detections_json
 from lymphcad.io.reader import read_ct_input
+from lymphcad.measure.run import MeasureOptions, finish_case, options_for_model
 
 
 # -- the worker ------------------------------------------------------------------------------------------
@@ -58,6 +59,8 @@ class CaseDetections:
     detections: tuple[Detection, ...]
     voxel_hash: str
     warnings: tuple[str, ...]
+    #: why a location is unknown (lymphcad.measure), for the provenance
+    notes: tuple[str, ...] = ()
 
 
 _MODELS: dict[tuple[str | None, str], LoadedModel] = {}
@@ -81,6 +84,10 @@ class DetectSpec:
     threshold: float | None = None
     max_detections: int | None = None
     second_stage: bool | None = None
+    #: lymphcad.measure: raw scores instead of the model's calibration; size/location; label volumes folder
+    raw_scores: bool = False
+    measure: bool = True
+    masks_dir: str | None = None
 
     def settings(self, loaded: LoadedModel) -> DetectConfig:
         """The model's settings with this run's overrides."""
@@ -92,25 +99,40 @@ class DetectSpec:
             second_stage=self.second_stage,
         )
 
+    def measure_options(self, loaded: LoadedModel) -> MeasureOptions:
+        """What lymphcad.measure adds to each case's detections (calibration, size, location, masks)."""
+        return options_for_model(
+            loaded.path,
+            raw_scores=self.raw_scores,
+            masks_dir=None if self.masks_dir is None else Path(self.masks_dir),
+            measure=self.measure,
+        )
+
     def setup(self, threads: int) -> Callable[[Any], Any]:
         """Load the model on this worker (once) with ``threads`` torch threads."""
         torch.set_num_threads(max(1, threads))
         loaded = cached_model(self.model, resolve_device(self.device))
-        return _CaseDetector(loaded, self.settings(loaded))
+        return _CaseDetector(loaded, self.settings(loaded), self.measure_options(loaded))
 
 
 @dataclass(frozen=True)
 class _CaseDetector:
     loaded: LoadedModel
     settings: DetectConfig
+    measure: MeasureOptions
 
     def __call__(self, item: DetectInput) -> CaseDetections:
         volume = read_ct_input(item.path, series_uid=item.series, allow_gaps=item.allow_gaps)
         check_fits_model(volume, self.loaded.plan.spacing_mm, item.where)
         warnings = tuple(plan_warnings(volume, self.loaded.plan))
         dets = detect_volume(volume, self.loaded, self.settings, case_id=item.case_id)
+        finished = finish_case(volume, dets, self.measure)
         return CaseDetections(
-            item.case_id, tuple(dets), "sha256-voxels:" + voxel_hash(volume.array), warnings
+            item.case_id,
+            tuple(finished.detections),
+            "sha256-voxels:" + voxel_hash(volume.array),
+            warnings,
+            finished.notes,
         )
 
 
@@ -142,6 +164,8 @@ class DetectBatchResult:
     loaded: LoadedModel
     settings: DetectConfig
     kept_parts: Path | None
+    #: per case that ran: why a location is unknown
+    measurement_notes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _input_id(item: DetectInput, inputs: InputSet) -> str:
@@ -199,8 +223,18 @@ def run_detect_batch(
     keep = inputs.multi if keep_going is None else keep_going
     loaded = cached_model(spec.model, torch.device("cpu"))
     settings = spec.settings(loaded)
+    measure = spec.measure_options(loaded)
     run_fp = fingerprint(
-        {"job": "detect", "model": loaded.fingerprint, "settings": dataclasses.asdict(settings)}
+        {
+            "job": "detect",
+            "model": loaded.fingerprint,
+            "settings": dataclasses.asdict(settings),
+            "measurement": {
+                "measure": spec.measure,
+                "masks": spec.masks_dir,
+                "calibration": None if measure.calibration is None else measure.calibration.to_json()["x"],
+            },
+        }
     )
     store = PartStore(parts_dir(out), run_fp)
     store.create()
@@ -212,6 +246,7 @@ def run_detect_batch(
     ids = {it.case_id: _input_id(it, inputs) for it in inputs.items}
     by_case = {it.case_id: it for it in inputs.items}
     hashes: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
     skipped: list[str] = []
     tasks: list[Task] = []
     for it in inputs.items:
@@ -229,7 +264,9 @@ def run_detect_batch(
         for w in res.warnings:
             say(f"warning: {res.case_id}: {w}")
         part = store.path(res.case_id, ".csv")
-        write_detections(part, res.detections)
+        write_detections(part, res.detections, measurements=True)  # one header for every part
+        if res.notes:
+            notes[res.case_id] = list(res.notes)
         store.commit(
             res.case_id,
             ids[res.case_id],
@@ -294,4 +331,5 @@ def run_detect_batch(
         loaded=loaded,
         settings=settings,
         kept_parts=kept,
+        measurement_notes=notes,
     )

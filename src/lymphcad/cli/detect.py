@@ -228,6 +228,17 @@ def detect_cmd(
         "--keep-going/--fail-fast",
         help="After a case fails for good, run the others (default for cohorts and lists) or stop.",
     ),
+    masks: Path | None = typer.Option(
+        None, "--masks", help="Folder for a label volume per case (<case>.nii.gz; label n = detection d<n>)."
+    ),
+    raw_scores: bool = typer.Option(
+        False,
+        "--raw-scores",
+        help="Report the detector's raw scores, not the model's calibrated probability.",
+    ),
+    measure: bool = typer.Option(
+        True, "--measure/--no-measure", help="Segment, measure (RECIST, volume) and locate each detection."
+    ),
 ) -> None:
     """Find lymph nodes: centres (world LPS mm), probability and diameter, one CSV row per detection
     (docs/formats.md).
@@ -261,9 +272,20 @@ def detect_cmd(
     from lymphcad.batch.detect import DetectSpec, failures_path, run_detect_batch
     from lymphcad.batch.executors import make_executor
     from lymphcad.io.detections import read_detections, write_provenance
+    from lymphcad.measure.run import provenance as measurement_provenance
 
     _setup_logging()
-    spec = DetectSpec(model, device, tta, threshold, max_detections, second_stage)
+    spec = DetectSpec(
+        model,
+        device,
+        tta,
+        threshold,
+        max_detections,
+        second_stage,
+        raw_scores=raw_scores,
+        measure=measure,
+        masks_dir=None if masks is None else str(masks),
+    )
     executor = make_executor(
         workers=workers,
         ray=None if ray is None else ("" if ray == "local" else ray),
@@ -304,6 +326,10 @@ def detect_cmd(
             "plan": loaded.plan.to_json(),
             "training_data": loaded.meta.get("training_data"),
             "executor": res.executor,
+            "measurement": {
+                **measurement_provenance(spec.measure_options(loaded)),
+                "notes": res.measurement_notes,
+            },
         },
         inputs=res.input_hashes,
         license=inputs.license,
@@ -317,7 +343,7 @@ def detect_cmd(
         f"{res.executor}{started} → {out} (model {loaded.name})"
     )
     dets = read_detections(out).rows() if clinical.wants_dicom else []
-    clinical.finish(dets, model_name=loaded.name, model_sha256=loaded.fingerprint)
+    clinical.finish(dets, model_name=loaded.name, model_sha256=loaded.fingerprint, masks_dir=masks)
     if res.failures:
         raise InputError(
             f"{len(res.failures)} of {res.n_cases} case(s) failed (listed in {failures_path(out)}); "

@@ -149,7 +149,7 @@ def write_label_volume(path: Path, geometry: Geometry, masks: Sequence[Detection
     return path
 
 
-def provenance(options: MeasureOptions, sources: dict[str, int] | None = None) -> dict[str, Any]:
+def provenance(options: MeasureOptions) -> dict[str, Any]:
     """How each added value was made (for ``dets.csv.json``)."""
     cal = options.calibration
     return {
@@ -174,7 +174,6 @@ def provenance(options: MeasureOptions, sources: dict[str, int] | None = None) -
             f"{MaskSource.NETWORK.value} when a network mask is given, {MaskSource.SPHERE.value} of the "
             "detection's diameter when nothing node-like lies at the point"
         ),
-        "mask_sources": sources or {},
         "segment_settings": options.segment.to_json(),
         "masks_dir": None if options.masks_dir is None else str(options.masks_dir),
         "location": (
@@ -186,34 +185,6 @@ def provenance(options: MeasureOptions, sources: dict[str, int] | None = None) -
         ),
         "i,j,k": "nearest voxel of the point in the input image (formats.md §1 order)",
     }
-
-
-class Finisher:
-    """Runs :func:`finish_case` case after case and tallies what the provenance needs (``detect`` uses it)."""
-
-    def __init__(self, options: MeasureOptions, *, keep_masks: bool = False) -> None:
-        self.options = options
-        self.sources: dict[str, int] = {}
-        self.notes: dict[str, list[str]] = {}
-        #: with ``keep_masks``: every returned detection's mask, in the same order (for the DICOM SEG)
-        self.masks: list[DetectionMask | None] = []
-        self.keep_masks = keep_masks
-
-    def __call__(self, volume: CTVolume, detections: Sequence[Detection]) -> list[Detection]:
-        """The finished detections of one case."""
-        result = finish_case(volume, detections, self.options)
-        if self.keep_masks:
-            self.masks.extend(result.masks)
-        for m in result.masks:
-            if m is not None:
-                self.sources[m.source.value] = self.sources.get(m.source.value, 0) + 1
-        if result.notes and result.detections:
-            self.notes[result.detections[0].case_id] = list(result.notes)
-        return result.detections
-
-    def provenance(self) -> dict[str, Any]:
-        """The provenance block (``settings.measurement`` in ``dets.csv.json``)."""
-        return {**provenance(self.options, self.sources), "notes": self.notes}
 
 
 def finding_text(det: Detection, rank: int | None = None) -> str:
