@@ -200,6 +200,12 @@ def test_cohort_rows_ignore_and_determinism(
         ign = [row for row in rows if row["truth"] == "ignore"]
         assert len(c.ignore_for(case)) == len(ign)
         assert all(rule.ignore_min_mm <= float(row["short_axis_mm"]) < rule.positive_min_mm for row in ign)
+    # resumed: the finished cases are kept (not rewritten) and the cohort files come out the same
+    before = {f.name: f.read_bytes() for f in (tmp_path / "a").glob("*.*")}
+    stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a" / "images").iterdir()}
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "a" / "images").iterdir()} == stamp
+    assert {f.name: f.read_bytes() for f in (tmp_path / "a").glob("*.*")} == before
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     for case in c.cases:
         a = read_nifti(tmp_path / "a" / "images" / f"{case}.nii.gz").array

@@ -20,6 +20,8 @@ The cohort carries the background's licence and citations in dataset.json.
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,7 +318,7 @@ class InsertedNode:
             case_id,
             str(self.id),
             str(self.gt_node_id),
-            *(f"{v:.3f}" for v in self.xyz),
+            *(f"{v:.4f}" for v in self.xyz),
             f"{self.sad_mm:.3f}",
             f"{self.lad_mm:.3f}",
             f"{self.volume_mm3:.1f}",
@@ -357,7 +359,7 @@ class InsertedNode:
 
     def ignore_point(self, case_id: str) -> IgnorePoint:
         """An ignore.csv row covering the node."""
-        return IgnorePoint(case_id, self.xyz, ignore_radius_mm(self.sad_mm, self.lad_mm))
+        return IgnorePoint(case_id, self.xyz, ignore_radius_mm(round(self.sad_mm, 3), round(self.lad_mm, 3)))
 
 
 @dataclass(frozen=True)
@@ -630,6 +632,46 @@ def _precheck(
 
 
 # -- cohort ---------------------------------------------------------------------------------------
+def _finished_case(
+    writer: CohortWriter, cid: str, run_key: dict[str, Any]
+) -> tuple[CaseSummary, list[Annotation | tuple[IgnorePoint, bool]], str, str] | None:
+    """A case a previous run with the same settings finished (its image, node table and, last, its
+    ``_insert.json``); its summary, annotations / (ignore point, in ignore.csv) and hash, or None."""
+    extra = writer.root / "extra"
+    js, table = extra / f"{cid}_insert.json", extra / f"{cid}_nodes.csv"
+    if not (writer.has_case(cid) and js.is_file() and table.is_file()):
+        return None
+    try:
+        meta = json.loads(js.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("run") != run_key or "content_hash" not in meta:
+        return None
+    out: list[Annotation | tuple[IgnorePoint, bool]] = []
+    counts = {t: 0 for t in TruthClass}
+    with table.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            truth = TruthClass(row["truth"])
+            counts[truth] += 1
+            xyz = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
+            sad, lad = float(row["short_axis_mm"]), float(row["long_axis_mm"])
+            if truth is TruthClass.POSITIVE:
+                gt = int(row["gt_node_id"])
+                out.append(Annotation(cid, gt, xyz, round(sad, 3), round(lad, 3), row["region"], gt))
+            else:
+                out.append((IgnorePoint(cid, xyz, ignore_radius_mm(sad, lad)), truth is TruthClass.IGNORE))
+    summary = CaseSummary(
+        cid,
+        int(meta["requested"]),
+        sum(counts.values()),
+        counts[TruthClass.POSITIVE],
+        counts[TruthClass.IGNORE],
+        counts[TruthClass.NEGATIVE],
+        dict(meta.get("by_station", {})),
+    )
+    return summary, out, str(meta["content_hash"]), str(meta["region"])
+
+
 def _stem(bg: Path) -> str:
     name = bg.name.replace(".nii.gz", "").replace(".nii", "")
     if bg.is_dir():
@@ -694,8 +736,30 @@ def insert_cohort(
     for n_st, s in enumerate(STATIONS, start=1):
         if s.name in an.stations:
             stations_map[an.stations[s.name] & (stations_map == 0)] = n_st
+    run_key = {
+        "background": bg.name,
+        "seed": seed,
+        "nodes": list(nodes),
+        "region": region,
+        "formation": formation,
+        "p_positive": p_positive,
+    }
     for c in range(cases):
         cid = f"insert_{stem}_{c:04d}"
+        kept = _finished_case(writer, cid, run_key)
+        if kept is not None:  # resumed: this case was written by the same run settings
+            summary, case_nodes, case_hash, case_region = kept
+            hashes[cid], regions[cid] = case_hash, case_region
+            anns.extend(a for a in case_nodes if isinstance(a, Annotation))
+            for pt, is_ignore in (x for x in case_nodes if isinstance(x, tuple)):
+                non_gt.append(pt)
+                if is_ignore:
+                    ignore.append(pt)
+            if on_case:
+                on_case(summary)
+            if progress:
+                progress(c + 1, cases)
+            continue
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), c, 0x1A5E]))
         n = int(rng.integers(nodes[0], nodes[1] + 1))
         res = insert_nodes(vol, n, rng, region=region, formations=forms, analysis=an, p_positive=p_positive)
@@ -728,16 +792,17 @@ def insert_cohort(
                 non_gt.append(x.ignore_point(cid))
                 if x.truth is TruthClass.IGNORE:
                     ignore.append(x.ignore_point(cid))
+        # written last: marks the case complete for a resumed run
         atomic.write_json(
             extra / f"{cid}_insert.json",
             {
-                "background": bg.name,
-                "seed": seed,
+                "run": run_key,
                 "case_index": c,
                 "requested": n,
                 "region": res.region,
                 "formations": [f.value for f in forms],
                 "by_station": res.by_station,
+                "content_hash": hashes[cid],
                 "landmarks": an.landmarks.summary(),
             },
         )
