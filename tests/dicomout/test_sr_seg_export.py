@@ -37,6 +37,7 @@ from lymphcad.dicomout.source import SourceSeries, read_source_series
 from lymphcad.dicomout.sr import read_sr_findings
 from lymphcad.errors import InputError
 from lymphcad.io.detections import Detection, read_detections
+from lymphcad.io.nifti import read_nifti_array
 
 pytestmark = pytest.mark.real
 
@@ -341,3 +342,47 @@ def test_the_in_memory_check_catches_a_wrong_point_or_probability(real_ct_dir: P
     point.GraphicData = [float(point.GraphicData[0]) + 1.0, *point.GraphicData[1:]]
     with pytest.raises(DicomResultError, match="mm from the detection"):
         check_results(source, results)
+
+
+@pytest.mark.slow
+def test_cli_seg_takes_the_detectors_masks(
+    real_ct_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = real_ct_dir / SERIES["ge-crlm"]
+    seg, csv, masks = tmp_path / "seg.dcm", tmp_path / "d.csv", tmp_path / "masks"
+    code, _, err = run_cli(
+        capsys,
+        "detect",
+        folder,
+        "--out",
+        csv,
+        "--seg",
+        seg,
+        "--masks",
+        masks,
+        "--sr-threshold",
+        "0.1",
+        "--threads",
+        "1",
+    )
+    assert code == 0, err
+    label_files = list(masks.glob("*.nii.gz"))
+    assert len(label_files) == 1
+    labels, _ = read_nifti_array(label_files[0])
+    table = read_detections(csv)
+    kept = int((table.probabilities >= 0.1).sum())
+    assert kept > 0 and "SEG from the detector's masks" in err
+    source = read_source_series(folder)
+    segments = read_seg_segments(pydicom.dcmread(seg))
+    assert len(segments) == kept
+    # segment n is the n-th most probable detection = label n of the label volume (where that has a mask)
+    for segment in segments:
+        want = labels == segment.number
+        if not want.any():
+            continue  # no mask for this detection: a sphere
+        got = np.zeros(want.shape, dtype=bool)
+        for k, sl in enumerate(source.slices):
+            if sl.sop_instance_uid in segment.pixels:
+                got[k] = segment.pixels[sl.sop_instance_uid]
+        overlap = got & want
+        assert overlap.sum() >= 0.98 * want.sum() and got.sum() <= want.sum() + 1
