@@ -274,6 +274,8 @@ def test_cli_detect_writes_sr_and_seg_matching_the_csv(
     back = read_sr_findings(pydicom.dcmread(sr))
     assert len(back) == int(keep.sum())
     assert f"DICOM: {len(back)} finding(s)" in err
+    assert "copy attributes" not in err  # highdicom's INFO log stays quiet
+    assert str(pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).PatientName) not in err
     want = sorted(
         zip(table.probabilities[keep], map(tuple, table.centers_xyz[keep]), strict=True), reverse=True
     )

@@ -8,6 +8,7 @@ leaves half a result behind.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ from lymphcad.dicomout.source import DEFAULT_CHARSET, SourceSeries, no_phi_warni
 from lymphcad.dicomout.sr import PROBABILITY, build_sr
 from lymphcad.errors import InputError, LymphcadError
 from lymphcad.io.detections import Detection
+
+# highdicom logs every module it copies at INFO level (and could quote header values): keep it quiet
+# whatever the root logger does, so that nothing from the source headers reaches the console
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 #: Largest distance (mm) allowed between a detection and its point read back from the SR.
 POINT_TOLERANCE_MM = 0.5
