@@ -48,6 +48,9 @@ class NetworkConfig:
     base_channels: int = 16
     #: residual blocks per level (stride 2, 4, 8)
     blocks: tuple[int, int, int] = (1, 2, 2)
+    #: an auxiliary node-mask head at the heads' stride (Retina U-Net's segmentation loss; also the
+    #: per-detection mask output). False keeps the layout of models trained before it existed.
+    seg_head: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,15 @@ class AugmentConfig:
     noise_sd_hu: tuple[float, float] = (0.0, 15.0)
     blur_sigma_vox: tuple[float, float] = (0.0, 0.8)
     p_blur: float = 0.3
+    #: contrast phase: enhancement above 40 HU scaled by k, log-uniform in this range, with this probability
+    #: (lymphcad.detector.augment.enhancement_remap; (1, 1) = off)
+    enhancement_scale: tuple[float, float] = (1.0, 1.0)
+    p_enhancement: float = 0.0
+    #: a sharper kernel: unsharp masking with an amount drawn here, with this probability (exclusive of blur)
+    sharpen_amount: tuple[float, float] = (0.0, 0.0)
+    p_sharpen: float = 0.0
+    #: noise texture: white noise blurred by σ (voxels) drawn here before scaling to the drawn SD (0 = white)
+    noise_corr_sigma_vox: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,8 @@ class TrainConfig:
     #: loss weights of the size and offset heads (the heatmap's weight is 1)
     w_size: float = 0.5
     w_offset: float = 1.0
+    #: weight of the auxiliary mask loss (BCE + soft Dice), used when the network has a seg head
+    w_seg: float = 1.0
     #: validate every N epochs (0 = never); needs a non-empty validation fold
     val_every: int = 5
     #: at most this many validation cases per validation run (0 = all)

@@ -5,7 +5,9 @@ about [-1, 1]; Z, Y, X multiples of 8. Output: a dict of maps at stride 2 (``(Z/
 
 * ``"heatmap"``: ``(B, 1, ...)`` logits; sigmoid = probability that a node centre lies in the cell;
 * ``"size"``: ``(B, 1, ...)`` log(diameter / 10 mm);
-* ``"offset"``: ``(B, 3, ...)`` node centre minus cell centre, in cells, (z, y, x) order.
+* ``"offset"``: ``(B, 3, ...)`` node centre minus cell centre, in cells, (z, y, x) order;
+* ``"seg"`` (only with ``NetworkConfig.seg_head``): ``(B, 1, ...)`` logits of "this cell lies inside an
+  enlarged node" — Retina U-Net's auxiliary segmentation output, trained on the synthetic nodes' masks.
 
 Design (docs/design.md): a strided stem (the full-resolution grid is never convolved at width > 1), then three levels at stride 2, 4 and 8
 (residual blocks, BatchNorm, ReLU), a light top-down path (nearest upsampling + 1×1 projection, added to
@@ -81,6 +83,7 @@ class CenterNet3D(nn.Module):
         self.head_heatmap = nn.Conv3d(c1, 1, kernel_size=1)
         self.head_size = nn.Conv3d(c1, 1, kernel_size=1)
         self.head_offset = nn.Conv3d(c1, 3, kernel_size=1)
+        self.head_seg = nn.Conv3d(c1, 1, kernel_size=1) if cfg.seg_head else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -95,10 +98,14 @@ class CenterNet3D(nn.Module):
         for block in self.modules():
             if isinstance(block, ResBlock):
                 nn.init.zeros_(block.bn2.weight)  # residual branches start as identity
-        for head in (self.head_heatmap, self.head_size, self.head_offset):
-            nn.init.normal_(head.weight, std=0.01)
+        for head in (self.head_heatmap, self.head_size, self.head_offset, self.head_seg):
+            if head is not None:
+                nn.init.normal_(head.weight, std=0.01)
         assert self.head_heatmap.bias is not None
         nn.init.constant_(self.head_heatmap.bias, -math.log((1 - PRIOR) / PRIOR))
+        if self.head_seg is not None:
+            assert self.head_seg.bias is not None
+            nn.init.constant_(self.head_seg.bias, -math.log((1 - PRIOR) / PRIOR))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the network; see the module docstring for shapes."""
@@ -110,11 +117,14 @@ class CenterNet3D(nn.Module):
         p2 = self.fuse2(f2 + F.interpolate(self.lat3(f3), scale_factor=2.0, mode="nearest"))
         p1 = self.fuse1(f1 + F.interpolate(self.lat2(p2), scale_factor=2.0, mode="nearest"))
         t = self.head_trunk(p1)
-        return {
+        out = {
             "heatmap": self.head_heatmap(t),
             "size": self.head_size(t),
             "offset": self.head_offset(t),
         }
+        if self.head_seg is not None:
+            out["seg"] = self.head_seg(t)
+        return out
 
 
 def build_network(config: NetworkConfig | None = None) -> CenterNet3D:

@@ -179,6 +179,22 @@ def masked_l1(
     return diff.sum() / n.clamp(min=1.0)
 
 
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+    """Auxiliary mask loss: BCE on soft targets (cell coverage in [0, 1]) + soft Dice, ignored cells excluded.
+
+    The Dice term is computed over the whole batch as one set (patches without a node then add only false
+    positive mass), so it stays defined when a patch holds no node.
+    """
+    logits = logits.float()
+    keep = 1.0 - ignore
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (bce * keep).sum() / keep.sum().clamp(min=1.0)
+    p = torch.sigmoid(logits) * keep
+    t = target * keep
+    dice = 1.0 - (2.0 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
+    return bce + dice
+
+
 # -- decoding -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Peaks:

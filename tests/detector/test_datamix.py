@@ -1,0 +1,214 @@
+"""Training on a mix for real anatomy: CT-physics augmentation, compact cases with node masks, the mask
+head and its loss, hard negatives, and the mix training loop (resume is exact)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lymphcad import atomic
+from lymphcad.cohort import open_cohort
+from lymphcad.detector.augment import correlated_noise, enhancement_remap, gaussian_blur3d, unsharp
+from lymphcad.detector.config import DetectorConfig, NetworkConfig
+from lymphcad.detector.datamix import (
+    MixSampler,
+    MixSource,
+    load_compact_case,
+    mimic_points,
+    mined_from_json,
+    mined_to_json,
+    node_classes,
+)
+from lymphcad.detector.model import load_model, read_payload, save_model
+from lymphcad.detector.network import build_network
+from lymphcad.detector.plan import Plan
+from lymphcad.detector.synthetic import write_sphere_cohort
+from lymphcad.detector.targets import seg_loss
+from lymphcad.detector.train import latest_checkpoint
+from lymphcad.detector.trainmix import MixSettings, train_mix
+from lymphcad.errors import UsageError
+
+
+def test_enhancement_remap_moves_only_enhanced_tissue() -> None:
+    hu = torch.tensor([-1000.0, -100.0, 40.0, 240.0, 500.0, 1200.0])
+    low = enhancement_remap(hu, 0.25)
+    high = enhancement_remap(hu, 2.0)
+    assert torch.equal(low[:3], hu[:3]) and torch.equal(high[:3], hu[:3])  # air, fat, unenhanced blood
+    assert float(low[3]) == pytest.approx(40 + 0.25 * 200) and float(high[3]) == pytest.approx(40 + 2 * 200)
+    for out in (low, high):
+        assert bool(torch.all(out[1:] >= out[:-1]))  # monotonic: bone stays brighter than blood
+        assert float(out[5] - out[4]) == pytest.approx(700.0)  # slope 1 above the top
+    with pytest.raises(ValueError):
+        enhancement_remap(hu, 0.0)
+
+
+def test_noise_and_kernel_augmentation() -> None:
+    gen = torch.Generator().manual_seed(3)
+    n = correlated_noise((1, 1, 24, 48, 48), 20.0, 1.0, gen)
+    assert float(n.std()) == pytest.approx(20.0, rel=0.02)
+    # correlated: neighbouring voxels agree far more than white noise does
+    corr = float(torch.corrcoef(torch.stack([n[..., 1:].flatten(), n[..., :-1].flatten()]))[0, 1])
+    assert corr > 0.5
+    step = torch.zeros((1, 1, 8, 16, 16))
+    step[..., 8:] = 100.0
+    blurred, sharp = gaussian_blur3d(step, 1.0), unsharp(step, 1.0)
+    assert 0 < float(blurred[0, 0, 4, 8, 7]) < 50  # an edge spreads
+    assert float(sharp[0, 0, 4, 8, 8]) > 100.0  # and overshoots when sharpened
+
+
+def _mask_cohort(root: Path) -> Path:
+    """A sphere cohort plus the full-truth files the phantom/insert write (node table, voxel masks)."""
+    write_sphere_cohort(root, n_cases=3, shape_zyx=(32, 48, 48), nodes_per_case=2)
+    cohort = open_cohort(root)
+    (root / "extra").mkdir(exist_ok=True)
+    for case in cohort.cases:
+        shutil.copy2(root / "labels" / f"{case}.nii.gz", root / "extra" / f"{case}_all_nodes.nii.gz")
+        rows = [
+            [case, a.node_id, *a.center_xyz, a.short_axis_mm, a.long_axis_mm, 1]
+            for a in cohort.annotations_for(case)
+        ]
+        atomic.write_csv(
+            root / "extra" / f"{case}_nodes.csv",
+            ("case_id", "id", "coordX", "coordY", "coordZ", "short_axis_mm", "long_axis_mm", "enlarged"),
+            rows,
+        )
+    return root
+
+
+@pytest.fixture(scope="module")
+def mask_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _mask_cohort(tmp_path_factory.mktemp("mix") / "spheres")
+
+
+def test_node_classes_follow_the_flag_and_the_size(tmp_path: Path) -> None:
+    path = tmp_path / "n.csv"
+    atomic.write_csv(
+        path,
+        ("id", "coordX", "coordY", "coordZ", "short_axis_mm", "long_axis_mm", "enlarged"),
+        [[1, 0, 0, 0, 12, 15, 1], [2, 5, 5, 5, 9, 11, 0], [3, 9, 9, 9, 5, 6, 0], [4, 1, 1, 1, 7, 8, 1]],
+    )
+    c = node_classes(path, enlarged_mm=10.0, ignore_below_mm=8.0)
+    assert c.positive_ids == (1, 4)  # the flag decides (a 7 mm abdominal node may be ground truth)
+    assert c.ignored_ids == (2,)
+    assert c.truth.pos_diameter_mm.tolist() == [13.5, 7.5]
+
+
+def test_compact_case_and_patch_targets(mask_cohort: Path) -> None:
+    cfg = DetectorConfig()
+    cfg.train.patch_zyx = (16, 24, 24)
+    cfg.augment.flip = False
+    cfg.augment.rotate_deg = cfg.augment.tilt_deg = 0.0
+    cfg.augment.scale = (1.0, 1.0)
+    cfg.train.p_positive = 1.0
+    plan = Plan(spacing_mm=2.0)
+    cohort = open_cohort(mask_cohort)
+    src = MixSource("spheres", mask_cohort, "insertion", background="bg")
+    case = load_compact_case(cohort, "sphere_000", plan, src, cfg.train, np.random.default_rng(0))
+    assert case.hu.dtype == torch.int16 and case.pos_cov is not None
+    assert len(case.nodes_zyx) == 2 and case.group == "bg"
+    # the positive mask's coverage peaks at each node centre
+    for zyx in case.nodes_zyx:
+        k, j, i = (int(round(v)) for v in zyx)
+        assert int(case.pos_cov[k, j, i]) > 200
+    sampler = MixSampler([case], plan, cfg.train, cfg.augment, source_weights={}, p_hard=0.0)
+    batch = sampler.batch(np.random.default_rng(1), 4)
+    assert batch["image"].shape == (4, 1, 16, 24, 24)
+    assert batch["seg"].shape == batch["heatmap"].shape == (4, 1, 8, 12, 12)
+    for b in range(4):  # every positive patch holds a centre, and the mask target covers it
+        centre = batch["heatmap"][b, 0] == 1.0
+        assert bool(centre.any())
+        assert float(batch["seg"][b, 0][centre].max()) > 0.5
+    assert float(batch["seg"].mean()) < 0.3
+
+
+def test_mimic_points_lie_on_soft_tissue_beside_fat() -> None:
+    hu = torch.full((30, 40, 40), -1000.0)
+    hu[2:28, 4:36, 4:36] = -100.0  # fat body
+    hu[10:20, 15:25, 15:25] = 50.0  # a soft-tissue structure in the fat
+    pts = mimic_points(hu, 2.0, np.random.default_rng(0))
+    assert len(pts) > 0
+    vals = hu[tuple(torch.as_tensor(pts.T, dtype=torch.long))]
+    assert bool(torch.all(vals == 50.0))
+
+
+def test_seg_head_and_loss() -> None:
+    net = build_network(NetworkConfig(base_channels=8, blocks=(1, 1, 1), seg_head=True))
+    out = net(torch.zeros((1, 1, 16, 16, 16)))
+    assert out["seg"].shape == out["heatmap"].shape == (1, 1, 8, 8, 8)
+    target = torch.zeros((1, 1, 8, 8, 8))
+    target[..., 3:5, 3:5, 3:5] = 1.0
+    good = torch.where(target > 0, 8.0, -8.0)
+    bad = -good
+    ignore = torch.zeros_like(target)
+    assert float(seg_loss(good, target, ignore)) < 0.05 < float(seg_loss(bad, target, ignore))
+    # ignored cells do not count
+    assert float(seg_loss(bad, target, torch.ones_like(target))) < float(seg_loss(bad, target, ignore))
+    # models without the head keep their layout (the old default model loads)
+    plain = build_network(NetworkConfig(base_channels=8, blocks=(1, 1, 1))).eval()
+    assert "seg" not in plain(torch.zeros((1, 1, 16, 16, 16)))
+
+
+def test_mined_points_round_trip(mask_cohort: Path) -> None:
+    cfg = DetectorConfig()
+    cohort = open_cohort(mask_cohort)
+    src = MixSource("spheres", mask_cohort, "insertion")
+    case = load_compact_case(cohort, "sphere_001", Plan(spacing_mm=2.0), src, cfg.train, np.random.default_rng(0))
+    case.mined_zyx = np.array([[3.0, 4.0, 5.0], [10.0, 11.0, 12.5]])
+    data = mined_to_json([case])
+    case.mined_zyx = np.zeros((0, 3))
+    mined_from_json([case], data)
+    np.testing.assert_allclose(case.mined_zyx, [[3.0, 4.0, 5.0], [10.0, 11.0, 12.5]], atol=1e-3)
+
+
+def _tiny_mix_config(epochs: int) -> DetectorConfig:
+    cfg = DetectorConfig()
+    cfg.network.base_channels = 8
+    cfg.network.blocks = (1, 1, 1)
+    cfg.network.seg_head = True
+    cfg.train.epochs = epochs
+    cfg.train.iters_per_epoch = 2
+    cfg.train.batch_size = 2
+    cfg.train.patch_zyx = (16, 24, 24)
+    cfg.train.warmup_iters = 1
+    cfg.train.val_every = 0
+    cfg.train.device = "cpu"
+    cfg.augment.enhancement_scale = (0.3, 2.0)
+    cfg.augment.p_enhancement = 0.5
+    cfg.augment.p_sharpen = 0.3
+    cfg.augment.sharpen_amount = (0.3, 1.0)
+    cfg.augment.noise_corr_sigma_vox = (0.0, 1.0)
+    return cfg
+
+
+@pytest.mark.slow
+def test_train_mix_resume_is_bit_identical_and_warm_start(mask_cohort: Path, tmp_path: Path) -> None:
+    sources = [MixSource("a", mask_cohort, "insertion", background="bg", weight=1.0)]
+    settings = MixSettings(mine_every=1, mine_start=1, val_per_source=1)
+    full = train_mix(sources, out=tmp_path / "full", config=_tiny_mix_config(3), settings=settings)
+    part = train_mix(
+        sources, out=tmp_path / "part", config=_tiny_mix_config(3), settings=settings, stop_after_epochs=2
+    )
+    assert part.epochs_done == 2
+    with pytest.raises(UsageError, match="resume"):
+        train_mix(sources, out=tmp_path / "part", config=_tiny_mix_config(3), settings=settings)
+    done = train_mix(sources, out=tmp_path / "part", resume=True)
+    assert done.epochs_done == 3
+    a = read_payload(latest_checkpoint(full.run))  # type: ignore[arg-type]
+    b = read_payload(latest_checkpoint(done.run))  # type: ignore[arg-type]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["mined"] == b["mined"]
+    assert [r["loss_seg"] for r in full.history] == [r["loss_seg"] for r in done.history]
+    model = load_model(full.run / "model")
+    assert model.network.config.seg_head
+    # a warm start copies the weights it can (an old model without the mask head included)
+    old = build_network(NetworkConfig(base_channels=8, blocks=(1, 1, 1)))
+    save_model(tmp_path / "old", old, model.plan, name="old", detect=model.detect)
+    warm = train_mix(
+        sources, out=tmp_path / "warm", config=_tiny_mix_config(1), settings=settings, init_from=tmp_path / "old"
+    )
+    assert warm.epochs_done == 1
