@@ -76,7 +76,11 @@ def make_training_data(work: Path, insert_cases: int, nodes: tuple[int, int]) ->
         if not (root / "dataset.json").is_file():
             print(f"[{time.strftime('%H:%M:%S')}] insertion into {rel}", flush=True)
             insert_cohort(REAL_CT / rel, root, insert_cases, nodes, INSERT_SEED + i)
-        sources.append(MixSource(f"insert_{name}", root, "insertion", weight=2.0 / len(TRAIN_BACKGROUNDS), background=name))
+        sources.append(
+            MixSource(
+                f"insert_{name}", root, "insertion", weight=2.0 / len(TRAIN_BACKGROUNDS), background=name
+            )
+        )
     return sources
 
 
@@ -84,27 +88,33 @@ def real_model_config(epochs: int, threads: int) -> Any:
     """The training configuration of the real-anatomy model (written resolved into the run folder)."""
     from lymphcad.detector.config import DetectorConfig
 
-    cfg = DetectorConfig()
-    cfg.network.seg_head = True
-    cfg.train.epochs = epochs
-    cfg.train.iters_per_epoch = 50
-    cfg.train.batch_size = 4
-    cfg.train.patch_zyx = (32, 64, 64)
-    cfg.train.warmup_iters = 50
-    cfg.train.val_every = 10
-    cfg.train.lr = 2e-3
-    cfg.train.device = "cpu"
-    cfg.train.threads = threads
-    cfg.augment.enhancement_scale = (0.2, 2.0)
-    cfg.augment.p_enhancement = 0.7
-    cfg.augment.p_blur = 0.25
-    cfg.augment.blur_sigma_vox = (0.3, 1.0)
-    cfg.augment.sharpen_amount = (0.3, 1.2)
-    cfg.augment.p_sharpen = 0.25
-    cfg.augment.noise_sd_hu = (0.0, 25.0)
-    cfg.augment.noise_corr_sigma_vox = (0.0, 1.0)
-    cfg.augment.intensity_shift_hu = 20.0
-    return cfg
+    return DetectorConfig().updated(
+        {
+            "network": {"seg_head": True},
+            "train": {
+                "epochs": epochs,
+                "iters_per_epoch": 50,
+                "batch_size": 4,
+                "patch_zyx": [32, 64, 64],
+                "warmup_iters": 50,
+                "val_every": 10,
+                "lr": 2e-3,
+                "device": "cpu",
+                "threads": threads,
+            },
+            "augment": {
+                "enhancement_scale": [0.2, 2.0],
+                "p_enhancement": 0.7,
+                "p_blur": 0.25,
+                "blur_sigma_vox": [0.3, 1.0],
+                "sharpen_amount": [0.3, 1.2],
+                "p_sharpen": 0.25,
+                "noise_sd_hu": [0.0, 25.0],
+                "noise_corr_sigma_vox": [0.0, 1.0],
+                "intensity_shift_hu": 20.0,
+            },
+        }
+    )
 
 
 def main() -> None:

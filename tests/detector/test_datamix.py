@@ -98,12 +98,12 @@ def test_node_classes_follow_the_flag_and_the_size(tmp_path: Path) -> None:
 
 
 def test_compact_case_and_patch_targets(mask_cohort: Path) -> None:
-    cfg = DetectorConfig()
-    cfg.train.patch_zyx = (16, 24, 24)
-    cfg.augment.flip = False
-    cfg.augment.rotate_deg = cfg.augment.tilt_deg = 0.0
-    cfg.augment.scale = (1.0, 1.0)
-    cfg.train.p_positive = 1.0
+    cfg = DetectorConfig().updated(
+        {
+            "train": {"patch_zyx": [16, 24, 24], "p_positive": 1.0},
+            "augment": {"flip": False, "rotate_deg": 0.0, "tilt_deg": 0.0, "scale": [1.0, 1.0]},
+        }
+    )
     plan = Plan(spacing_mm=2.0)
     cohort = open_cohort(mask_cohort)
     src = MixSource("spheres", mask_cohort, "insertion", background="bg")
@@ -112,7 +112,7 @@ def test_compact_case_and_patch_targets(mask_cohort: Path) -> None:
     assert len(case.nodes_zyx) == 2 and case.group == "bg"
     # the positive mask's coverage peaks at each node centre
     for zyx in case.nodes_zyx:
-        k, j, i = (int(round(v)) for v in zyx)
+        k, j, i = (round(float(v)) for v in zyx)
         assert int(case.pos_cov[k, j, i]) > 200
     sampler = MixSampler([case], plan, cfg.train, cfg.augment, source_weights={}, p_hard=0.0)
     batch = sampler.batch(np.random.default_rng(1), 4)
@@ -156,7 +156,9 @@ def test_mined_points_round_trip(mask_cohort: Path) -> None:
     cfg = DetectorConfig()
     cohort = open_cohort(mask_cohort)
     src = MixSource("spheres", mask_cohort, "insertion")
-    case = load_compact_case(cohort, "sphere_001", Plan(spacing_mm=2.0), src, cfg.train, np.random.default_rng(0))
+    case = load_compact_case(
+        cohort, "sphere_001", Plan(spacing_mm=2.0), src, cfg.train, np.random.default_rng(0)
+    )
     case.mined_zyx = np.array([[3.0, 4.0, 5.0], [10.0, 11.0, 12.5]])
     data = mined_to_json([case])
     case.mined_zyx = np.zeros((0, 3))
@@ -165,23 +167,27 @@ def test_mined_points_round_trip(mask_cohort: Path) -> None:
 
 
 def _tiny_mix_config(epochs: int) -> DetectorConfig:
-    cfg = DetectorConfig()
-    cfg.network.base_channels = 8
-    cfg.network.blocks = (1, 1, 1)
-    cfg.network.seg_head = True
-    cfg.train.epochs = epochs
-    cfg.train.iters_per_epoch = 2
-    cfg.train.batch_size = 2
-    cfg.train.patch_zyx = (16, 24, 24)
-    cfg.train.warmup_iters = 1
-    cfg.train.val_every = 0
-    cfg.train.device = "cpu"
-    cfg.augment.enhancement_scale = (0.3, 2.0)
-    cfg.augment.p_enhancement = 0.5
-    cfg.augment.p_sharpen = 0.3
-    cfg.augment.sharpen_amount = (0.3, 1.0)
-    cfg.augment.noise_corr_sigma_vox = (0.0, 1.0)
-    return cfg
+    return DetectorConfig().updated(
+        {
+            "network": {"base_channels": 8, "blocks": [1, 1, 1], "seg_head": True},
+            "train": {
+                "epochs": epochs,
+                "iters_per_epoch": 2,
+                "batch_size": 2,
+                "patch_zyx": [16, 24, 24],
+                "warmup_iters": 1,
+                "val_every": 0,
+                "device": "cpu",
+            },
+            "augment": {
+                "enhancement_scale": [0.3, 2.0],
+                "p_enhancement": 0.5,
+                "p_sharpen": 0.3,
+                "sharpen_amount": [0.3, 1.0],
+                "noise_corr_sigma_vox": [0.0, 1.0],
+            },
+        }
+    )
 
 
 @pytest.mark.slow
@@ -209,6 +215,10 @@ def test_train_mix_resume_is_bit_identical_and_warm_start(mask_cohort: Path, tmp
     old = build_network(NetworkConfig(base_channels=8, blocks=(1, 1, 1)))
     save_model(tmp_path / "old", old, model.plan, name="old", detect=model.detect)
     warm = train_mix(
-        sources, out=tmp_path / "warm", config=_tiny_mix_config(1), settings=settings, init_from=tmp_path / "old"
+        sources,
+        out=tmp_path / "warm",
+        config=_tiny_mix_config(1),
+        settings=settings,
+        init_from=tmp_path / "old",
     )
     assert warm.epochs_done == 1

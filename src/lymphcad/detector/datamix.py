@@ -82,6 +82,7 @@ class CompactCase:
 
     case_id: str
     source: str
+    kind: str  # the source's kind: "phantom" or "insertion"
     group: str  # cases of one group share anatomy (one real background, or the case itself)
     geometry: Geometry
     hu: torch.Tensor  # (Z, Y, X) int16
@@ -268,6 +269,7 @@ def load_compact_case(
     return CompactCase(
         case_id=case_id,
         source=source.name,
+        kind=source.kind,
         group=source.background or case_id,
         geometry=geom,
         hu=hu.round().clamp(-32768, 32767).to(torch.int16),
@@ -430,16 +432,19 @@ def mine_hard_negatives(
     round_index: int,
     per_case: int = 24,
     threshold: float = 0.02,
+    kinds: tuple[str, ...] = ("insertion",),
 ) -> dict[str, int]:
     """Run the network on one case per group and give every case of the group the false positives found.
 
     Cases of one group share their anatomy (one real background with different inserted nodes), so the
     false positives found on one are negatives for all of them (each case still drops those near its own
-    nodes). ``round_index`` rotates which case of a group is analysed. Returns mined points per group.
+    nodes). ``round_index`` rotates which case of a group is analysed. Only cases of the given source
+    ``kinds`` are mined (the phantom lists its own mimics). Returns mined points per group.
     """
     groups: dict[str, list[CompactCase]] = {}
     for c in cases:
-        groups.setdefault(c.group, []).append(c)
+        if c.kind in kinds:
+            groups.setdefault(c.group, []).append(c)
     was_training = network.training
     network.eval()
     found: dict[str, int] = {}

@@ -38,6 +38,7 @@ import torch
 
 from lymphcad import atomic
 from lymphcad.cohort import Cohort, open_cohort
+from lymphcad.detector.common import lr_factor, resolve_device
 from lymphcad.detector.config import DetectorConfig, load_config, save_config
 from lymphcad.detector.datamix import (
     CompactCase,
@@ -65,9 +66,7 @@ from lymphcad.detector.train import (
     checkpoint_path,
     compute_losses,
     latest_checkpoint,
-    lr_factor,
     plot_curves,
-    resolve_device,
 )
 from lymphcad.errors import InputError, UsageError
 from lymphcad.evaluate import EvalSettings, evaluate_truth
@@ -130,7 +129,7 @@ def mix_losses(
     out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: DetectorConfig
 ) -> dict[str, torch.Tensor]:
     """The detector's losses plus the weighted mask loss when the network has a mask head."""
-    losses = compute_losses(out, batch, cfg)
+    losses = compute_losses(out, batch, w_size=cfg.train.w_size, w_offset=cfg.train.w_offset)
     if "seg" in out:
         s = seg_loss(out["seg"], batch["seg"], batch["seg_ignore"])
         losses["loss_seg"] = s
@@ -157,9 +156,7 @@ def split_sources(
     return train_ids, val_ids
 
 
-def _mix_plan(
-    sources: Sequence[MixSource], train_ids: dict[str, list[str]], cfg: DetectorConfig
-) -> Plan:
+def _mix_plan(sources: Sequence[MixSource], train_ids: dict[str, list[str]], cfg: DetectorConfig) -> Plan:
     """The plan of the mix: the configured spacing (real backgrounds with 4–5 mm slices are interpolated to
     it rather than pulling the whole mix to 3 mm), ranges from every training case's header."""
     geoms = []
@@ -206,7 +203,9 @@ def _with_enhancement_range(plan: Plan, cases: Sequence[CompactCase]) -> Plan:
 def _truth_of(cohort: Cohort, case_id: str, as_id: str) -> Any:
     label = cohort.read_label(case_id)
     region = cohort.read_eval_region(case_id)
-    geom = label[1] if label is not None else region[1] if region is not None else cohort.geometries.get(case_id)
+    geom = (
+        label[1] if label is not None else region[1] if region is not None else cohort.geometries.get(case_id)
+    )
     anns = [dataclasses.replace(a, case_id=as_id) for a in cohort.annotations_for(case_id)]
     ign = [dataclasses.replace(p, case_id=as_id) for p in cohort.ignore_for(case_id)]
     return case_truth(
@@ -249,7 +248,9 @@ def validate_mix(
     for key in ("all", "phantom", "insertion"):
         if not truths[key]:
             continue
-        res = evaluate_truth(truths[key], DetectionTable.from_detections(dets[key]), EvalSettings(bootstrap=0))
+        res = evaluate_truth(
+            truths[key], DetectionTable.from_detections(dets[key]), EvalSettings(bootstrap=0)
+        )
         if key == "all":
             sens = res.pooled.sensitivity_at_fp
             out["val_cpm"] = float(res.pooled.cpm)
@@ -305,7 +306,9 @@ def read_mix_history(run: Path) -> list[dict[str, str]]:
 
 def _write_history(run: Path, rows: Sequence[dict[str, Any]], *, plot: bool) -> None:
     """history.csv every epoch; curves.png only when asked (drawing costs seconds of CPU)."""
-    atomic.write_csv(run / "history.csv", HISTORY_COLUMNS, ([r.get(k, "") for k in HISTORY_COLUMNS] for r in rows))
+    atomic.write_csv(
+        run / "history.csv", HISTORY_COLUMNS, ([r.get(k, "") for k in HISTORY_COLUMNS] for r in rows)
+    )
     if not plot:
         return
     try:
@@ -374,7 +377,8 @@ def train_mix(
             run / "mix.json",
             {
                 "sources": [
-                    {**dataclasses.asdict(s), "root": str(Path(s.root).resolve()), "cases": None} for s in sources
+                    {**dataclasses.asdict(s), "root": str(Path(s.root).resolve()), "cases": None}
+                    for s in sources
                 ],
                 "settings": settings.to_json(),
                 "train": train_ids,
@@ -433,18 +437,20 @@ def train_mix(
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
         mined_n = ""
-        if settings.mine_every > 0 and epoch >= settings.mine_start:
-            if (epoch - settings.mine_start) % settings.mine_every == 0:
-                found = mine_hard_negatives(
-                    network, cases, plan, cfg.detect, round_index=(epoch - settings.mine_start) // settings.mine_every
-                )
-                mined_n = str(sum(found.values()))
-                log.info("epoch %d: mined %s false positives over %d groups", epoch + 1, mined_n, len(found))
+        since = epoch - settings.mine_start
+        if settings.mine_every > 0 and since >= 0 and since % settings.mine_every == 0:
+            found = mine_hard_negatives(
+                network, cases, plan, cfg.detect, round_index=since // settings.mine_every
+            )
+            mined_n = str(sum(found.values()))
+            log.info("epoch %d: mined %s false positives over %d groups", epoch + 1, mined_n, len(found))
         rng = np.random.default_rng([cfg.train.seed, epoch])
         keys = ("loss", "loss_heatmap", "loss_size", "loss_offset", "loss_seg")
         sums = dict.fromkeys(keys, 0.0)
         for it in range(cfg.train.iters_per_epoch):
-            batch = {k: v.to(dev, non_blocking=True) for k, v in sampler.batch(rng, cfg.train.batch_size).items()}
+            batch = {
+                k: v.to(dev, non_blocking=True) for k, v in sampler.batch(rng, cfg.train.batch_size).items()
+            }
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
                 outputs = network(batch["image"])
@@ -466,7 +472,11 @@ def train_mix(
                 sums[k] += float(losses[k].detach())
             if progress is not None:
                 done = epoch * cfg.train.iters_per_epoch + it + 1
-                progress(done, total_iters, f"epoch {epoch + 1}/{cfg.train.epochs} loss {sums['loss'] / (it + 1):.3f}")
+                progress(
+                    done,
+                    total_iters,
+                    f"epoch {epoch + 1}/{cfg.train.epochs} loss {sums['loss'] / (it + 1):.3f}",
+                )
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "iterations": (epoch + 1) * cfg.train.iters_per_epoch,
