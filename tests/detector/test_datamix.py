@@ -95,6 +95,18 @@ def test_node_classes_follow_the_flag_and_the_size(tmp_path: Path) -> None:
     assert c.positive_ids == (1, 4)  # the flag decides (a 7 mm abdominal node may be ground truth)
     assert c.ignored_ids == (2,)
     assert c.truth.pos_diameter_mm.tolist() == [13.5, 7.5]
+    ruled = tmp_path / "r.csv"  # a per-region truth column decides before the flag and the size
+    atomic.write_csv(
+        ruled,
+        ("id", "coordX", "coordY", "coordZ", "short_axis_mm", "long_axis_mm", "enlarged", "truth"),
+        [
+            [1, 0, 0, 0, 12, 15, 1, "ignore"],
+            [2, 5, 5, 5, 7, 9, 0, "positive"],
+            [3, 9, 9, 9, 9, 9, 0, "negative"],
+        ],
+    )
+    r = node_classes(ruled, enlarged_mm=10.0, ignore_below_mm=8.0)
+    assert (r.positive_ids, r.ignored_ids) == ((2,), (1,))
 
 
 def test_compact_case_and_patch_targets(mask_cohort: Path) -> None:

@@ -124,7 +124,9 @@ class NodeClasses:
 
 def node_classes(path: Path, *, enlarged_mm: float, ignore_below_mm: float) -> NodeClasses:
     """Read ``extra/<case>_nodes.csv``: positives (the ``enlarged`` flag, else SAD ≥ ``enlarged_mm``),
-    ignored (other nodes with SAD ≥ ``ignore_below_mm``), each with its mask id (column ``id``).
+    ignored (other nodes with SAD ≥ ``ignore_below_mm``), each with its mask id (column ``id``). A ``truth``
+    column (positive / ignore / negative: the per-region ground-truth rule of insertion cohorts) decides
+    before both.
 
     The same rule as :func:`lymphcad.detector.sampling.truth_from_extra`, plus the ids that tie a node to
     its voxel mask in ``extra/<case>_all_nodes.nii.gz``.
@@ -143,6 +145,10 @@ def node_classes(path: Path, *, enlarged_mm: float, ignore_below_mm: float) -> N
             flag = (row.get("enlarged") or "").strip()
             enlarged = flag == "1" if flag in ("0", "1") else size >= enlarged_mm
             nid = int(_num(row, "id") or 0)
+            rule = (row.get("truth") or "").strip()  # the per-region rule, when the table carries it
+            if rule in ("positive", "ignore", "negative"):
+                enlarged = rule == "positive"
+                size = ignore_below_mm if rule == "ignore" else -1.0
             if enlarged:
                 pos.append((x, y, z))
                 diam.append(d)

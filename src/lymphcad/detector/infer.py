@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 
 from lymphcad.detector.config import DetectConfig
 from lymphcad.detector.fpr import FPRModel, rescore
@@ -24,7 +25,7 @@ from lymphcad.detector.model import LoadedModel
 from lymphcad.detector.network import SIZE_MULTIPLE, STRIDE, CenterNet3D
 from lymphcad.detector.plan import Plan, PreparedVolume, prepare_volume
 from lymphcad.detector.targets import decode, nms_mm
-from lymphcad.geometry import CTVolume
+from lymphcad.geometry import CTVolume, Geometry
 from lymphcad.io.detections import Detection
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,13 @@ _TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
 
 @dataclass(frozen=True)
 class DenseOutput:
-    """Blended network outputs at the output stride: probability, log-size and offset maps."""
+    """Blended network outputs at the output stride: probability, log-size and offset maps, and the
+    node-mask probability when the network has a mask head."""
 
     prob: torch.Tensor  # (z, y, x)
     size: torch.Tensor  # (z, y, x)
     offset: torch.Tensor  # (3, z, y, x)
+    seg: torch.Tensor | None = None  # (z, y, x) probability that the cell lies inside a node
 
 
 def _round_up(n: int, m: int) -> int:
@@ -98,6 +101,7 @@ def predict_dense(
     acc_s = torch.zeros(out_shape, dtype=torch.float32)
     acc_o = torch.zeros((3, *out_shape), dtype=torch.float32)
     acc_w = torch.zeros(out_shape, dtype=torch.float32)
+    acc_m = torch.zeros(out_shape, dtype=torch.float32) if network.head_seg is not None else None
     weight = _gaussian_weight(out_win, torch.device("cpu"))  # type: ignore[arg-type]
     flips = _TTA_FLIPS if tta_flips else ((),)
     for z, y, x in _windows(shape, win, overlap):  # type: ignore[arg-type]
@@ -105,6 +109,7 @@ def predict_dense(
         p_sum = torch.zeros(out_win, device=dev)
         s_sum = torch.zeros(out_win, device=dev)
         o_sum = torch.zeros((3, *out_win), device=dev)
+        m_sum = torch.zeros(out_win, device=dev)
         for axes in flips:
             dims = [a + 2 for a in axes]
             inp = torch.flip(patch, dims) if axes else patch
@@ -118,6 +123,9 @@ def predict_dense(
                 off = torch.flip(off, dims).clone()
                 for a in axes:
                     off[:, a] = -off[:, a]
+            if acc_m is not None:
+                seg = out["seg"].float()
+                m_sum += torch.sigmoid(torch.flip(seg, dims) if axes else seg)[0, 0]
             p_sum += torch.sigmoid(heat[0, 0])
             s_sum += size[0, 0]
             o_sum += off[0]
@@ -128,8 +136,10 @@ def predict_dense(
         acc_s[sl] += (s_sum / n).cpu() * weight
         acc_o[(slice(None), *sl)] += (o_sum / n).cpu() * weight
         acc_w[sl] += weight
+        if acc_m is not None:
+            acc_m[sl] += (m_sum / n).cpu() * weight
     acc_w = acc_w.clamp(min=1e-6)
-    return DenseOutput(acc_p / acc_w, acc_s / acc_w, acc_o / acc_w)
+    return DenseOutput(acc_p / acc_w, acc_s / acc_w, acc_o / acc_w, None if acc_m is None else acc_m / acc_w)
 
 
 def normalised_padded(prepared: PreparedVolume, plan: Plan) -> torch.Tensor:
@@ -152,16 +162,23 @@ def detect_prepared(
     original: CTVolume | None = None,
     fpr: FPRModel | None = None,
     image: torch.Tensor | None = None,
+    dense: DenseOutput | None = None,
 ) -> list[Detection]:
     """Detections on an already prepared volume (the training loop's validation uses this).
 
     With ``fpr`` (and ``settings.second_stage``) the kept candidates are re-scored by the second stage.
-    ``image``: ``normalised_padded(prepared, plan)`` when the caller has it already (it is not recomputed).
+    ``image``: ``normalised_padded(prepared, plan)`` when the caller has it already (it is not recomputed);
+    ``dense``: the network's blended output on that image, when the caller has it already.
     """
     img = normalised_padded(prepared, plan) if image is None else image
-    dense = predict_dense(
-        network, img, window_zyx=settings.window_zyx, overlap=settings.overlap, tta_flips=settings.tta_flips
-    )
+    if dense is None:
+        dense = predict_dense(
+            network,
+            img,
+            window_zyx=settings.window_zyx,
+            overlap=settings.overlap,
+            tta_flips=settings.tta_flips,
+        )
     peaks = decode(
         dense.prob,
         dense.size,
@@ -222,6 +239,88 @@ def detect_volume(
     return detect_prepared(
         prepared, model.network, model.plan, settings, case_id=case_id, original=volume, fpr=model.fpr
     )
+
+
+@dataclass(frozen=True)
+class DetectionsWithMask:
+    """Detections plus the network's node-mask probability on the input CT's own grid (None without a
+    mask head): what per-detection masks (RECIST, volume, DICOM SEG) can start from."""
+
+    detections: list[Detection]
+    mask_prob: NDArray[np.float32] | None
+
+
+def detect_volume_with_mask(
+    volume: CTVolume,
+    model: LoadedModel,
+    settings: DetectConfig | None = None,
+    *,
+    case_id: str = "volume",
+) -> DetectionsWithMask:
+    """:func:`detect_volume` plus the mask head's probability resampled (trilinear) onto ``volume``'s grid."""
+    settings = settings or model.detect
+    prepared = prepare_volume(volume, model.plan)
+    img = normalised_padded(prepared, model.plan)
+    dense = predict_dense(
+        model.network,
+        img,
+        window_zyx=settings.window_zyx,
+        overlap=settings.overlap,
+        tta_flips=settings.tta_flips,
+    )
+    dets = detect_prepared(
+        prepared,
+        model.network,
+        model.plan,
+        settings,
+        case_id=case_id,
+        original=volume,
+        fpr=model.fpr,
+        image=img,
+        dense=dense,
+    )
+    if dense.seg is None:
+        return DetectionsWithMask(dets, None)
+    cells = output_geometry(prepared.geometry, tuple(int(s) for s in dense.seg.shape))  # type: ignore[arg-type]
+    return DetectionsWithMask(dets, resample_onto(dense.seg, cells, volume.geometry))
+
+
+def output_geometry(grid: Geometry, out_shape: tuple[int, int, int], stride: int = STRIDE) -> Geometry:
+    """The geometry of the network's output cells: cell ``c`` is centred on input voxel ``stride·c + (stride−1)/2``."""
+    first = np.full(3, (stride - 1) / 2.0)
+    origin = grid.zyx_to_world(first)
+    sz, sy, sx = grid.spacing_zyx
+    spacing = (float(sz) * stride, float(sy) * stride, float(sx) * stride)
+    return Geometry(
+        out_shape, spacing, (float(origin[0]), float(origin[1]), float(origin[2])), grid.direction
+    )
+
+
+def resample_onto(
+    values: torch.Tensor, source: Geometry, target: Geometry, *, chunk: int = 16
+) -> NDArray[np.float32]:
+    """Trilinear samples of a ``(Z, Y, X)`` map given on ``source`` at every voxel of ``target`` (0 outside).
+
+    Works slab by slab along the target's first axis, so a full-resolution CT never needs a full-size
+    coordinate grid in memory.
+    """
+    out = np.zeros(target.shape_zyx, dtype=np.float32)
+    src = values.to(torch.float32)[None, None]
+    size = torch.as_tensor(source.shape_zyx, dtype=torch.float64)
+    _, ny, nx = target.shape_zyx
+    jj, ii = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij")
+    for k0 in range(0, target.shape_zyx[0], chunk):
+        k1 = min(target.shape_zyx[0], k0 + chunk)
+        kk = np.broadcast_to(np.arange(k0, k1, dtype=np.float64)[:, None, None], (k1 - k0, ny, nx))
+        zyx = np.stack([kk, np.broadcast_to(jj, kk.shape), np.broadcast_to(ii, kk.shape)], axis=-1).reshape(
+            -1, 3
+        )
+        cell = torch.from_numpy(np.ascontiguousarray(source.world_to_zyx(target.zyx_to_world(zyx))))
+        norm = (2.0 * cell / (size - 1.0).clamp(min=1.0) - 1.0)[:, [2, 1, 0]].to(torch.float32)
+        grid = norm.reshape(1, k1 - k0, ny, nx, 3)
+        vals = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        out[k0:k1] = vals[0, 0].numpy()
+    return out
 
 
 def with_overrides(base: DetectConfig, **overrides: Any) -> DetectConfig:
