@@ -70,6 +70,7 @@ from lymphcad.detector.train import (
 )
 from lymphcad.errors import InputError, UsageError
 from lymphcad.evaluate import EvalSettings, evaluate_truth
+from lymphcad.evaluate.matching import CaseTruth
 from lymphcad.evaluate.settings import FP_RATES
 from lymphcad.evaluate.truth import case_truth
 from lymphcad.io.detections import Detection, DetectionTable
@@ -200,7 +201,8 @@ def _with_enhancement_range(plan: Plan, cases: Sequence[CompactCase]) -> Plan:
 
 
 # -- validation ---------------------------------------------------------------------------------------
-def _truth_of(cohort: Cohort, case_id: str, as_id: str) -> Any:
+def case_truth_as(cohort: Cohort, case_id: str, as_id: str) -> CaseTruth:
+    """The evaluation truth of one case under another case id (to pool cases of several cohorts)."""
     label = cohort.read_label(case_id)
     region = cohort.read_eval_region(case_id)
     geom = (
@@ -238,7 +240,7 @@ def validate_mix(
                 found = detect_prepared(
                     PreparedVolume(case.hu_float, case.geometry), network, plan, cfg.detect, case_id=as_id
                 )
-                t = _truth_of(cohort, case.case_id, as_id)
+                t = case_truth_as(cohort, case.case_id, as_id)
                 for key in ("all", s.kind):
                     truths.setdefault(key, []).append(t)
                     dets.setdefault(key, []).extend(found)

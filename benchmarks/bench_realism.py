@@ -1,0 +1,330 @@
+"""Realism benchmark of a detector, held out three ways: by background, by image-formation model, by region.
+
+    python benchmarks/bench_realism.py --model RUN_OR_MODEL [--baseline centernet3d_phantom_v2] [--tta]
+
+Test data (generated once under ``--work``; every figure is an **insertion or phantom figure**, never a TCIA
+CT Lymph Nodes result):
+
+* synthetic nodes inserted (``lymphcad.phantom.insert``, ground truth by the per-region rule) into the real
+  CT backgrounds of ``train_real_model.TEST_BACKGROUNDS``, none of them ever trained on: two chest crops from
+  shared/data/real-ct/holdout (mediastinal, CTA-like contrast) and CRLM-CT-1006 (abdominal, portal-venous),
+  once with each image-formation model — ``additive`` (the one the model was trained with) and ``blend`` (the
+  held-out one);
+* the phantom test cohort of the release recipe (tiny preset, difficulty 0.5, seed 900).
+
+For each model: detections on every case, then ``lymphcad.evaluate`` per stratum (region × formation) with
+1000 bootstrap resamples of cases for the CPM's 95 % CI, and a paired bootstrap of the CPM difference
+between the model and the baseline on the real-background insertions. Writes
+``benchmarks/results/realism.json`` and ``benchmarks/results/realism.md`` (the table for the model card
+and README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_real_model import REAL_CT, TEST_BACKGROUNDS, TRAIN_FORMATION  # noqa: E402
+
+FORMATIONS: Final = ("additive", "blend")
+TEST_SEED: Final = 4100
+PHANTOM_SEED: Final = 900
+PHANTOM_DIFFICULTY: Final = 0.5
+BOOTSTRAP: Final = 1000
+
+
+@dataclass(frozen=True)
+class TestCohort:
+    """One cohort of the benchmark and the held-out axes it stands for."""
+
+    name: str
+    root: Path
+    kind: str  # "insertion" | "phantom"
+    background: str | None
+    formation: str | None
+
+
+def make_test_cohorts(work: Path, cases: int, nodes: tuple[int, int], phantom_cases: int) -> list[TestCohort]:
+    """Generate (or reuse) the insertion cohorts per test background × formation and the phantom cohort."""
+    from lymphcad.phantom import generate_cohort
+    from lymphcad.phantom.insert import insert_cohort
+
+    out = []
+    for bi, (name, rel) in enumerate(sorted(TEST_BACKGROUNDS.items())):
+        for fi, form in enumerate(FORMATIONS):
+            root = work / "cohorts" / f"{name}_{form}"
+            if not (root / "dataset.json").is_file():
+                print(f"[{time.strftime('%H:%M:%S')}] insertion ({form}) into {rel}", flush=True)
+                insert_cohort(
+                    REAL_CT / rel,
+                    root,
+                    cases,
+                    nodes,
+                    TEST_SEED + 10 * bi + fi,
+                    formation=form,
+                    evaluation=True,
+                )
+            out.append(TestCohort(f"{name}_{form}", root, "insertion", name, form))
+    root = work / "cohorts" / "phantom_d050"
+    if not (root / "dataset.json").is_file():
+        generate_cohort(root, phantom_cases, "both", PHANTOM_SEED, PHANTOM_DIFFICULTY, "tiny")
+    out.append(TestCohort("phantom_d050", root, "phantom", None, None))
+    return out
+
+
+def detect_cohort(model: Any, settings: Any, cohort: TestCohort, out_csv: Path) -> tuple[list[Any], float]:
+    """Detections of one model on one cohort (case ids prefixed with the cohort name); cached in ``out_csv``."""
+    from lymphcad.cohort import open_cohort
+    from lymphcad.detector.infer import detect_volume
+    from lymphcad.io.detections import read_detections, write_detections
+
+    if out_csv.is_file():
+        meta = json.loads(out_csv.with_suffix(".json").read_text(encoding="utf-8"))
+        return list(read_detections(out_csv)), float(meta["seconds_per_case"])
+    c = open_cohort(cohort.root)
+    dets = []
+    t0 = time.perf_counter()
+    for case in c.cases:
+        dets.extend(detect_volume(c.read_image(case), model, settings, case_id=f"{cohort.name}__{case}"))
+    secs = (time.perf_counter() - t0) / max(1, len(c.cases))
+    write_detections(out_csv, dets)
+    out_csv.with_suffix(".json").write_text(json.dumps({"seconds_per_case": secs}) + "\n", encoding="utf-8")
+    return dets, secs
+
+
+def truths_of(cohorts: list[TestCohort]) -> dict[str, list[Any]]:
+    """Ground truth per cohort, case ids prefixed as in :func:`detect_cohort`."""
+    from lymphcad.cohort import open_cohort
+    from lymphcad.detector.trainmix import case_truth_as
+
+    out = {}
+    for tc in cohorts:
+        c = open_cohort(tc.root)
+        out[tc.name] = [case_truth_as(c, case, f"{tc.name}__{case}") for case in c.cases]
+    return out
+
+
+def evaluate(truths: list[Any], dets: list[Any], bootstrap: int) -> dict[str, Any]:
+    """Pooled block (sensitivities, CPM with CI, AP) of detections against truths."""
+    from lymphcad.evaluate import EvalSettings, evaluate_truth
+    from lymphcad.io.detections import DetectionTable
+
+    ids = {t.case_id for t in truths}
+    table = DetectionTable.from_detections([d for d in dets if d.case_id in ids])
+    res = evaluate_truth(truths, table, EvalSettings(bootstrap=bootstrap))
+    block: dict[str, Any] = res.pooled.to_json()
+    return block
+
+
+def paired_cpm_difference(
+    truths: list[Any], dets_a: list[Any], dets_b: list[Any], n: int, seed: int = 0
+) -> dict[str, float]:
+    """CPM(a) − CPM(b) on the same cases and its 95 % interval from a paired bootstrap over cases."""
+    from lymphcad.evaluate import EvalSettings, evaluate_truth
+    from lymphcad.io.detections import DetectionTable
+
+    def cpm(ts: list[Any], ds: list[Any]) -> float:
+        return float(
+            evaluate_truth(ts, DetectionTable.from_detections(ds), EvalSettings(bootstrap=0)).pooled.cpm
+        )
+
+    by_case_a: dict[str, list[Any]] = {}
+    by_case_b: dict[str, list[Any]] = {}
+    for d in dets_a:
+        by_case_a.setdefault(d.case_id, []).append(d)
+    for d in dets_b:
+        by_case_b.setdefault(d.case_id, []).append(d)
+    point = cpm(truths, dets_a) - cpm(truths, dets_b)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        pick = rng.integers(len(truths), size=len(truths))
+        ts, da, db = [], [], []
+        for k, i in enumerate(pick):
+            t = truths[int(i)]
+            new_id = f"b{k}_{t.case_id}"
+            ts.append(_renamed_truth(t, new_id))
+            da += [dataclasses.replace(d, case_id=new_id) for d in by_case_a.get(t.case_id, [])]
+            db += [dataclasses.replace(d, case_id=new_id) for d in by_case_b.get(t.case_id, [])]
+        diffs.append(cpm(ts, da) - cpm(ts, db))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"cpm_difference": point, "ci95": [float(lo), float(hi)], "resamples": n}
+
+
+def _renamed_truth(truth: Any, case_id: str) -> Any:
+    return dataclasses.replace(truth, case_id=case_id)
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def table_rows(result: dict[str, Any]) -> list[str]:
+    """Markdown rows: one per model × stratum."""
+    rows = [
+        "| model | test data (held out) | region | cases | nodes | sens @1 | @2 | @3 | @4 FP/vol | CPM [95 % CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mname, strata in result["models"].items():
+        for key, block in strata.items():
+            if not isinstance(block, dict) or "cpm" not in block:
+                continue
+            s = block["sensitivity_at_fp"]
+            ci = block.get("cpm_ci95") or [None, None]
+            what, region = result["strata"][key]
+            rows.append(
+                f"| {mname} | {what} | {region} | {block['n_cases']} | {block['n_nodes']} | {_fmt(s.get('1'))} | "
+                f"{_fmt(s.get('2'))} | {_fmt(s.get('3'))} | {_fmt(s.get('4'))} | "
+                f"{_fmt(block['cpm'])} [{_fmt(ci[0])}, {_fmt(ci[1])}] |"
+            )
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="the model to measure (run folder, model folder or name)")
+    ap.add_argument("--name", default=None, help="its name in the tables (default: the model's own)")
+    ap.add_argument("--baseline", default="centernet3d_phantom_v2")
+    ap.add_argument(
+        "--tta", action="store_true", help="also measure the model with flip test-time augmentation"
+    )
+    ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "realism")
+    ap.add_argument("--cases", type=int, default=8, help="insertion cases per test background and formation")
+    ap.add_argument("--nodes", type=int, nargs=2, default=(3, 5))
+    ap.add_argument("--phantom-cases", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bootstrap", type=int, default=BOOTSTRAP)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "realism.json")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from lymphcad import atomic
+    from lymphcad.detector.infer import with_overrides
+    from lymphcad.detector.model import load_model
+
+    work: Path = args.work
+    cohorts = make_test_cohorts(work, args.cases, (args.nodes[0], args.nodes[1]), args.phantom_cases)
+    truths = truths_of(cohorts)
+    strata: dict[str, tuple[list[str], str, str]] = {}
+    for form in FORMATIONS:
+        held = "trained formation" if form == TRAIN_FORMATION else "held-out formation"
+        what = f"insertion, held-out backgrounds, {form} ({held})"
+        for region in ("mediastinal", "abdominal"):
+            names = [
+                tc.name
+                for tc in cohorts
+                if tc.formation == form and tc.kind == "insertion" and truths[tc.name][0].region == region
+            ]
+            strata[f"{form}_{region}"] = (names, what, region)
+        strata[f"{form}_pooled"] = ([tc.name for tc in cohorts if tc.formation == form], what, "both")
+    real = [tc.name for tc in cohorts if tc.kind == "insertion"]
+    strata["insertion_pooled"] = (real, "insertion, held-out backgrounds, both formations", "both")
+    for region in ("mediastinal", "abdominal"):
+        ph = [t for t in truths["phantom_d050"] if t.region == region]
+        truths[f"phantom_{region}"] = ph
+        strata[f"phantom_{region}"] = ([f"phantom_{region}"], "phantom d = 0.5 (seed 900)", region)
+
+    models: dict[str, tuple[Any, Any]] = {}
+    base = load_model(args.baseline)
+    models[base.name] = (base, base.detect)
+    cand = load_model(args.model)
+    cand_name = args.name or cand.name
+    models[cand_name] = (cand, cand.detect)
+    if args.tta:
+        models[f"{cand_name} + TTA"] = (cand, with_overrides(cand.detect, tta_flips=True))
+    result: dict[str, Any] = {
+        "what": "realism benchmark: insertion and phantom figures (synthetic nodes), not TCIA CT Lymph Nodes results",
+        "test_backgrounds": TEST_BACKGROUNDS,
+        "trained_formation": TRAIN_FORMATION,
+        "formations": list(FORMATIONS),
+        "cohorts": {
+            tc.name: {"root": str(tc.root), "background": tc.background, "formation": tc.formation}
+            for tc in cohorts
+        },
+        "strata": {k: [v[1], v[2]] for k, v in strata.items()},
+        "bootstrap": args.bootstrap,
+        "threads": args.threads,
+        "models": {},
+        "seconds_per_case": {},
+    }
+    all_dets: dict[str, list[Any]] = {}
+    for mname, (model, settings) in models.items():
+        dets: list[Any] = []
+        secs = {}
+        slug = "".join(ch if ch.isalnum() else "_" for ch in mname)
+        for tc in cohorts:
+            if "TTA" in mname and tc.kind == "phantom":
+                continue  # TTA costs 4x: measured on the real-background insertions only
+            found, s = detect_cohort(model, settings, tc, work / "dets" / slug / f"{tc.name}.csv")
+            dets += found
+            secs[tc.name] = round(s, 3)
+            print(f"[{time.strftime('%H:%M:%S')}] {mname}: {tc.name} {s:.2f} s/case", flush=True)
+        # phantom detections carry the cohort's prefix; the per-region phantom strata reuse them
+        dets += [
+            dataclasses.replace(d, case_id=d.case_id.replace("phantom_d050__", f"phantom_{r}__", 1))
+            for d in dets
+            if d.case_id.startswith("phantom_d050__")
+            for r in ("mediastinal", "abdominal")
+        ]
+        all_dets[mname] = dets
+        blocks: dict[str, Any] = {}
+        for key, (names, _, _) in strata.items():
+            ts = [t for n in names for t in truths[n]]
+            if "phantom" in key:
+                ts = [_renamed_truth(t, t.case_id.replace("phantom_d050__", f"{key}__", 1)) for t in ts]
+            if not ts or ("TTA" in mname and "phantom" in key):
+                continue
+            blocks[key] = evaluate(ts, dets, args.bootstrap)
+        gap = {}
+        for region in ("mediastinal", "abdominal", "pooled"):
+            a, b = blocks.get(f"additive_{region}"), blocks.get(f"blend_{region}")
+            if a and b:
+                gap[region] = round(float(b["cpm"]) - float(a["cpm"]), 4)
+        blocks["cross_formation_cpm_gap"] = gap
+        result["models"][mname] = blocks
+        result["seconds_per_case"][mname] = secs
+    real_truths = [t for n in real for t in truths[n]]
+    result["paired_vs_baseline"] = {
+        mname: paired_cpm_difference(
+            real_truths, all_dets[mname], all_dets[base.name], min(args.bootstrap, 300)
+        )
+        for mname in models
+        if mname != base.name
+    }
+    atomic.write_json(args.out, result)
+    md = args.out.with_suffix(".md")
+    lines = [
+        "Realism benchmark (`benchmarks/bench_realism.py`): synthetic nodes inserted into real CT backgrounds never "
+        "trained on, and the phantom; **insertion/phantom figures, not TCIA results**. 95 % CI: bootstrap over cases.",
+        "",
+        *table_rows(result),
+        "",
+        "Cross-formation gap (CPM on the held-out formation − CPM on the trained one): "
+        + "; ".join(f"{m}: {json.dumps(b['cross_formation_cpm_gap'])}" for m, b in result["models"].items()),
+        "",
+        "Paired bootstrap, CPM difference to the baseline on the real-background insertions: "
+        + "; ".join(
+            f"{m}: {v['cpm_difference']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
+            for m, v in result["paired_vs_baseline"].items()
+        ),
+        "",
+    ]
+    atomic.write_text(md, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
