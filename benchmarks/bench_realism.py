@@ -33,7 +33,7 @@ from typing import Any, Final
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO / "release"))
 
 from train_real_model import REAL_CT, TEST_BACKGROUNDS, TRAIN_FORMATION  # noqa: E402
 
@@ -255,6 +255,8 @@ def main() -> None:
             for tc in cohorts
         },
         "strata": {k: [v[1], v[2]] for k, v in strata.items()},
+        "baseline": base.name,
+        "candidate": cand_name,
         "bootstrap": args.bootstrap,
         "threads": args.threads,
         "models": {},
