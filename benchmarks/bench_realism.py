@@ -35,7 +35,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "release"))
 
-from train_real_model import REAL_CT, TEST_BACKGROUNDS, TRAIN_FORMATION  # noqa: E402
+from train_real_model import (  # noqa: E402
+    REAL_CT,
+    SEEN_CHEST_TESTS,
+    TEST_BACKGROUNDS,
+    TEST_REGIONS,
+    TRAIN_FORMATION,
+)
 
 FORMATIONS: Final = ("additive", "blend")
 TEST_SEED: Final = 4100
@@ -55,27 +61,42 @@ class TestCohort:
     formation: str | None
 
 
-def make_test_cohorts(work: Path, cases: int, nodes: tuple[int, int], phantom_cases: int) -> list[TestCohort]:
-    """Generate (or reuse) the insertion cohorts per test background × formation and the phantom cohort."""
+def make_test_cohorts(
+    work: Path, cases: int, nodes: tuple[int, int], phantom_cases: int, failures: dict[str, str]
+) -> list[TestCohort]:
+    """Generate (or reuse) the insertion cohorts per test background × formation and the phantom cohort.
+
+    A background where the insertion cannot place the minimum number of nodes is recorded in ``failures``
+    (its message) and left out. Chest backgrounds seen in training (``SEEN_CHEST_TESTS``) are added with
+    ``seen`` in their name: held out by insertion method and formation only.
+    """
     from lymphcad.phantom import generate_cohort
-    from lymphcad.phantom.insert import insert_cohort
+    from lymphcad.phantom.insert import PlacementError, insert_cohort
 
     out = []
-    for bi, (name, rel) in enumerate(sorted(TEST_BACKGROUNDS.items())):
+    todo = [(n, r, TEST_REGIONS[n], "") for n, r in sorted(TEST_BACKGROUNDS.items())]
+    todo += [(n, r, "mediastinal", "seen_") for n, r in sorted(SEEN_CHEST_TESTS.items())]
+    for bi, (name, rel, region, tag) in enumerate(todo):
         for fi, form in enumerate(FORMATIONS):
-            root = work / "cohorts" / f"{name}_{form}"
+            root = work / "cohorts" / f"{tag}{name}_{form}"
             if not (root / "dataset.json").is_file():
                 print(f"[{time.strftime('%H:%M:%S')}] insertion ({form}) into {rel}", flush=True)
-                insert_cohort(
-                    REAL_CT / rel,
-                    root,
-                    cases,
-                    nodes,
-                    TEST_SEED + 10 * bi + fi,
-                    formation=form,
-                    evaluation=True,
-                )
-            out.append(TestCohort(f"{name}_{form}", root, "insertion", name, form))
+                try:
+                    insert_cohort(
+                        REAL_CT / rel,
+                        root,
+                        cases,
+                        nodes,
+                        TEST_SEED + 10 * bi + fi,
+                        region=region,
+                        formation=form,
+                        evaluation=True,
+                    )
+                except PlacementError as exc:
+                    failures[f"{tag}{name}_{form}"] = str(exc)
+                    print(f"  no cohort: {exc}", flush=True)
+                    continue
+            out.append(TestCohort(f"{tag}{name}_{form}", root, "insertion", name, form))
     root = work / "cohorts" / "phantom_d050"
     if not (root / "dataset.json").is_file():
         generate_cohort(root, phantom_cases, "both", PHANTOM_SEED, PHANTOM_DIFFICULTY, "tiny")
@@ -201,11 +222,13 @@ def main() -> None:
     )
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "realism")
     ap.add_argument("--cases", type=int, default=8, help="insertion cases per test background and formation")
-    ap.add_argument("--nodes", type=int, nargs=2, default=(3, 5))
+    ap.add_argument("--nodes", type=int, nargs=2, default=(2, 5))
     ap.add_argument("--phantom-cases", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bootstrap", type=int, default=BOOTSTRAP)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "realism.json")
+    ap.add_argument("--cohorts-only", action="store_true", help="only generate the test cohorts")
+    ap.add_argument("--baseline-only", action="store_true", help="only detect with the baseline (cached)")
     args = ap.parse_args()
 
     import torch
@@ -216,21 +239,38 @@ def main() -> None:
     from lymphcad.detector.model import load_model
 
     work: Path = args.work
-    cohorts = make_test_cohorts(work, args.cases, (args.nodes[0], args.nodes[1]), args.phantom_cases)
+    failures: dict[str, str] = {}
+    cohorts = make_test_cohorts(
+        work, args.cases, (args.nodes[0], args.nodes[1]), args.phantom_cases, failures
+    )
+    if args.cohorts_only:
+        return
     truths = truths_of(cohorts)
     strata: dict[str, tuple[list[str], str, str]] = {}
+    unseen = [tc for tc in cohorts if tc.kind == "insertion" and not tc.name.startswith("seen_")]
+    seen = [tc for tc in cohorts if tc.name.startswith("seen_")]
     for form in FORMATIONS:
         held = "trained formation" if form == TRAIN_FORMATION else "held-out formation"
         what = f"insertion, held-out backgrounds, {form} ({held})"
         for region in ("mediastinal", "abdominal"):
             names = [
                 tc.name
-                for tc in cohorts
-                if tc.formation == form and tc.kind == "insertion" and truths[tc.name][0].region == region
+                for tc in unseen
+                if tc.formation == form and TEST_REGIONS[tc.background or ""] == region
             ]
-            strata[f"{form}_{region}"] = (names, what, region)
-        strata[f"{form}_pooled"] = ([tc.name for tc in cohorts if tc.formation == form], what, "both")
-    real = [tc.name for tc in cohorts if tc.kind == "insertion"]
+            if names:
+                strata[f"{form}_{region}"] = (names, what, region)
+        names = [tc.name for tc in unseen if tc.formation == form]
+        if names:
+            strata[f"{form}_pooled"] = (names, what, "both")
+        names = [tc.name for tc in seen if tc.formation == form]
+        if names:
+            strata[f"seen_{form}_mediastinal"] = (
+                names,
+                f"insertion (new method), chest backgrounds seen in training, {form} ({held})",
+                "mediastinal",
+            )
+    real = [tc.name for tc in unseen]
     strata["insertion_pooled"] = (real, "insertion, held-out backgrounds, both formations", "both")
     for region in ("mediastinal", "abdominal"):
         ph = [t for t in truths["phantom_d050"] if t.region == region]
@@ -242,12 +282,15 @@ def main() -> None:
     models[base.name] = (base, base.detect)
     cand = load_model(args.model)
     cand_name = args.name or cand.name
-    models[cand_name] = (cand, cand.detect)
-    if args.tta:
+    if not args.baseline_only:
+        models[cand_name] = (cand, cand.detect)
+    if args.tta and not args.baseline_only:
         models[f"{cand_name} + TTA"] = (cand, with_overrides(cand.detect, tta_flips=True))
     result: dict[str, Any] = {
         "what": "realism benchmark: insertion and phantom figures (synthetic nodes), not TCIA CT Lymph Nodes results",
         "test_backgrounds": TEST_BACKGROUNDS,
+        "seen_chest_tests": SEEN_CHEST_TESTS,
+        "insertion_failures": failures,
         "trained_formation": TRAIN_FORMATION,
         "formations": list(FORMATIONS),
         "cohorts": {
@@ -291,13 +334,17 @@ def main() -> None:
                 continue
             blocks[key] = evaluate(ts, dets, args.bootstrap)
         gap = {}
-        for region in ("mediastinal", "abdominal", "pooled"):
-            a, b = blocks.get(f"additive_{region}"), blocks.get(f"blend_{region}")
+        for region in ("mediastinal", "abdominal", "pooled", "seen_mediastinal"):
+            pre = "seen_" if region.startswith("seen_") else ""
+            reg = region.removeprefix("seen_")
+            a, b = blocks.get(f"{pre}additive_{reg}"), blocks.get(f"{pre}blend_{reg}")
             if a and b:
                 gap[region] = round(float(b["cpm"]) - float(a["cpm"]), 4)
         blocks["cross_formation_cpm_gap"] = gap
         result["models"][mname] = blocks
         result["seconds_per_case"][mname] = secs
+    if args.baseline_only:
+        return
     real_truths = [t for n in real for t in truths[n]]
     result["paired_vs_baseline"] = {
         mname: paired_cpm_difference(

@@ -52,6 +52,19 @@ TEST_BACKGROUNDS: Final = {
     "ts_chest_aorta": "holdout/totalsegmentator-chest/aorta_ct_cropped.nii.gz",
     "crlm1006": "crlm-ct/CRLM-CT-1006",
 }
+#: the region each test background's nodes are inserted at (the holdout crops show little lung, so the
+#: insertion's own region guess is not trusted for them)
+TEST_REGIONS: Final = {
+    "ts_chest_pulmonary": "mediastinal",
+    "ts_chest_aorta": "mediastinal",
+    "crlm1006": "abdominal",
+}
+#: chest backgrounds seen in training, tested with the insertion method and formation the model never saw
+#: (held out two ways, not by background): the insertion finds no room for nodes in the holdout chest crops
+SEEN_CHEST_TESTS: Final = {
+    "cmbcrc_chest": "cmb-crc/MSB-01068-chest",
+    "acrin013_chest": "acrin-flt-breast/013-chest",
+}
 TRAIN_FORMATION: Final = "additive"
 INSERT_SEED: Final = 1200
 PHANTOM_CASES: Final = 20

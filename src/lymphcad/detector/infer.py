@@ -101,7 +101,7 @@ def predict_dense(
     acc_s = torch.zeros(out_shape, dtype=torch.float32)
     acc_o = torch.zeros((3, *out_shape), dtype=torch.float32)
     acc_w = torch.zeros(out_shape, dtype=torch.float32)
-    acc_m = torch.zeros(out_shape, dtype=torch.float32) if network.head_seg is not None else None
+    acc_m: torch.Tensor | None = None  # the mask head's blend, when the network has one
     weight = _gaussian_weight(out_win, torch.device("cpu"))  # type: ignore[arg-type]
     flips = _TTA_FLIPS if tta_flips else ((),)
     for z, y, x in _windows(shape, win, overlap):  # type: ignore[arg-type]
@@ -109,7 +109,7 @@ def predict_dense(
         p_sum = torch.zeros(out_win, device=dev)
         s_sum = torch.zeros(out_win, device=dev)
         o_sum = torch.zeros((3, *out_win), device=dev)
-        m_sum = torch.zeros(out_win, device=dev)
+        m_sum: torch.Tensor | None = None
         for axes in flips:
             dims = [a + 2 for a in axes]
             inp = torch.flip(patch, dims) if axes else patch
@@ -123,9 +123,10 @@ def predict_dense(
                 off = torch.flip(off, dims).clone()
                 for a in axes:
                     off[:, a] = -off[:, a]
-            if acc_m is not None:
-                seg = out["seg"].float()
-                m_sum += torch.sigmoid(torch.flip(seg, dims) if axes else seg)[0, 0]
+            if "seg" in out:
+                seg = torch.sigmoid(out["seg"].float())
+                seg = (torch.flip(seg, dims) if axes else seg)[0, 0]
+                m_sum = seg if m_sum is None else m_sum + seg
             p_sum += torch.sigmoid(heat[0, 0])
             s_sum += size[0, 0]
             o_sum += off[0]
@@ -136,7 +137,9 @@ def predict_dense(
         acc_s[sl] += (s_sum / n).cpu() * weight
         acc_o[(slice(None), *sl)] += (o_sum / n).cpu() * weight
         acc_w[sl] += weight
-        if acc_m is not None:
+        if m_sum is not None:
+            if acc_m is None:
+                acc_m = torch.zeros(out_shape, dtype=torch.float32)
             acc_m[sl] += (m_sum / n).cpu() * weight
     acc_w = acc_w.clamp(min=1e-6)
     return DenseOutput(acc_p / acc_w, acc_s / acc_w, acc_o / acc_w, None if acc_m is None else acc_m / acc_w)
