@@ -74,7 +74,7 @@ def make_training_data(work: Path, insert_cases: int, nodes: tuple[int, int]) ->
     """Generate (or reuse) the phantom and insertion cohorts; returns the mix sources."""
     from lymphcad.detector.datamix import MixSource
     from lymphcad.phantom import generate_cohort
-    from lymphcad.phantom.insert import insert_cohort
+    from lymphcad.phantom.insert import PlacementError, insert_cohort
 
     sources = []
     for d in TRAIN_DIFFICULTIES:
@@ -88,7 +88,21 @@ def make_training_data(work: Path, insert_cases: int, nodes: tuple[int, int]) ->
         root = work / "data" / f"insert_{name}"
         if not (root / "dataset.json").is_file():
             print(f"[{time.strftime('%H:%M:%S')}] insertion into {rel}", flush=True)
-            insert_cohort(REAL_CT / rel, root, insert_cases, nodes, INSERT_SEED + i)
+            try:
+                insert_cohort(
+                    REAL_CT / rel, root, insert_cases, nodes, INSERT_SEED + i, formation=TRAIN_FORMATION
+                )
+            except PlacementError as exc:
+                # a background whose stations hold fewer nodes still teaches its anatomy (hard negatives)
+                print(f"  {exc}; retrying with 0 to {nodes[1]} nodes per case", flush=True)
+                insert_cohort(
+                    REAL_CT / rel,
+                    root,
+                    insert_cases,
+                    (0, nodes[1]),
+                    INSERT_SEED + i,
+                    formation=TRAIN_FORMATION,
+                )
         sources.append(
             MixSource(
                 f"insert_{name}", root, "insertion", weight=2.0 / len(TRAIN_BACKGROUNDS), background=name

@@ -23,10 +23,17 @@ from lymphcad.phantom.nodemodel import Formation
 
 @pytest.mark.slow
 @pytest.mark.parametrize("formation", [Formation.ADDITIVE, Formation.BLEND])
-def test_shipped_model_finds_inserted_nodes_of_either_formation(real_ct_dir: Path, formation: Formation) -> None:
+def test_shipped_model_finds_inserted_nodes_of_either_formation(
+    real_ct_dir: Path, formation: Formation
+) -> None:
     background = read_ct(real_ct_dir / "crlm-ct" / "CRLM-CT-1006")
     res = insert_nodes(
-        background, 4, np.random.default_rng(2026), region="abdominal", formations=(formation,), p_positive=1.0
+        background,
+        4,
+        np.random.default_rng(2026),
+        region="abdominal",
+        formations=(formation,),
+        p_positive=1.0,
     )
     positives = [n for n in res.nodes if n.positive]
     assert positives, "the insertion placed no ground-truth node"

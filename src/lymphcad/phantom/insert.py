@@ -691,12 +691,14 @@ def insert_cohort(
     p_positive: float = 0.8,
     progress: Callable[[int, int], None] | None = None,
     on_case: Callable[[CaseSummary], None] | None = None,
+    evaluation: bool = False,
 ) -> DatasetInfo:
     """Write a cohort of ``cases`` copies of a real CT, each with its own inserted nodes.
 
     Each case draws its node count uniformly in ``nodes`` = (MIN, MAX) and fails the whole run with a
     :class:`PlacementError` (nothing half-written is left as a finished cohort: dataset.json is written last)
-    when fewer than MIN nodes fit. ``on_case`` receives each case's :class:`CaseSummary`.
+    when fewer than MIN nodes fit. ``on_case`` receives each case's :class:`CaseSummary`. ``evaluation``
+    marks a test cohort (benchmarks only): then a holdout background may take nodes; a training cohort never.
     """
     bg = Path(background)
     if cases < 1:
@@ -706,7 +708,7 @@ def insert_cohort(
     if region not in REGION_CHOICES:
         raise UsageError(f"--region must be one of {', '.join(REGION_CHOICES)} (got {region!r})")
     forms = parse_formations(formation)
-    if "holdout" in bg.resolve().parts:
+    if "holdout" in bg.resolve().parts and not evaluation:
         raise UsageError("holdout backgrounds are for evaluation only: never insert into them", bg)
     vol = canonical_volume(read_ct_input(bg))
     an = analyse_background(vol)
