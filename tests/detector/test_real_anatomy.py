@@ -3,7 +3,7 @@ background it was never trained on (CRLM-CT-1006, the realism benchmark's abdomi
 
 The operating point is the model's own ranking, not a hand-set probability: a node counts as found when a
 detection among the volume's (number of positive nodes + 3) best hits it — at most 3 false positives per
-volume, the issue's target operating point. The previous default (v2) is held to the same test.
+volume, the issue's target operating point.
 """
 
 from __future__ import annotations
