@@ -305,3 +305,31 @@ def test_cli_prepare_no_phi(
     assert "Doe" not in text and PHI_BIRTHDATE not in text
     for p in (tmp_path / "cohort").rglob("*.json"):
         assert "Doe" not in p.read_text() and PHI_BIRTHDATE not in p.read_text()
+
+
+def test_missing_slice_needs_allow_gaps(coll: FixtureCollection, tmp_path: Path) -> None:
+    """A series with one slice missing fails, naming --allow-gaps; prepare --allow-gaps resamples it."""
+    from lymphcad.cli import main
+
+    pid = "ABD_LYMPH_001"  # 12 contiguous slices
+    raw = coll.write_series_folders(tmp_path / "raw", "classic")
+    s = coll.ct_series(pid)
+    files = sorted((raw / s.patient_id / s.study_uid / s.series_uid).iterdir())
+    files[len(files) // 2].unlink()  # a gap of two slice steps in the middle
+    annotations = arch = coll.write_archives(tmp_path / "arch")["MED_ABD_LYMPH_ANNOTATIONS"]
+    report = prepare(PrepareOptions(raw=raw, annotations=arch, out=tmp_path / "c1", patients=[pid]))
+    assert pid in report.failed
+    assert "--allow-gaps" in (tmp_path / "c1" / "extra" / "prepare" / "failures.csv").read_text()
+    args = [
+        "--annotations",
+        str(annotations),
+        "--out",
+        str(tmp_path / "c2"),
+        "--patients",
+        pid,
+        "--allow-gaps",
+    ]
+    assert main(["prepare", str(raw), *args]) == 0
+    img = sitk.ReadImage(str(tmp_path / "c2" / "images" / f"{pid}.nii.gz"))
+    assert img.GetSize()[2] == len(files)  # the missing slice is interpolated back onto the uniform grid
+    assert json.loads((tmp_path / "c2" / "dataset.json").read_text())["cases"] == [pid]

@@ -166,6 +166,12 @@ def prepare_cmd(
         help="Convert on Ray: alone (or 'local') starts and stops a local Ray; 'auto' or HOST:PORT joins a cluster.",
     ),
     retries: int = typer.Option(1, "--retries", min=0, max=100, help="Extra attempts for a failing patient."),
+    allow_gaps: bool = typer.Option(
+        False,
+        "--allow-gaps",
+        help="Resample a series with missing slices or uneven spacing to uniform spacing (with a warning; "
+        "gaps up to 10 mm or two slice steps).",
+    ),
 ) -> None:
     """Turn a CT Lymph Nodes download + annotation archives into a cohort (docs/formats.md)."""
     from lymphcad.tcia.prepare import PrepareOptions, prepare
@@ -190,6 +196,7 @@ def prepare_cmd(
         deflate_threads=deflate_threads,
         ray=None if ray is None else ("" if ray == "local" else ray),
         retries=retries,
+        allow_gaps=allow_gaps,
     )
     with progress() as bar:
         task = bar.add_task("prepare", total=None)

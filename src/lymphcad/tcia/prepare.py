@@ -96,6 +96,8 @@ class PrepareOptions:
     ray: str | None = None
     #: extra attempts for a patient that fails (then it is listed in extra/prepare/failures.csv)
     retries: int = 1
+    #: resample series with missing slices or uneven spacing (gaps up to the reader's cap), with a warning
+    allow_gaps: bool = False
 
 
 def auto_deflate_threads(workers: int, cpus: int | None = None) -> int:
@@ -214,11 +216,11 @@ def prepare(
         case_ids = sorted(set(opts.patients))
     n_workers = max(1, min(opts.workers, len(case_ids)))
     threads = opts.deflate_threads if opts.deflate_threads is not None else auto_deflate_threads(n_workers)
-    report.settings = {"workers": n_workers, "deflate_threads": threads}
+    report.settings = {"workers": n_workers, "deflate_threads": threads, "allow_gaps": opts.allow_gaps}
     jobs: list[CaseJob] = []
     for cid in case_ids:
         mask = (Path(opts.masks), masks[cid]) if opts.masks is not None and cid in masks else None
-        sig = case_signature(found[cid], centroids.get(cid), mask)
+        sig = case_signature(found[cid], centroids.get(cid), mask, allow_gaps=opts.allow_gaps)
         jobs.append(
             CaseJob(
                 cid,
@@ -229,6 +231,7 @@ def prepare(
                 mask[1] if mask else None,
                 sig,
                 threads,
+                opts.allow_gaps,
             )
         )
     total = len(jobs)

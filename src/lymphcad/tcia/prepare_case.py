@@ -105,6 +105,7 @@ class CaseJob:
     mask_entry: str | None
     signature: str
     deflate_threads: int = 1
+    allow_gaps: bool = False
 
 
 @dataclass
@@ -127,7 +128,11 @@ def record_path(out: Path, case_id: str) -> Path:
 
 
 def case_signature(
-    dirs: Sequence[SeriesDir], centroids: PatientCentroids | None, mask: tuple[Path, str] | None
+    dirs: Sequence[SeriesDir],
+    centroids: PatientCentroids | None,
+    mask: tuple[Path, str] | None,
+    *,
+    allow_gaps: bool = False,
 ) -> str:
     h = hashlib.sha256()
     for d in sorted(dirs, key=lambda d: str(d.path)):
@@ -142,11 +147,13 @@ def case_signature(
         h.update(json.dumps(centroids.sizes).encode())
     if mask is not None:
         h.update(f"{mask[0]}!{mask[1]}".encode())
+    if allow_gaps:  # a resampled series is another image: a case converted without it is redone
+        h.update(b"allow_gaps")
     h.update(f"v{RECORD_VERSION}".encode())
     return h.hexdigest()
 
 
-def _open_ct(dirs: Sequence[SeriesDir]) -> tuple[SeriesStream, dict[str, Any]]:
+def _open_ct(dirs: Sequence[SeriesDir], allow_gaps: bool = False) -> tuple[SeriesStream, dict[str, Any]]:
     """The patient's CT series (checked, geometry known, pixels not yet decoded), chosen per spec §2.5."""
     from lymphcad.io.dicom import DicomSeriesError, list_series, stream_dicom_series
 
@@ -160,7 +167,7 @@ def _open_ct(dirs: Sequence[SeriesDir]) -> tuple[SeriesStream, dict[str, Any]]:
         )
     if len(ct_dirs) == 1:
         try:
-            stream = stream_dicom_series(ct_dirs[0].files)
+            stream = stream_dicom_series(ct_dirs[0].files, allow_gaps=allow_gaps)
             info["n_files"] = len(ct_dirs[0].files)
             return stream, info
         except DicomSeriesError as exc:
@@ -176,7 +183,7 @@ def _open_ct(dirs: Sequence[SeriesDir]) -> tuple[SeriesStream, dict[str, Any]]:
         raise InputError("no CT image series found", ct_dirs[0].path)
     info["n_files"] = best.n_files
     info["chosen_among_ct_series"] = sum(len(list_series(d.path)) for d in ct_dirs)
-    return stream_dicom_series(list(best.files), series_uid=best.series_uid), info
+    return stream_dicom_series(list(best.files), series_uid=best.series_uid, allow_gaps=allow_gaps), info
 
 
 def _write_ct_overlapped(
@@ -332,7 +339,7 @@ def convert_case(job: CaseJob) -> CaseResult:
     result = CaseResult(job.case_id, "failed", signature=job.signature)
     try:
         writer = CohortWriter(job.out)
-        stream, series_info = _open_ct(job.dirs)
+        stream, series_info = _open_ct(job.dirs, job.allow_gaps)
         geom = stream.geometry
         result.dicom_bytes = sum(
             f.stat().st_size for d in job.dirs if d.modality in ("CT", "") for f in d.files
