@@ -10,6 +10,7 @@ import typer
 from lymphcad.cli._common import app, console, err_console, print_full_width
 from lymphcad.cli._guards import check_distinct, check_input, check_output_file
 from lymphcad.errors import InputError, UsageError
+from lymphcad.evaluate.table import fmt
 
 
 def _parse_radius(text: str) -> float | None:
@@ -24,19 +25,11 @@ def _parse_radius(text: str) -> float | None:
     return value
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def _fmt_ap(value: float | None) -> str:
-    return "n/a" if value is None else _fmt(value)
-
-
 def _print_table(result: object) -> None:
     from rich.table import Table
 
     from lymphcad.evaluate.run import EvalResult
-    from lymphcad.evaluate.settings import FP_RATE_KEYS
+    from lymphcad.evaluate.table import metric_rows
 
     assert isinstance(result, EvalResult)
     rule = result.settings
@@ -52,25 +45,8 @@ def _print_table(result: object) -> None:
     for name, _ in shown:
         table.add_column(name, justify="right")
 
-    def row(label: str, values: list[str]) -> None:
-        table.add_row(label, *values)
-
-    row("cases", [str(b.n_cases) for _, b in shown])
-    row("nodes", [str(b.n_nodes) for _, b in shown])
-    row("detections", [str(b.n_detections) for _, b in shown])
-    for k, key in enumerate(FP_RATE_KEYS):
-        row(f"sens @{key} FP/vol", [_fmt(float(b.sensitivity_at_fp[k])) for _, b in shown])
-    row("CPM", [_fmt(b.cpm) for _, b in shown])
-    row(
-        "CPM 95 % CI",
-        [
-            "–" if b.cpm_ci95 is None else f"{_fmt(b.cpm_ci95[0], 2)}–{_fmt(b.cpm_ci95[1], 2)}"
-            for _, b in shown
-        ],
-    )
-    row("max FP/vol", [_fmt(None if b.curve is None else b.curve.max_fp_per_volume, 2) for _, b in shown])
-    row("AP @IoU 0.1", [_fmt_ap(b.ap[0]) for _, b in shown])
-    row("AP @IoU 0.5", [_fmt_ap(b.ap[1]) for _, b in shown])
+    for label, cells in metric_rows(shown):
+        table.add_row(label, *cells)
     hidden = [name for name, b in blocks if (name, b) not in shown]
     print_full_width(table)
     no_ap = [name for name, b in shown if b.ap[0] is None]
@@ -103,14 +79,14 @@ def _print_measurement(result: object, reliability_png: Path) -> None:
         s = sizes["short_axis"]
         lo, hi = s["bland_altman_limits_mm"]
         console.print(
-            f"Short axis vs truth ({s['n']} true positives): MAE {_fmt(s['mean_absolute_error_mm'], 2)} mm, "
-            f"median |error| {_fmt(s['median_absolute_error_mm'], 2)} mm, Bland–Altman {_fmt(lo, 2)} … "
-            f"{_fmt(hi, 2)} mm",
+            f"Short axis vs truth ({s['n']} true positives): MAE {fmt(s['mean_absolute_error_mm'], 2)} mm, "
+            f"median |error| {fmt(s['median_absolute_error_mm'], 2)} mm, Bland–Altman {fmt(lo, 2)} … "
+            f"{fmt(hi, 2)} mm",
             markup=False,
         )
     block = calibration_block(*result.hit_labels())
     console.print(
-        f"Calibration: ECE (10 bins) {_fmt(block['ece_10_bins'])} over {block['n_detections']} detections "
+        f"Calibration: ECE (10 bins) {fmt(block['ece_10_bins'])} over {block['n_detections']} detections "
         f"({block['n_hits']} node hits); reliability diagram {reliability_png}",
         markup=False,
     )

@@ -15,7 +15,7 @@ import io
 import json
 import math
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,7 +32,8 @@ from lymphcad.errors import InputError
 from lymphcad.evaluate.literature import OPERATING_POINTS, PUBLISHED_AP, PUBLISHED_LABEL, SOURCE_DOC
 from lymphcad.evaluate.matching import Outcome
 from lymphcad.evaluate.run import EvalResult, StratumResult, evaluate_cohort
-from lymphcad.evaluate.settings import FP_RATE_KEYS, DuplicatePolicy, EvalSettings, MatchRule
+from lymphcad.evaluate.settings import DuplicatePolicy, EvalSettings, MatchRule
+from lymphcad.evaluate.table import metric_rows
 from lymphcad.geometry import Geometry, reorient_to_lps
 from lymphcad.hashing import file_sha256
 from lymphcad.io.detections import DetectionTable, read_detections, read_provenance
@@ -213,33 +214,18 @@ def case_panels(
     return panels + missed
 
 
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
-
-
 def _metrics_table(result: EvalResult) -> str:
     blocks: list[tuple[str, StratumResult]] = [("pooled", result.pooled), *result.regions.items()]
     blocks = [(n, b) for n, b in blocks if n == "pooled" or b.n_nodes > 0]
     head = "".join(f"<th>{html.escape(n)}</th>" for n, _ in blocks)
     lines = [f"<tr><th></th>{head}</tr>"]
 
-    def row(label: str, cells: Sequence[str]) -> None:
-        lines.append(f"<tr><th>{label}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-
-    row("cases", [str(b.n_cases) for _, b in blocks])
-    row("nodes", [str(b.n_nodes) for _, b in blocks])
-    row("detections", [str(b.n_detections) for _, b in blocks])
-    for k, key in enumerate(FP_RATE_KEYS):
-        row(f"sensitivity @ {key} FP/vol", [_fmt(float(b.sensitivity_at_fp[k])) for _, b in blocks])
-    row("CPM", [_fmt(b.cpm) for _, b in blocks])
-    row(
-        "CPM 95 % CI",
-        [
-            "–" if b.cpm_ci95 is None else f"{_fmt(b.cpm_ci95[0], 2)}–{_fmt(b.cpm_ci95[1], 2)}"
-            for _, b in blocks
-        ],
-    )
-    row("AP @ IoU 0.1", [_fmt(b.ap[0]) for _, b in blocks])
+    for label, cells in metric_rows(blocks):
+        lines.append(
+            f"<tr><th>{html.escape(label)}</th>"
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            + "</tr>"
+        )
     return "<table class='num'>" + "".join(lines) + "</table>"
 
 
