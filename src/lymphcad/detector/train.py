@@ -174,6 +174,27 @@ def latest_checkpoint(run: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def optimizer_step(
+    loss: torch.Tensor,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    *,
+    grad_clip: float,
+) -> None:
+    """Backpropagate ``loss``, clip the gradient norm and step (through the AMP scaler on CUDA)."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
+        optimizer.step()
+
+
 def save_checkpoint(
     path: Path,
     *,
@@ -185,8 +206,12 @@ def save_checkpoint(
     cfg: DetectorConfig,
     name: str,
     meta: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (loadable as a model too; ``meta`` defaults to ``{"epoch": epoch}``)."""
+    """Write a checkpoint atomically (loadable as a model too; ``meta`` defaults to ``{"epoch": epoch}``).
+
+    ``extra``: further keys a training loop resumes from (e.g. the mixed-data loop's mined negatives).
+    """
     payload: dict[str, Any] = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -199,6 +224,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": None if scaler is None else scaler.state_dict(),
+        **(extra or {}),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -218,15 +244,17 @@ def read_history(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def write_history(run: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write RUN/history.csv and RUN/curves.png."""
-    with atomic.atomic_open(run / "history.csv") as fh:
-        writer = csv.DictWriter(
-            fh, fieldnames=list(HISTORY_COLUMNS), lineterminator="\n", extrasaction="ignore"
-        )
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: r.get(k, "") for k in HISTORY_COLUMNS})
+def write_history(
+    run: Path,
+    rows: Sequence[dict[str, Any]],
+    *,
+    columns: Sequence[str] = HISTORY_COLUMNS,
+    plot: bool = True,
+) -> None:
+    """Write RUN/history.csv (``columns``) and, when ``plot`` (drawing costs seconds of CPU), RUN/curves.png."""
+    atomic.write_csv(run / "history.csv", columns, ([r.get(k, "") for k in columns] for r in rows))
+    if not plot:
+        return
     try:
         plot_curves(run / "curves.png", rows)
     except Exception as exc:  # plotting must never stop training
@@ -480,16 +508,7 @@ def train(
             )
             if not torch.isfinite(losses["loss"]):
                 raise RuntimeError(f"non-finite loss at epoch {epoch + 1}, iteration {it + 1}")
-            if scaler is not None:
-                scaler.scale(losses["loss"]).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                losses["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.train.grad_clip)
-                optimizer.step()
+            optimizer_step(losses["loss"], network, optimizer, scaler, grad_clip=cfg.train.grad_clip)
             scheduler.step()
             for k in sums:
                 sums[k] += float(losses[k].detach())

@@ -22,9 +22,7 @@ result is stored in the checkpoint). ``init_from`` starts a new run from another
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 import time
@@ -51,8 +49,6 @@ from lymphcad.detector.datamix import (
 )
 from lymphcad.detector.infer import detect_prepared
 from lymphcad.detector.model import (
-    MODEL_FORMAT,
-    MODEL_VERSION,
     network_from_payload,
     read_payload,
     resolve_model_path,
@@ -62,11 +58,13 @@ from lymphcad.detector.network import CenterNet3D, build_network, count_paramete
 from lymphcad.detector.plan import Plan, PreparedVolume, compute_plan, enhanced_fraction, load_plan, save_plan
 from lymphcad.detector.targets import seg_loss
 from lymphcad.detector.train import (
-    KEEP_CHECKPOINTS,
     checkpoint_path,
     compute_losses,
     latest_checkpoint,
-    plot_curves,
+    optimizer_step,
+    read_history,
+    save_checkpoint,
+    write_history,
 )
 from lymphcad.errors import InputError, UsageError
 from lymphcad.evaluate import EvalSettings, evaluate_truth
@@ -264,61 +262,6 @@ def validate_mix(
 
 
 # -- checkpoints and history ----------------------------------------------------------------------------
-def _save_checkpoint(
-    path: Path,
-    *,
-    network: CenterNet3D,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
-    epoch: int,
-    cfg: DetectorConfig,
-    name: str,
-    mined: dict[str, Any],
-) -> None:
-    payload: dict[str, Any] = {
-        "format": MODEL_FORMAT,
-        "version": MODEL_VERSION,
-        "name": name,
-        "network": dataclasses.asdict(network.config),
-        "detect": dataclasses.asdict(cfg.detect),
-        "state_dict": network.state_dict(),
-        "meta": {"epoch": epoch},
-        "epoch": epoch,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": None if scaler is None else scaler.state_dict(),
-        "mined": json.dumps(mined),
-    }
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic.write_bytes(path, buf.getvalue())
-    for old in sorted(path.parent.glob("epoch_*.pt"))[:-KEEP_CHECKPOINTS]:
-        old.unlink(missing_ok=True)
-
-
-def read_mix_history(run: Path) -> list[dict[str, str]]:
-    """Rows of RUN/history.csv (empty when absent)."""
-    p = run / "history.csv"
-    if not p.is_file():
-        return []
-    with p.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _write_history(run: Path, rows: Sequence[dict[str, Any]], *, plot: bool) -> None:
-    """history.csv every epoch; curves.png only when asked (drawing costs seconds of CPU)."""
-    atomic.write_csv(
-        run / "history.csv", HISTORY_COLUMNS, ([r.get(k, "") for k in HISTORY_COLUMNS] for r in rows)
-    )
-    if not plot:
-        return
-    try:
-        plot_curves(run / "curves.png", rows)
-    except Exception as exc:  # plotting must never stop training
-        log.warning("could not draw curves: %s", exc)
-
-
 def _init_weights(network: CenterNet3D, source: str | Path) -> None:
     """Copy every matching tensor from a model/checkpoint/run (a new head keeps its initialisation)."""
     path = resolve_model_path(source)
@@ -427,7 +370,7 @@ def train_mix(
             scaler.load_state_dict(data["scaler"])
         mined_from_json(cases, json.loads(data.get("mined") or "{}"))
         start_epoch = int(data["epoch"])
-        history = [dict(r) for r in read_mix_history(run) if int(r["epoch"]) <= start_epoch]
+        history = [dict(r) for r in read_history(run) if int(r["epoch"]) <= start_epoch]
         log.info("resuming %s after epoch %d", run, start_epoch)
 
     name = run.name or "run"
@@ -459,16 +402,7 @@ def train_mix(
             losses = mix_losses(outputs, batch, cfg)
             if not torch.isfinite(losses["loss"]):
                 raise RuntimeError(f"non-finite loss at epoch {epoch + 1}, iteration {it + 1}")
-            if scaler is not None:
-                scaler.scale(losses["loss"]).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.train.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                losses["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(network.parameters(), cfg.train.grad_clip)
-                optimizer.step()
+            optimizer_step(losses["loss"], network, optimizer, scaler, grad_clip=cfg.train.grad_clip)
             scheduler.step()
             for k in keys:
                 sums[k] += float(losses[k].detach())
@@ -487,7 +421,7 @@ def train_mix(
             "seconds": f"{time.perf_counter() - t0:.1f}",
             "mined": mined_n,
         }
-        _save_checkpoint(
+        save_checkpoint(
             checkpoint_path(run, epoch + 1),
             network=network,
             optimizer=optimizer,
@@ -496,7 +430,7 @@ def train_mix(
             epoch=epoch + 1,
             cfg=cfg,
             name=name,
-            mined=mined_to_json(cases),
+            extra={"mined": json.dumps(mined_to_json(cases))},
         )
         last = epoch + 1 == cfg.train.epochs
         checkpoint_due = cfg.train.val_every > 0 and (epoch + 1) % cfg.train.val_every == 0
@@ -505,6 +439,8 @@ def train_mix(
             row.update({k: f"{v:.4f}" for k, v in metrics.items()})
             log.info("epoch %d validation: %s", epoch + 1, json.dumps(metrics))
         history.append(row)
-        _write_history(run, history, plot=checkpoint_due or last or epoch + 1 == end_epoch)
+        write_history(
+            run, history, columns=HISTORY_COLUMNS, plot=checkpoint_due or last or epoch + 1 == end_epoch
+        )
         save_model(run / "model", network, plan, name=name, detect=cfg.detect, meta={"epoch": epoch + 1})
     return MixResult(run, len(history), time.perf_counter() - t_start, history, count_parameters(network))
