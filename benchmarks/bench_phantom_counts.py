@@ -38,7 +38,7 @@ def _one(args: tuple[int, int, float, str]) -> dict[str, Any]:
     from lymphcad.phantom.canvas import Canvas
     from lymphcad.phantom.config import case_region, case_rng, sample_case_params
     from lymphcad.phantom.generate import _eval_region
-    from lymphcad.phantom.nodes import NodePlacer, enlarged_threshold, measure_mask
+    from lymphcad.phantom.nodes import NodeParams, NodePlacer, enlarged_threshold, measure_mask
 
     seed, idx, d, preset = args
     c0 = time.process_time()
@@ -52,7 +52,7 @@ def _one(args: tuple[int, int, float, str]) -> dict[str, Any]:
     tex = imaging.texture_field(rng, shape, sp)
     cv = Canvas(shape, sp, first, texture=tex)
     an = build_anatomy(cv, p, rng)
-    placer = NodePlacer(cv, an, p, rng)
+    placer = NodePlacer(cv, an, NodeParams.from_case(p), rng)
     placer.place_all(reg)
     paint_deferred(cv, an)
     evr = _eval_region(cv, reg, an)

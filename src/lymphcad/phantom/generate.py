@@ -36,7 +36,7 @@ from lymphcad.phantom.config import (
     case_rng,
     sample_case_params,
 )
-from lymphcad.phantom.nodes import NodePlacer, measure_mask, record_annotation
+from lymphcad.phantom.nodes import NodeParams, NodePlacer, measure_mask, record_annotation
 from lymphcad.phantom.tissue import NAMES, T
 from lymphcad.phantom.truthrule import TruthClass, rule_for
 
@@ -221,7 +221,7 @@ def generate_case(
     cv = Canvas(shape, spacing, first, texture=tex)
     an = build_anatomy(cv, p, rng)
     tm["anatomy"] = time.perf_counter() - t0 - sum(tm.values())
-    placer = NodePlacer(cv, an, p, rng)
+    placer = NodePlacer(cv, an, NodeParams.from_case(p), rng)
     placer.place_all(reg)
     p["nodes"]["dropped"] = dict(placer.dropped)  # drawn nodes that fit nowhere
     paint_deferred(cv, an)

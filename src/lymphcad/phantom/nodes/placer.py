@@ -1,21 +1,30 @@
-"""Lymph nodes: samplers (spec §4.1), stations and anchors (§4.2), placement (§6.4), internals (§6.5),
-and RECIST measurement from the voxel mask (§6.7)."""
+"""Node placement (spec §6.4): every node of a case beside its station's anchors in fat, never overlapping
+another structure, retried on other sides, in deeper fat or at other stations before it is molded or dropped."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
-from lymphcad.cohort import Annotation
 from lymphcad.phantom.anatomy import Anatomy
-from lymphcad.phantom.canvas import Canvas
+from lymphcad.phantom.canvas import Box, Canvas
+from lymphcad.phantom.nodes.draws import (
+    NodeParams,
+    enlarged_threshold,
+    sample_enlarged_count,
+    sample_enlarged_sad,
+    sample_ratio,
+    sample_small_sad,
+    sample_type,
+)
+from lymphcad.phantom.nodes.measure import measure_mask
+from lymphcad.phantom.nodes.shape import Node, Perturbation, perturbation, render_node, unit
+from lymphcad.phantom.nodes.stations import STATIONS, Station, station_named
 from lymphcad.phantom.tissue import NODE_HOST, SOFT_TISSUE, T
-from lymphcad.phantom.truthrule import SIZES, rule_for
 
-# -- samplers -------------------------------------------------------------------------------------
 #: other stations of the region an enlarged node tries when its drawn station has no room
 EXTRA_STATIONS: Final = 2
 #: room poses per station of the tour, tried only after every anchor pose of the tour failed
@@ -26,178 +35,19 @@ ROOM_MARGIN: Final = 3.0
 #: smallest measured SAD (mm) an enlarged mediastinal node is scaled to when its measurement departs from the
 #: drawn SAD (other regions: their enlarged threshold + 0.5 mm)
 SAD_FLOOR: Final = 10.5
-COUNT_PARAMS: Final = {"mediastinal": (3.3, 2.0), "abdominal": (5.9, 1.5)}
-
-
-def sample_enlarged_count(rng: np.random.Generator, region: str) -> int:
-    """1 + NegBin(mean, k): MED mean 4.3, ABD mean 6.9 (spec §4.1)."""
-    mean, k = COUNT_PARAMS[region]
-    return 1 + int(rng.negative_binomial(k, k / (k + mean)))
-
-
-def enlarged_threshold(region: str) -> float:
-    """Measured short axis (mm) from which a node of ``region`` is ground truth (the collection's rule)."""
-    return rule_for(region).positive_min_mm
-
-
-def _abd_cdf(x: float) -> float:
-    d = SIZES["abdominal"]
-    return float(np.interp(x, d.sad_mm, d.levels))
-
-
-def sample_enlarged_sad(
-    rng: np.random.Generator, share_10_12: float = 0.2, region: str = "mediastinal"
-) -> float:
-    """An enlarged (ground-truth) short axis, steered by the difficulty's share of the smallest ones.
-
-    Mediastinal: 10 mm + Gamma(1.5, 4 mm), cap 45 mm; ``share_10_12`` sets the share of 10–12 mm nodes.
-    Abdominal: the marked abdominal SAD distribution of the collection (``truthrule.SIZES``) above its
-    positive threshold t = 7.5 mm, cap 45 mm; ``share_10_12`` sets the share of t … t + 2 mm nodes the same way.
-    """
-    if region == "abdominal":
-        t = enlarged_threshold(region)
-        lo, lo2 = _abd_cdf(t), _abd_cdf(t + 2.0)
-        base = (lo2 - lo) / (1.0 - lo)  # share of t … t + 2 mm under the marks (≈ 0.13)
-        if share_10_12 > base and rng.random() < (share_10_12 - base) / (1 - base):
-            return float(rng.uniform(t, t + 2.0))
-        while True:
-            s = SIZES["abdominal"].sample(rng, lo=t, hi=45.0)
-            if s < t + 2.0 and share_10_12 < base and rng.random() > share_10_12 / base:
-                continue
-            return s
-    base = 0.2  # share of 10–12 mm under the default Gamma (P(Gamma(1.5, 4) < 2) ≈ 0.199)
-    if share_10_12 > base and rng.random() < (share_10_12 - base) / (1 - base):
-        return float(rng.uniform(10.0, 12.0))
-    while True:
-        s = 10.0 + float(rng.gamma(1.5, 4.0))
-        if s > 45.0:
-            continue
-        if s < 12.0 and share_10_12 < base and rng.random() > share_10_12 / base:
-            continue
-        return s
-
-
-def sample_small_sad(rng: np.random.Generator, region: str = "mediastinal") -> float:
-    """Lognormal, median 5 mm, σlog 0.35, clipped to 2.5 mm … just below the region's enlarged threshold."""
-    return float(np.clip(5.0 * np.exp(0.35 * rng.normal()), 2.5, enlarged_threshold(region) - 0.1))
-
-
-def sample_ratio(rng: np.random.Generator, enlarged: bool) -> float:
-    """In-plane long/short ratio: enlarged 1 + Gamma(2, 0.12); small 1.3 + Gamma(2, 0.2)."""
-    return float(1.0 + rng.gamma(2.0, 0.12)) if enlarged else float(1.3 + rng.gamma(2.0, 0.2))
-
-
-def sample_type(rng: np.random.Generator, enlarged: bool, probs: dict[str, float]) -> str:
-    if not enlarged:
-        return "solid" if rng.random() < 0.5 else "fatty_hilum"
-    names = sorted(probs)
-    pr = np.array([max(0.0, probs[n]) for n in names])
-    return str(names[int(rng.choice(len(names), p=pr / pr.sum()))])
-
-
-# -- stations -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Station:
-    name: str
-    region: str
-    weight: float
-    anchors: tuple[str, ...]
-    direction: tuple[float, float, float]
-    zrange: tuple[float, float] | None = None
-    mirror_x: bool = False  # the direction's x sign is drawn per node (left or right of the anchor)
-
-
-STATIONS: Final = (
-    Station("4R", "mediastinal", 0.22, ("trachea", "svc"), (-1.0, -0.3, 0.0), (2, 45)),
-    Station("7", "mediastinal", 0.20, ("esophagus",), (-0.2, -1.0, 0.0), (-38, -6)),
-    Station("4L", "mediastinal", 0.10, ("trachea",), (1.0, -0.1, 0.0), (2, 35)),
-    Station("10R", "mediastinal", 0.10, ("r_bronchus", "rpa"), (0.0, -0.6, 0.8), None),
-    Station("10L", "mediastinal", 0.08, ("l_bronchus", "lpa"), (0.0, 0.6, -0.8), None),
-    Station("2R", "mediastinal", 0.07, ("trachea",), (-1.0, -0.4, 0.0), (45, 100)),
-    Station("2L", "mediastinal", 0.03, ("trachea",), (1.0, -0.3, 0.0), (45, 100)),
-    Station("5", "mediastinal", 0.06, ("lpa",), (0.5, 0.0, 1.0), None),
-    Station("6", "mediastinal", 0.04, ("asc_aorta", "arch"), (0.6, -1.0, 0.0), (10, 55)),
-    Station("3a", "mediastinal", 0.05, ("svc", "asc_aorta"), (0.0, -1.0, 0.0), (0, 50)),
-    Station("8", "mediastinal", 0.04, ("esophagus", "desc_aorta"), (-1.0, 0.2, 0.0), (-100, -40)),
-    Station("3p", "mediastinal", 0.01, ("trachea",), (-0.8, 1.0, 0.0), (10, 60)),
-    Station("para_aortic_l", "abdominal", 0.20, ("abd_aorta",), (1.0, 0.0, 0.0), (-296, -235)),
-    Station("aortocaval", "abdominal", 0.12, ("abd_aorta", "ivc_infra"), (-1.0, -0.2, 0.0), (-296, -225)),
-    Station("mesenteric", "abdominal", 0.15, ("mesenteric", "smv", "sma"), (0.0, 0.0, 0.0), None),
-    Station("portocaval", "abdominal", 0.10, ("portal",), (0.0, 1.0, 0.0), (-225, -175)),
-    Station("paracaval", "abdominal", 0.08, ("ivc_infra", "ivc_supra"), (-1.0, 0.5, 0.0), (-300, -225)),
-    Station("common_iliac", "abdominal", 0.08, ("iliac_a_l", "iliac_a_r"), (0.0, 0.0, 0.0), (-365, -300)),
-    Station("external_iliac", "abdominal", 0.05, ("iliac_a_l", "iliac_a_r"), (0.0, 0.0, 0.0), (-470, -370)),
-    Station("celiac", "abdominal", 0.06, ("celiac",), (0.0, 0.0, 0.0), None),
-    Station("gastrohepatic", "abdominal", 0.05, ("portal", "celiac"), (0.0, -1.0, 0.3), (-200, -170)),
-    Station("peripancreatic", "abdominal", 0.06, ("pancreas", "splenic_v"), (0.0, 0.0, 0.0), None),
-    # behind the crura, beside (not into) the spine: posterolateral of the aorta, either side
-    Station(
-        "retrocrural", "abdominal", 0.05, ("desc_aorta", "abd_aorta"), (0.9, 0.7, 0.0), (-175, -120), True
-    ),
-)
-
-
-@dataclass
-class Node:
-    node_index: int  # 1-based id in the all-nodes mask
-    station: str
-    region: str
-    drawn_sad: float
-    drawn_enlarged: bool
-    internal: str
-    cluster_id: int
-    hu: float
-    anchor: str
-    gap: float
-    center: NDArray[np.float64]
-    half_axes: tuple[float, float, float]
-    rot: NDArray[np.float64]
-    molded: bool = False
-    measured: dict[str, Any] = field(default_factory=dict)
-
-
-def _perturb(rng: np.random.Generator, amp: float, hilar: bool) -> Any:
-    dirs = rng.normal(0, 1, (4, 3))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    freq = rng.uniform(1.0, 2.6, 4)
-    phase = rng.uniform(0, 2 * np.pi, 4)
-    w = rng.normal(0, 1, 4)
-    w = w / np.sqrt((w**2).sum()) * amp * 1.2
-    hd = rng.normal(0, 1, 3)
-    hd /= np.linalg.norm(hd)
-    depth = rng.uniform(0.10, 0.25) if hilar else 0.0
-
-    def f(u: Any, v: Any, s: Any) -> Any:
-        out = 0.0
-        for k in range(4):
-            out = out + np.float32(w[k]) * np.cos(
-                np.float32(freq[k]) * (u * dirs[k, 0] + v * dirs[k, 1] + s * dirs[k, 2])
-                + np.float32(phase[k])
-            )
-        if depth > 0:
-            dd = (u - hd[0]) ** 2 + (v - hd[1]) ** 2 + (s - hd[2]) ** 2
-            out = out - np.float32(depth) * np.exp(-dd / np.float32(0.25))
-        return out
-
-    return f
-
-
-def _unit(v: NDArray[np.float64]) -> NDArray[np.float64]:
-    return v / (np.linalg.norm(v) + 1e-12)
 
 
 class NodePlacer:
     """Places nodes beside their anchors in fat, never overlapping other structures (spec §6.4)."""
 
-    def __init__(self, cv: Canvas, an: Anatomy, p: dict[str, Any], rng: np.random.Generator) -> None:
-        self.cv, self.an, self.p, self.rng = cv, an, p, rng
+    def __init__(self, cv: Canvas, an: Anatomy, params: NodeParams, rng: np.random.Generator) -> None:
+        self.cv, self.an, self.params, self.rng = cv, an, params, rng
         self.node_map = np.zeros(cv.shape, dtype=np.uint16)
         self.nodes: list[Node] = []
-        self.np = p["nodes"]
         lo = np.array([cv.xs[0], cv.ys[0], cv.zs[0]], dtype=float)
         hi = np.array([cv.xs[-1], cv.ys[-1], cv.zs[-1]], dtype=float)
         self.lo, self.hi = lo, hi
-        self._pert: dict[int, Any] = {}
+        self._pert: dict[int, Perturbation] = {}
         self._station_cache: dict[str, list[Any]] = {}
         self._room_cache: tuple[NDArray[np.float32], tuple[int, int, int]] | None = None
         #: drawn nodes that fit nowhere (dropped, never shrunk below the enlarged threshold)
@@ -228,7 +78,7 @@ class NodePlacer:
                     continue
                 if np.any(q < self.lo + 12) or np.any(q > self.hi - 12):
                     continue
-                out.append((name, q, np.asarray(a.radius[i]), _unit(tang[i])))
+                out.append((name, q, np.asarray(a.radius[i]), unit(tang[i])))
         self._station_cache[st.name] = out
         return out
 
@@ -253,13 +103,13 @@ class NodePlacer:
             base = rng.normal(0, 1, 3)
         if st.mirror_x and rng.random() < 0.5:
             base = base * np.array([-1.0, 1.0, 1.0])
-        d = _unit(_unit(base) + rng.normal(0, spread, 3))
-        d = _unit(d - (d @ tang) * tang)  # perpendicular to the anchor
-        gap = float(np.clip(rng.exponential(self.np["gap_mean"]), 0.0, 10.0))
+        d = unit(unit(base) + rng.normal(0, spread, 3))
+        d = unit(d - (d @ tang) * tang)  # perpendicular to the anchor
+        gap = float(np.clip(rng.exponential(self.params.gap_mean), 0.0, 10.0))
         # axes: short along d (flattened against the anchor), long along the tangent ±20°
-        t = _unit(tang + rng.normal(0, 0.35, 3) - (tang @ d) * d)
+        t = unit(tang + rng.normal(0, 0.35, 3) - (tang @ d) * d)
         third = np.cross(d, t)
-        comp = 1.0 + 0.6 * self.np["perturb_amp"]
+        comp = 1.0 + 0.6 * self.params.perturb_amp
         half = (sad / 2.0 * comp, ratio * sad / 2.0, cc * sad / 2.0)
         # cc axis (the longest 3D extent) along the tangent, in-plane long axis along `third`
         rot = np.stack([d, third, t], axis=1)
@@ -273,8 +123,6 @@ class NodePlacer:
         proposes still passes the exact voxel checks of :meth:`try_place`.
         """
         if self._room_cache is None:
-            from scipy import ndimage
-
             cv = self.cv
             stride = (
                 max(1, round(2.0 / cv.spacing[0])),
@@ -315,7 +163,7 @@ class NodePlacer:
         if not pts:
             return None
         name, q, r_anchor, tang = pts[int(rng.integers(len(pts)))]
-        comp = 1.0 + 0.6 * self.np["perturb_amp"]
+        comp = 1.0 + 0.6 * self.params.perturb_amp
         half0 = sad / 2.0 * comp
         reach = float(r_anchor) + 2.0 * half0 + 12.0
         edt, _ = self._room()
@@ -326,7 +174,7 @@ class NodePlacer:
         d2 = (x[None, None, :] - q[0]) ** 2 + (y[None, :, None] - q[1]) ** 2 + (z[:, None, None] - q[2]) ** 2
         # clearance as beside an anchor (Exponential gap, mean from d): room poses must not pack nodes tighter
         # against their neighbours than anchor poses do (the soft-contact share stays set by soft_contact_p)
-        gap = float(np.clip(rng.exponential(self.np["gap_mean"]), 0.0, 10.0))
+        gap = float(np.clip(rng.exponential(self.params.gap_mean), 0.0, 10.0))
         ok = (box >= half0 + 0.5 + gap + margin) & (d2 <= reach**2)
         cand = np.flatnonzero(ok)
         if cand.size == 0:
@@ -344,13 +192,13 @@ class NodePlacer:
                 i_lo = tuple(lo if j == ax else ijk[j] for j in range(3))
                 i_hi = tuple(hi if j == ax else ijk[j] for j in range(3))
                 g[a] = float(box[i_hi] - box[i_lo]) / float(coord[hi] - coord[lo])
-        d = _unit(g) if np.linalg.norm(g) > 1e-6 else _unit(rng.normal(0, 1, 3))
+        d = unit(g) if np.linalg.norm(g) > 1e-6 else unit(rng.normal(0, 1, 3))
         t = tang + rng.normal(0, 0.2, 3)
         t = t - (t @ d) * d
         if np.linalg.norm(t) < 1e-3:
             t = rng.normal(0, 1, 3)
             t = t - (t @ d) * d
-        t = _unit(t)
+        t = unit(t)
         third = np.cross(d, t)
         half = (half0, ratio * sad / 2.0, cc * sad / 2.0)
         rot = np.stack([d, third, t], axis=1)
@@ -391,7 +239,7 @@ class NodePlacer:
         step = 0.5 * min(self.cv.spacing)
         dirs = []
         for a, b in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
-            dirs.append(_unit(a * rot[:, 0] + b * rot[:, 1]))
+            dirs.append(unit(a * rot[:, 0] + b * rot[:, 1]))
         dirs += [rot[:, 2], -rot[:, 2]]
         ha = np.asarray(half, dtype=float)
         hits: list[tuple[float, int]] = []
@@ -415,7 +263,7 @@ class NodePlacer:
                     out.append((centre + dirs[n] * (dist - back), back - 0.6))
         return out
 
-    def _fit(self, node: Node, check: bool) -> tuple[Any, Any, Any, Any] | None:
+    def _fit(self, node: Node, check: bool) -> tuple[Box, Any, NDArray[np.float32], NDArray[np.bool_]] | None:
         """(box, sdf, coverage, mask) of the node when it lies inside the volume (2 voxels from the border) and,
         with ``check``, covers only host fat; None otherwise."""
         cv = self.cv
@@ -485,8 +333,8 @@ class NodePlacer:
                 node.molded = node.molded or not node.drawn_enlarged
             if (sad_m < thr) if node.drawn_enlarged else (sad_m >= thr):
                 return False  # measures in the other class: place it elsewhere (§6.11.3)
-        b, sdf, a, inside = fit
-        self._render(node, b, sdf, a, inside)
+        b, sdf, _, inside = fit
+        render_node(cv, self.node_map, node, b, sdf, inside, self.params, self.rng)
         return True
 
     def _precheck(self, node: Node) -> bool:
@@ -518,67 +366,6 @@ class NodePlacer:
         t = cv.tissue[iz, iy, ix]
         return bool(np.all((t == T.FAT_VISC) | (t == T.STRANDING)))
 
-    def _render(self, node: Node, b: Any, sdf: Any, a: Any, inside: Any) -> None:
-        cv, rng = self.cv, self.rng
-        sl = b.slices
-        tis_id = T.NODE if node.drawn_enlarged else T.NODE_SMALL
-        if rng.random() < self.np["stranding_p"]:
-            halo = cv.coverage(sdf - rng.uniform(1.0, 3.0))
-            halo_m = np.isin(cv.tissue[sl], np.asarray((T.FAT_VISC,), dtype=np.uint8))
-            cur = cv.hu[sl]
-            hv = np.float32(self.p["hu"]["stranding"])
-            h = halo * halo_m
-            cur += h * (hv - cur)
-            cv.tissue[sl][(h >= 0.5) & ~inside] = T.STRANDING
-        tex = self.np["texture_sd"]
-        host = np.isin(cv.tissue[sl], np.asarray(NODE_HOST, dtype=np.uint8))
-        cv.paint(b, sdf, node.hu, tis_id, tex_sd=tex, tex_flip=int(node.node_index) % 4, mask=host | inside)
-        self.node_map[sl][inside] = node.node_index
-        own = self.node_map[sl] == node.node_index
-        kind = node.internal
-        c, half, rot = node.center, node.half_axes, node.rot
-        if kind == "necrotic":
-            core = tuple(h * rng.uniform(0.4, 0.6) for h in half)
-            bb, s2 = cv.ellipsoid_sdf(c + rng.normal(0, 0.5, 3), core, rot)
-            if s2 is not None and s2.shape == own.shape:
-                cv.paint(bb, s2, float(rng.uniform(5, 35)), tis_id, tex_sd=8, mask=own)
-        elif kind == "fatty_hilum":
-            off = rot[:, 1] * half[1] * 0.75 * (1 if rng.random() < 0.5 else -1)
-            hh = (half[0] * 0.45, half[1] * 0.4, half[2] * 0.5)
-            bb, s2 = cv.ellipsoid_sdf(c + off, hh, rot)
-            if s2 is not None:
-                m = self._crop(bb, b, own)
-                if m is not None:
-                    cv.paint(bb, s2, float(rng.uniform(-100, -40)), tis_id, tex_sd=10, mask=m)
-        elif kind == "calcified":
-            for _ in range(int(rng.integers(1, 4))):
-                off = rot @ (rng.uniform(-0.5, 0.5, 3) * np.asarray(half))
-                r = float(rng.uniform(0.8, 1.6))
-                bb, s2 = cv.ellipsoid_sdf(c + off, (r, r, r))
-                if s2 is not None:
-                    m = self._crop(bb, b, own)
-                    if m is not None:
-                        cv.paint(bb, s2, float(rng.uniform(250, 800)), tis_id, mask=m)
-
-    @staticmethod
-    def _crop(inner: Any, outer: Any, own: Any) -> Any:
-        if inner.empty:
-            return None
-        if (
-            inner.z0 < outer.z0
-            or inner.y0 < outer.y0
-            or inner.x0 < outer.x0
-            or inner.z1 > outer.z1
-            or inner.y1 > outer.y1
-            or inner.x1 > outer.x1
-        ):
-            return None
-        return own[
-            inner.z0 - outer.z0 : inner.z1 - outer.z0,
-            inner.y0 - outer.y0 : inner.y1 - outer.y0,
-            inner.x0 - outer.x0 : inner.x1 - outer.x0,
-        ]
-
     # -- high level -----------------------------------------------------------------------------
     def place_one(
         self,
@@ -602,7 +389,7 @@ class NodePlacer:
             return None
         st = station if station is not None else sts[int(rng.choice(len(sts), p=w))]
         sad = (
-            sample_enlarged_sad(rng, self.np["share_10_12"], region)
+            sample_enlarged_sad(rng, self.params.share_10_12, region)
             if enlarged
             else sample_small_sad(rng, region)
         )
@@ -610,16 +397,16 @@ class NodePlacer:
         cc = float(rng.uniform(1.0, 2.0))
         if cc < ratio:
             cc = ratio  # keep the cranio-caudal axis the longest
-        kind = sample_type(rng, enlarged, self.np["type_probs"])
-        hu = self.p["hu"]["ln_mean"] + float(rng.normal(0, self.np["ln_offset_sd"]))
+        kind = sample_type(rng, enlarged, self.params.type_probs)
+        hu = self.params.ln_mean_hu + float(rng.normal(0, self.params.ln_offset_sd))
         if kind == "hyper":
             hu = float(rng.uniform(95, 135))
         idx = len(self.nodes) + 1
-        amp = self.np["perturb_amp"] * (1.0 if enlarged else 0.6)
-        self._pert[idx] = _perturb(rng, amp, rng.random() < 0.2)
+        amp = self.params.perturb_amp * (1.0 if enlarged else 0.6)
+        self._pert[idx] = perturbation(rng, amp, rng.random() < 0.2)
         # molding never takes an enlarged node below the threshold (a measured check in try_place backs this)
         floor = min(1.0, max(0.7, (enlarged_threshold(region) + 0.6) / sad)) if enlarged else 0.7
-        contact = allow_contact and seed_node is None and rng.random() < self.np.get("soft_contact_p", 0.0)
+        contact = allow_contact and seed_node is None and rng.random() < self.params.soft_contact_p
         tour = [st]
         if enlarged and seed_node is None and station is None and len(sts) > 1:
             # fall-back stations of the same region, drawn once by weight (fixed draw count: determinism)
@@ -706,14 +493,14 @@ class NodePlacer:
         return None
 
     def place_all(self, case_region: str) -> None:
-        rng, npar = self.rng, self.np
+        rng, npar = self.rng, self.params
         other = "abdominal" if case_region == "mediastinal" else "mediastinal"
         counts = {
             case_region: sample_enlarged_count(rng, case_region),
             other: sample_enlarged_count(rng, other),
         }
         self.drawn_counts = dict(counts)
-        cluster_p = npar["cluster_p_med"] if case_region == "mediastinal" else npar["cluster_p_abd"]
+        cluster_p = npar.cluster_p_med if case_region == "mediastinal" else npar.cluster_p_abd
         cluster_next = 1
         for region in (case_region, other):
             n = counts[region]
@@ -735,7 +522,7 @@ class NodePlacer:
                             region,
                             True,
                             cluster_id=cluster_next,
-                            station=next(s for s in STATIONS if s.name == seed.station),
+                            station=station_named(seed.station),
                             seed_node=members[int(rng.integers(len(members)))],
                         )
                         if nb is not None:
@@ -748,69 +535,6 @@ class NodePlacer:
                     self.place_one(region, True)
                     placed += 1
         # sub-threshold nodes, split between regions by their share of stations
-        for _ in range(npar["n_small"]):
+        for _ in range(npar.n_small):
             region = case_region if rng.random() < 0.7 else other
             self.place_one(region, False)
-
-
-# -- measurement ----------------------------------------------------------------------------------
-def _feret(pts: NDArray[np.float64], sp: float) -> tuple[float, float]:
-    """(LAD, SAD) of a 2D point set (pixel centres in mm): longest diameter and its perpendicular width."""
-    if len(pts) == 1:
-        return sp, sp
-    d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
-    i, j = np.unravel_index(int(np.argmax(d2)), d2.shape)
-    v = pts[j] - pts[i]
-    lad = float(np.sqrt(d2[i, j]))
-    if lad == 0:
-        return sp, sp
-    n = np.array([-v[1], v[0]]) / lad
-    proj = pts @ n
-    return lad + sp, float(proj.max() - proj.min()) + sp
-
-
-def measure_mask(mask: NDArray[np.bool_], spacing_zyx: tuple[float, float, float]) -> dict[str, Any]:
-    """RECIST measurement of one node mask (z, y, x): LAD on the axial slice where it is longest, SAD ⟂ it."""
-    from scipy import ndimage
-
-    dz, dy, dx = spacing_zyx
-    zz, yy, xx = np.nonzero(mask)
-    best = (-1.0, 0.0, -1)
-    for k in np.unique(zz):
-        sl = mask[k]
-        edge = sl & ~ndimage.binary_erosion(sl)
-        ys, xs = np.nonzero(edge)
-        pts = np.stack([xs * dx, ys * dy], axis=1).astype(float)
-        lad, sad = _feret(pts, 0.5 * (dx + dy))
-        if lad > best[0]:
-            best = (lad, sad, int(k))
-    lad, sad, kbest = best
-    sel = zz == kbest
-    reader = (float(np.mean(xx[sel])), float(np.mean(yy[sel])), float(kbest))
-    coords = np.stack([xx * dx, yy * dy, zz * dz], axis=1).astype(float)
-    cov = np.cov(coords.T) if len(coords) > 3 else np.eye(3)
-    ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
-    axes3d = [float(2 * np.sqrt(max(5 * e, 0.0))) for e in ev]
-    return {
-        "lad_mm": float(lad),
-        "sad_mm": float(sad),
-        "recist_slice": kbest,
-        "reader_ijk": reader,
-        "centroid_zyx": (float(zz.mean()), float(yy.mean()), float(xx.mean())),
-        "axes3d_mm": axes3d,
-        "volume_mm3": float(mask.sum() * dx * dy * dz),
-        "n_vox": int(mask.sum()),
-    }
-
-
-def record_annotation(case_id: str, rec: dict[str, Any]) -> Annotation:
-    """An annotations.csv row for a placed node record (id, xyz, sad, lad, region); label_id = node id."""
-    return Annotation(
-        case_id,
-        rec["id"],
-        tuple(rec["xyz"]),
-        round(rec["sad"], 3),
-        round(rec["lad"], 3),
-        rec["region"],
-        rec["id"],
-    )
