@@ -26,7 +26,7 @@ from lymphcad.errors import UsageError
 from lymphcad.geometry import Geometry
 from lymphcad.io.nifti import write_nifti
 from lymphcad.phantom import imaging
-from lymphcad.phantom.anatomy import build_anatomy, dome_z, paint_deferred
+from lymphcad.phantom.anatomy import Mimic, build_anatomy, dome_z, paint_deferred
 from lymphcad.phantom.canvas import Canvas
 from lymphcad.phantom.config import (
     GENERATOR_VERSION,
@@ -155,7 +155,7 @@ class PhantomCase:
     geometry: Geometry
     annotations: list[Annotation]
     nodes: list[PhantomNodeRow]
-    mimics: list[dict[str, Any]]
+    mimics: list[Mimic]  # world LPS mm
     timings: dict[str, float]
 
 
@@ -341,11 +341,11 @@ def generate_case(
     image = imaging.finalize(vol)
     tm["imaging"] = time.perf_counter() - t0 - sum(tm.values())
     mimics = [
-        {**mm, "coord": tuple(float(v) for v in np.asarray([mm["x"], mm["y"], mm["z"]]) + shift)}
+        mm.shifted(shift)
         for mm in an.mimics
-        if cv.xs[0] <= mm["x"] <= cv.xs[-1]
-        and cv.ys[0] <= mm["y"] <= cv.ys[-1]
-        and cv.zs[0] <= mm["z"] <= cv.zs[-1]
+        if cv.xs[0] <= mm.center_xyz[0] <= cv.xs[-1]
+        and cv.ys[0] <= mm.center_xyz[1] <= cv.ys[-1]
+        and cv.zs[0] <= mm.center_xyz[2] <= cv.zs[-1]
     ]
     return PhantomCase(
         cid, reg, p, image, labels, node_map, cv.tissue, evr, geom, annotations, rows, mimics, tm
@@ -370,7 +370,7 @@ def write_case(writer: CohortWriter, case: PhantomCase) -> dict[str, Any]:
     atomic.write_csv(
         extra / f"{cid}_mimics.csv",
         ("case_id", "type", "coordX", "coordY", "coordZ", "size_mm"),
-        ([cid, mm["type"], *(_f(v) for v in mm["coord"]), _f(mm["size_mm"], 1)] for mm in case.mimics),
+        ([cid, mm.kind, *(_f(v) for v in mm.center_xyz), _f(mm.size_mm, 1)] for mm in case.mimics),
     )
     write_nifti(writer.image_path(cid), case.image, geom)
     h = voxel_hash(case.image)

@@ -28,6 +28,7 @@ from lymphcad.phantom.anatomy.builder import (
     AnatomyParams,
     Anchor,
     DeferredVessel,
+    Mimic,
     dome_z,
 )
 from lymphcad.phantom.anatomy.small_vessels import paint_deferred, paint_small_vessels
@@ -39,6 +40,7 @@ __all__ = [
     "AnatomyParams",
     "Anchor",
     "DeferredVessel",
+    "Mimic",
     "build_anatomy",
     "dome_z",
     "paint_deferred",

@@ -8,6 +8,7 @@ as in real lean patients.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,12 +107,35 @@ class DeferredVessel:
     texture_sd: float
 
 
+@dataclass(frozen=True)
+class Mimic:
+    """A node mimic the anatomy recorded (a blob-like confounder; a row of ``extra/<case>_mimics.csv``)."""
+
+    #: what it is: "esophagus", "azygos", "crus", "collapsed_bowel", "small_vein_<where>", ...
+    kind: str
+    #: centre (x, y, z) in mm: the anatomy's frame while building, the world (LPS) in a finished case
+    center_xyz: tuple[float, float, float]
+    #: its size (diameter) in mm
+    size_mm: float
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in self.center_xyz):
+            raise ValueError(f"mimic {self.kind!r}: centre must be finite, got {self.center_xyz!r}")
+        if not (math.isfinite(self.size_mm) and self.size_mm > 0.0):
+            raise ValueError(f"mimic {self.kind!r}: size must be > 0 mm, got {self.size_mm!r}")
+
+    def shifted(self, shift_xyz: NDArray[np.float64]) -> Mimic:
+        """The same mimic moved by ``shift_xyz`` mm (frame to world)."""
+        x, y, z = (float(v) for v in np.asarray(self.center_xyz) + shift_xyz)
+        return Mimic(self.kind, (x, y, z), self.size_mm)
+
+
 @dataclass
 class Anatomy:
     """What the builders leave for node placement and the case files: anchors, mimics, body scale."""
 
     anchors: dict[str, Anchor] = field(default_factory=dict)
-    mimics: list[dict[str, Any]] = field(default_factory=list)
+    mimics: list[Mimic] = field(default_factory=list)
     sx: float = 1.0
     sy: float = 1.0
     y_spine: float = 35.0
@@ -198,9 +222,7 @@ class AnatomyBuilder:
     def mimic(self, kind: str, center: Any, size: float) -> None:
         """Record a node mimic (written to ``extra/<case>_mimics.csv``)."""
         c = np.asarray(center, dtype=float)
-        self.anatomy.mimics.append(
-            {"type": kind, "x": float(c[0]), "y": float(c[1]), "z": float(c[2]), "size_mm": float(size)}
-        )
+        self.anatomy.mimics.append(Mimic(kind, (float(c[0]), float(c[1]), float(c[2])), float(size)))
 
     def ztube(
         self,
