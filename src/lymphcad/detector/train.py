@@ -47,7 +47,7 @@ import torch.distributed as tdist
 from lymphcad import atomic
 from lymphcad.cohort import Cohort, TruthMode, open_cohort
 from lymphcad.detector.common import load_cases, lr_factor, resolve_device
-from lymphcad.detector.config import DetectorConfig, dumps_config, load_config, save_config
+from lymphcad.detector.config import DetectConfig, DetectorConfig, dumps_config, load_config, save_config
 from lymphcad.detector.infer import detect_prepared
 from lymphcad.detector.model import (
     MODEL_FORMAT,
@@ -330,16 +330,17 @@ def evaluate_subset(
 def validate(
     network: CenterNet3D,
     plan: Plan,
-    cfg: DetectorConfig,
+    detect: DetectConfig,
     cohort: Cohort,
     val_cases: Sequence[TrainCase],
     out: Path,
 ) -> dict[str, float]:
-    """Detect on the validation cases, write their detections and evaluate them."""
+    """Detect on the validation cases (with the detection settings ``detect``), write their detections and
+    evaluate them."""
     network.eval()
     dets: list[Detection] = []
     for case in val_cases:
-        dets.extend(detect_prepared(case.prepared, network, plan, cfg.detect, case_id=case.case_id))
+        dets.extend(detect_prepared(case.prepared, network, plan, detect, case_id=case.case_id))
     network.train()
     out.mkdir(parents=True, exist_ok=True)
     write_detections(out / "dets.csv", dets)
@@ -545,7 +546,7 @@ def train(
             last = epoch + 1 == cfg.train.epochs
             if val_cases and ((epoch + 1) % cfg.train.val_every == 0 or last):
                 metrics = validate(
-                    network, plan, cfg, cohort, val_cases, run / "val" / f"epoch_{epoch + 1:04d}"
+                    network, plan, cfg.detect, cohort, val_cases, run / "val" / f"epoch_{epoch + 1:04d}"
                 )
                 if metrics:
                     row.update({k: f"{v:.4f}" for k, v in metrics.items()})
