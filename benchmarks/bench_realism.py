@@ -191,6 +191,19 @@ def paired_cpm_difference(
     return {"cpm_difference": point, "ci95": [float(lo), float(hi)], "resamples": n}
 
 
+def paired_summary(paired: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """One line of paired differences (model → stratum → :func:`paired_cpm_difference`'s result):
+    ``model (stratum): +0.080 [-0.010, +0.170]; ...``."""
+    parts = []
+    for model, strata in paired.items():
+        for stratum, diff in strata.items():
+            lo, hi = diff["ci95"]
+            parts.append(
+                f"{model} ({stratum.replace('_', ' ')}): {diff['cpm_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            )
+    return "; ".join(parts)
+
+
 def _renamed_truth(truth: Any, case_id: str) -> Any:
     return dataclasses.replace(truth, case_id=case_id)
 
@@ -382,11 +395,7 @@ def main() -> None:
         + "; ".join(f"{m}: {json.dumps(b['cross_formation_cpm_gap'])}" for m, b in result["models"].items()),
         "",
         "Paired bootstrap over cases, CPM difference to the baseline on the real-background insertions: "
-        + "; ".join(
-            f"{m} ({k.replace('_', ' ')}): {v['cpm_difference']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]"
-            for m, blocks in result["paired_vs_baseline"].items()
-            for k, v in blocks.items()
-        ),
+        + paired_summary(result["paired_vs_baseline"]),
         "",
     ]
     atomic.write_text(md, "\n".join(lines))

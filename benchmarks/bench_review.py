@@ -41,15 +41,9 @@ from lymphcad.cohort import CohortWriter, DatasetInfo
 from lymphcad.geometry import CTVolume
 from lymphcad.io.nifti import read_nifti
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from review_fixtures import CHROMIUM, CHROMIUM_ARGS  # the tests' headless Chromium settings
+
 CASES = {"ct300": (300, 512, 512), "ct600": (600, 512, 512)}
 
 
@@ -162,7 +156,7 @@ def main() -> None:
     result["reference_read_nifti_512x512x300_s"] = round(time.perf_counter() - t, 3)
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         # -- first view after launch
         first, listening = [], []

@@ -40,13 +40,18 @@ from lymphcad.detector.config import AugmentConfig, DetectConfig, TrainConfig
 from lymphcad.detector.infer import normalised_padded, predict_dense
 from lymphcad.detector.network import STRIDE, CenterNet3D
 from lymphcad.detector.plan import Plan, PreparedVolume, reorient, resample_hu
-from lymphcad.detector.sampling import NodeTruth, random_matrix
-from lymphcad.detector.targets import decode, encode
+from lymphcad.detector.sampling import (
+    AIR_OFFSET,
+    CaseSampler,
+    NodeTruth,
+    patch_points,
+    patch_targets,
+    random_matrix,
+)
+from lymphcad.detector.targets import decode
 from lymphcad.errors import InputError
 from lymphcad.geometry import CTVolume, Geometry
 
-#: outside the stored block reads as air: HU + this offset is what grid_sample sees (it pads with zeros)
-_AIR_OFFSET: Final = 1024.0
 #: body = plan-grid voxels above this HU (then closed and filled); cases are cropped to it plus a margin
 BODY_HU: Final = -500.0
 CROP_MARGIN_VOX: Final = 8
@@ -294,7 +299,7 @@ def load_compact_case(
 BATCH_KEYS: Final = ("image", "heatmap", "ignore", "size", "offset", "reg_mask", "seg", "seg_ignore")
 
 
-class MixSampler:
+class MixSampler(CaseSampler[CompactCase]):
     """Draws augmented patches from a weighted mix of compact cases (positives, hard negatives, random)."""
 
     def __init__(
@@ -307,12 +312,7 @@ class MixSampler:
         source_weights: dict[str, float],
         p_hard: float,
     ) -> None:
-        if not cases:
-            raise InputError("no training cases")
-        self.cases = list(cases)
-        self.plan = plan
-        self.train = train
-        self.augment = augment
+        super().__init__(cases, plan, train, augment)
         self.p_hard = float(p_hard)
         names = sorted({c.source for c in self.cases})
         self.sources = names
@@ -321,8 +321,7 @@ class MixSampler:
         if w.sum() <= 0:
             raise InputError("every training source has weight 0")
         self.source_p = w / w.sum()
-        half = (np.asarray(train.patch_zyx, dtype=np.float64) - 1.0) / 2.0
-        self.half = half
+        half = self.half
         # the farthest a patch voxel can map from its centre (rotation, tilt, scale ≤ augment.scale[1])
         self.reach = math.ceil(float(np.linalg.norm(half)) * max(1.0, augment.scale[1])) + 2
 
@@ -353,33 +352,16 @@ class MixSampler:
         lo = np.clip(np.floor(centre).astype(int) - self.reach, 0, shape - 1)
         hi = np.clip(np.floor(centre).astype(int) + self.reach + 2, lo + 1, shape)
         sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        qz = torch.arange(pz, dtype=torch.float64) - self.half[0]
-        qy = torch.arange(py, dtype=torch.float64) - self.half[1]
-        qx = torch.arange(px, dtype=torch.float64) - self.half[2]
-        q = torch.stack(torch.meshgrid(qz, qy, qx, indexing="ij"), dim=-1)
-        p = q @ torch.as_tensor(m).T + torch.as_tensor(centre - lo)
+        p = patch_points(self.train.patch_zyx, self.half, m, centre - lo)
         bsize = torch.as_tensor(hi - lo, dtype=torch.float64)
         grid = (2.0 * p / (bsize - 1.0).clamp(min=1.0) - 1.0)[..., [2, 1, 0]].to(torch.float32)[None]
-        block = case.hu[sl].to(torch.float32)[None, None] + _AIR_OFFSET
+        block = case.hu[sl].to(torch.float32)[None, None] + AIR_OFFSET
         hu = F.grid_sample(block, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        hu = augment_intensity(hu - _AIR_OFFSET, rng, self.augment)
+        hu = augment_intensity(hu - AIR_OFFSET, rng, self.augment)
         image = self.plan.normalise(hu)[0]
         out_shape = (pz // STRIDE, py // STRIDE, px // STRIDE)
         seg, seg_ign = self._seg_targets(case, sl, grid, out_shape)
-        minv = np.linalg.inv(m)
-        scale = float(abs(np.linalg.det(m)) ** (1.0 / 3.0))
-
-        def to_patch(zyx: NDArray[np.float64]) -> NDArray[np.float64]:
-            return (zyx - centre) @ minv.T + self.half if len(zyx) else np.zeros((0, 3))
-
-        t = encode(
-            to_patch(case.nodes_zyx),
-            case.diameters_mm / scale,
-            out_shape,
-            spacing_mm=self.plan.spacing_mm,
-            ignore_zyx=to_patch(case.ignore_zyx),
-            ignore_radius_mm=case.ignore_radius_mm / scale,
-        )
+        t = patch_targets(case, m, centre, self.half, out_shape, self.plan.spacing_mm)
         return {
             "image": image,
             "heatmap": torch.from_numpy(t.heatmap),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -23,11 +24,11 @@ from lymphcad.cohort import Cohort
 from lymphcad.detector.config import AugmentConfig, TrainConfig
 from lymphcad.detector.network import STRIDE
 from lymphcad.detector.plan import Plan, PreparedVolume, prepare_volume
-from lymphcad.detector.targets import encode
+from lymphcad.detector.targets import Targets, encode
 from lymphcad.errors import InputError
 
 #: added before ``grid_sample`` (which pads with zeros) so that outside the volume reads as air
-_AIR_OFFSET = 1024.0
+AIR_OFFSET = 1024.0
 #: diameter assumed for a node whose size is unknown
 DEFAULT_DIAMETER_MM = 12.0
 
@@ -176,11 +177,70 @@ class Patch:
     reg_mask: torch.Tensor
 
 
-class PatchSampler:
-    """Draws augmented patches from training cases (positive oversampling)."""
+class GridNodes(Protocol):
+    """A training case's nodes on its grid (voxel z, y, x): what the patch targets are encoded from."""
+
+    @property
+    def nodes_zyx(self) -> NDArray[np.float64]: ...
+    @property
+    def diameters_mm(self) -> NDArray[np.float64]: ...
+    @property
+    def ignore_zyx(self) -> NDArray[np.float64]: ...
+    @property
+    def ignore_radius_mm(self) -> NDArray[np.float64]: ...
+
+
+def patch_points(
+    patch_zyx: tuple[int, int, int],
+    half: NDArray[np.float64],
+    matrix: NDArray[np.float64],
+    centre_zyx: NDArray[np.float64],
+) -> torch.Tensor:
+    """(Z, Y, X, 3) float64 case-voxel coordinates of a patch's voxels: ``centre + M·q`` for the patch grid
+    ``q`` about its middle (``half`` = (shape − 1) / 2)."""
+    pz, py, px = patch_zyx
+    qz = torch.arange(pz, dtype=torch.float64) - half[0]
+    qy = torch.arange(py, dtype=torch.float64) - half[1]
+    qx = torch.arange(px, dtype=torch.float64) - half[2]
+    q = torch.stack(torch.meshgrid(qz, qy, qx, indexing="ij"), dim=-1)  # (Z, Y, X, 3)
+    out: torch.Tensor = q @ torch.as_tensor(matrix).T + torch.as_tensor(centre_zyx)
+    return out
+
+
+def patch_targets(
+    case: GridNodes,
+    matrix: NDArray[np.float64],
+    centre_zyx: NDArray[np.float64],
+    half: NDArray[np.float64],
+    out_shape: tuple[int, int, int],
+    spacing_mm: float,
+) -> Targets:
+    """The case's nodes mapped into a patch (``M⁻¹``, sizes divided by the scale) and encoded as targets."""
+    minv = np.linalg.inv(matrix)
+    scale = float(abs(np.linalg.det(matrix)) ** (1.0 / 3.0))
+
+    def to_patch(zyx: NDArray[np.float64]) -> NDArray[np.float64]:
+        return (zyx - centre_zyx) @ minv.T + half if len(zyx) else np.zeros((0, 3))
+
+    return encode(
+        to_patch(case.nodes_zyx),
+        case.diameters_mm / scale,
+        out_shape,
+        spacing_mm=spacing_mm,
+        ignore_zyx=to_patch(case.ignore_zyx),
+        ignore_radius_mm=case.ignore_radius_mm / scale,
+    )
+
+
+CaseT = TypeVar("CaseT", bound=GridNodes)
+
+
+class CaseSampler(Generic[CaseT]):
+    """What the patch samplers share: the training cases, the plan grid, the training and augmentation
+    settings, and the patch's half extent ``(shape − 1) / 2`` in voxels."""
 
     def __init__(
-        self, cases: Sequence[TrainCase], plan: Plan, train: TrainConfig, augment: AugmentConfig
+        self, cases: Sequence[CaseT], plan: Plan, train: TrainConfig, augment: AugmentConfig
     ) -> None:
         if not cases:
             raise InputError("no training cases")
@@ -188,13 +248,23 @@ class PatchSampler:
         self.plan = plan
         self.train = train
         self.augment = augment
+        self.half = (np.asarray(train.patch_zyx, dtype=np.float64) - 1.0) / 2.0
+
+
+class PatchSampler(CaseSampler[TrainCase]):
+    """Draws augmented patches from training cases (positive oversampling)."""
+
+    def __init__(
+        self, cases: Sequence[TrainCase], plan: Plan, train: TrainConfig, augment: AugmentConfig
+    ) -> None:
+        super().__init__(cases, plan, train, augment)
         self.with_nodes = [i for i, c in enumerate(self.cases) if len(c.nodes_zyx)]
-        self._shifted = [c.prepared.hu[None, None] + _AIR_OFFSET for c in self.cases]
+        self._shifted = [c.prepared.hu[None, None] + AIR_OFFSET for c in self.cases]
 
     def sample(self, rng: np.random.Generator) -> Patch:
         """One patch (see the module docstring)."""
         pz, py, px = self.train.patch_zyx
-        half = (np.asarray(self.train.patch_zyx, dtype=np.float64) - 1.0) / 2.0
+        half = self.half
         positive = bool(self.with_nodes) and rng.random() < self.train.p_positive
         if positive:
             ci = int(self.with_nodes[rng.integers(len(self.with_nodes))])
@@ -208,35 +278,16 @@ class PatchSampler:
             shape = np.asarray(case.prepared.hu.shape, dtype=np.float64)
             centre = rng.uniform(0.0, 1.0, size=3) * (shape - 1.0)
         m = random_matrix(rng, self.augment)
-        # patch grid (z, y, x) relative to its centre → case voxel coordinates
-        qz = torch.arange(pz, dtype=torch.float64) - half[0]
-        qy = torch.arange(py, dtype=torch.float64) - half[1]
-        qx = torch.arange(px, dtype=torch.float64) - half[2]
-        q = torch.stack(torch.meshgrid(qz, qy, qx, indexing="ij"), dim=-1)  # (Z, Y, X, 3)
-        p = q @ torch.as_tensor(m).T + torch.as_tensor(centre)
+        p = patch_points(self.train.patch_zyx, half, m, centre)
         size_t = torch.as_tensor(case.prepared.hu.shape, dtype=torch.float64)
         norm = 2.0 * p / (size_t - 1.0).clamp(min=1.0) - 1.0
         grid = norm[..., [2, 1, 0]].to(torch.float32)[None]  # grid_sample wants (x, y, z)
         hu = F.grid_sample(self._shifted[ci], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        hu = hu - _AIR_OFFSET
+        hu = hu - AIR_OFFSET
         hu = self._intensity(hu, rng)
         image = self.plan.normalise(hu)[0]
-        # nodes → patch voxel coordinates
-        minv = np.linalg.inv(m)
-        scale = float(abs(np.linalg.det(m)) ** (1.0 / 3.0))
-
-        def to_patch(zyx: NDArray[np.float64]) -> NDArray[np.float64]:
-            return (zyx - centre) @ minv.T + half if len(zyx) else np.zeros((0, 3))
-
         out_shape = (pz // STRIDE, py // STRIDE, px // STRIDE)
-        t = encode(
-            to_patch(case.nodes_zyx),
-            case.diameters_mm / scale,
-            out_shape,
-            spacing_mm=self.plan.spacing_mm,
-            ignore_zyx=to_patch(case.ignore_zyx),
-            ignore_radius_mm=case.ignore_radius_mm / scale,
-        )
+        t = patch_targets(case, m, centre, half, out_shape, self.plan.spacing_mm)
         return Patch(
             image,
             torch.from_numpy(t.heatmap),
