@@ -47,7 +47,14 @@ import torch.distributed as tdist
 from lymphcad import atomic
 from lymphcad.cohort import Cohort, TruthMode, open_cohort
 from lymphcad.detector.common import load_cases, lr_factor, resolve_device
-from lymphcad.detector.config import DetectConfig, DetectorConfig, dumps_config, load_config, save_config
+from lymphcad.detector.config import (
+    DetectConfig,
+    DetectorConfig,
+    TrainConfig,
+    dumps_config,
+    load_config,
+    save_config,
+)
 from lymphcad.detector.infer import detect_prepared
 from lymphcad.detector.model import (
     MODEL_FORMAT,
@@ -193,6 +200,56 @@ def optimizer_step(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), grad_clip)
         optimizer.step()
+
+
+@dataclass
+class TrainingState:
+    """What a training loop steps besides the network: the optimiser, its learning-rate schedule and (CUDA
+    with AMP only) the gradient scaler."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    #: iterations of the whole run (the schedule's length)
+    total_iters: int
+
+
+def training_state(network: torch.nn.Module, train: TrainConfig, device: torch.device) -> TrainingState:
+    """AdamW with warm-up and cosine decay over the run (:func:`lr_factor`); AMP's scaler on CUDA when asked."""
+    optimizer = torch.optim.AdamW(network.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    total_iters = train.epochs * train.iters_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: lr_factor(it, warmup=train.warmup_iters, total=total_iters)
+    )
+    scaler = torch.amp.GradScaler("cuda") if bool(train.amp and device.type == "cuda") else None
+    return TrainingState(optimizer, scheduler, scaler, total_iters)
+
+
+def resume_training(
+    run: Path, network: CenterNet3D, state: TrainingState
+) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+    """Load the run's newest checkpoint into ``network`` and ``state``.
+
+    Returns the epochs it completed, the history rows up to them and the checkpoint's payload (for the keys a
+    loop adds with ``save_checkpoint(extra=...)``).
+    """
+    ckpt = latest_checkpoint(run)
+    if ckpt is None:
+        raise UsageError(f"--resume: {run} holds no checkpoint yet")
+    data = read_payload(ckpt)
+    for key in ("optimizer", "scheduler", "epoch"):
+        if key not in data:
+            raise InputError(f"checkpoint lacks {key!r} (a model file, not a training checkpoint?)", ckpt)
+    loaded = network_from_payload(data, where=ckpt)
+    network.load_state_dict(loaded.state_dict())
+    state.optimizer.load_state_dict(data["optimizer"])
+    state.scheduler.load_state_dict(data["scheduler"])
+    if state.scaler is not None and data.get("scaler"):
+        state.scaler.load_state_dict(data["scaler"])
+    start_epoch = int(data["epoch"])
+    history = [dict(r) for r in read_history(run) if int(r["epoch"]) <= start_epoch]
+    log.info("resuming %s after epoch %d", run, start_epoch)
+    return start_epoch, history, data
 
 
 def save_checkpoint(
@@ -462,32 +519,18 @@ def train(
         model = torch.nn.parallel.DistributedDataParallel(
             network, device_ids=[dist.local_rank] if dev.type == "cuda" else None
         )
-    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: lr_factor(it, warmup=cfg.train.warmup_iters, total=total_iters)
+    state = training_state(network, cfg.train, dev)
+    optimizer, scheduler, scaler, total_iters = (
+        state.optimizer,
+        state.scheduler,
+        state.scaler,
+        state.total_iters,
     )
-    use_amp = bool(cfg.train.amp and dev.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    use_amp = scaler is not None
     start_epoch = 0
     history: list[dict[str, Any]] = []
     if resume:
-        ckpt = latest_checkpoint(run)
-        if ckpt is None:
-            raise UsageError(f"--resume: {run} holds no checkpoint yet")
-        data = read_payload(ckpt)
-        for key in ("optimizer", "scheduler", "epoch"):
-            if key not in data:
-                raise InputError(f"checkpoint lacks {key!r} (a model file, not a training checkpoint?)", ckpt)
-        loaded = network_from_payload(data, where=ckpt)
-        network.load_state_dict(loaded.state_dict())
-        optimizer.load_state_dict(data["optimizer"])
-        scheduler.load_state_dict(data["scheduler"])
-        if scaler is not None and data.get("scaler"):
-            scaler.load_state_dict(data["scaler"])
-        start_epoch = int(data["epoch"])
-        history = [dict(r) for r in read_history(run) if int(r["epoch"]) <= start_epoch]
-        log.info("resuming %s after epoch %d", run, start_epoch)
+        start_epoch, history, _ = resume_training(run, network, state)
 
     name = run.name or "run"
     t_start = time.perf_counter()

@@ -36,7 +36,7 @@ import torch
 
 from lymphcad import atomic
 from lymphcad.cohort import Cohort, open_cohort
-from lymphcad.detector.common import lr_factor, resolve_device
+from lymphcad.detector.common import resolve_device
 from lymphcad.detector.config import DetectorConfig, load_config, save_config
 from lymphcad.detector.datamix import (
     CompactCase,
@@ -62,8 +62,9 @@ from lymphcad.detector.train import (
     compute_losses,
     latest_checkpoint,
     optimizer_step,
-    read_history,
+    resume_training,
     save_checkpoint,
+    training_state,
     write_history,
 )
 from lymphcad.errors import InputError, UsageError
@@ -349,29 +350,19 @@ def train_mix(
     network = build_network(cfg.network).to(dev)
     if init_from is not None and not resume:
         _init_weights(network, init_from)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    total_iters = cfg.train.epochs * cfg.train.iters_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: lr_factor(it, warmup=cfg.train.warmup_iters, total=total_iters)
+    state = training_state(network, cfg.train, dev)
+    optimizer, scheduler, scaler, total_iters = (
+        state.optimizer,
+        state.scheduler,
+        state.scaler,
+        state.total_iters,
     )
-    use_amp = bool(cfg.train.amp and dev.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    use_amp = scaler is not None
     start_epoch = 0
     history: list[dict[str, Any]] = []
     if resume:
-        ckpt = latest_checkpoint(run)
-        if ckpt is None:
-            raise UsageError(f"--resume: {run} holds no checkpoint yet")
-        data = read_payload(ckpt)
-        network.load_state_dict(network_from_payload(data, where=ckpt).state_dict())
-        optimizer.load_state_dict(data["optimizer"])
-        scheduler.load_state_dict(data["scheduler"])
-        if scaler is not None and data.get("scaler"):
-            scaler.load_state_dict(data["scaler"])
+        start_epoch, history, data = resume_training(run, network, state)
         mined_from_json(cases, json.loads(data.get("mined") or "{}"))
-        start_epoch = int(data["epoch"])
-        history = [dict(r) for r in read_history(run) if int(r["epoch"]) <= start_epoch]
-        log.info("resuming %s after epoch %d", run, start_epoch)
 
     name = run.name or "run"
     t_start = time.perf_counter()
