@@ -26,7 +26,7 @@ from lymphcad.errors import UsageError
 from lymphcad.geometry import Geometry
 from lymphcad.io.nifti import write_nifti
 from lymphcad.phantom import imaging
-from lymphcad.phantom.anatomy import Mimic, build_anatomy, dome_z, paint_deferred
+from lymphcad.phantom.anatomy import Anatomy, Mimic, build_anatomy, dome_z, paint_deferred
 from lymphcad.phantom.canvas import Canvas
 from lymphcad.phantom.config import (
     GENERATOR_VERSION,
@@ -159,24 +159,24 @@ class PhantomCase:
     timings: dict[str, float]
 
 
-def _eval_region(cv: Canvas, region: str, an: Any) -> NDArray[np.uint8]:
+def _eval_region(canvas: Canvas, region: str, anatomy: Anatomy) -> NDArray[np.uint8]:
     """Where ground truth is defined: the mediastinum (envelope between the lungs, hila included, lung
     parenchyma excluded) for MED cases; the abdomen and pelvis below the dome for ABD cases."""
-    x = cv.xs[None, None, :]
-    y = cv.ys[None, :, None]
-    z = cv.zs[:, None, None]
-    body = cv.tissue > 0
-    sx, shift = an.dome_params
+    x = canvas.xs[None, None, :]
+    y = canvas.ys[None, :, None]
+    z = canvas.zs[:, None, None]
+    body = canvas.tissue > 0
+    sx, shift = anatomy.dome_params
     dome = dome_z(x, y, sx, shift)
-    if region == "mediastinal" and an.med_env is not None:
-        zk, xk, yk, ak, bk = an.med_env
-        zz = cv.zs.astype(float)
+    if region == "mediastinal" and anatomy.med_env is not None:
+        zk, xk, yk, ak, bk = anatomy.med_env
+        zz = canvas.zs.astype(float)
         cx = np.interp(zz, zk[::-1], xk[::-1]).astype(np.float32)[:, None, None]
         cy = np.interp(zz, zk[::-1], yk[::-1]).astype(np.float32)[:, None, None]
         ca = (np.interp(zz, zk[::-1], ak[::-1]) + 15.0).astype(np.float32)[:, None, None]
         cb = np.interp(zz, zk[::-1], bk[::-1]).astype(np.float32)[:, None, None]
         env = ((x - cx) / ca) ** 2 + ((y - cy) / cb) ** 2 <= 1.0
-        lung = (cv.tissue == T.LUNG) | (cv.tissue == T.LUNG_VESSEL)
+        lung = (canvas.tissue == T.LUNG) | (canvas.tissue == T.LUNG_VESSEL)
         m = (z > dome - 5) & (z < 115) & env & body & ~lung
     else:
         m = (z <= dome + 5) & (z > -490) & body
@@ -218,25 +218,25 @@ def generate_case(
     shift = np.asarray(g["world_shift_xyz"], dtype=float)
     tex = imaging.texture_field(rng, shape, spacing)
     tm["texture"] = time.perf_counter() - t0
-    cv = Canvas(shape, spacing, first, texture=tex)
-    an = build_anatomy(cv, p, rng)
+    canvas = Canvas(shape, spacing, first, texture=tex)
+    anatomy = build_anatomy(canvas, p, rng)
     tm["anatomy"] = time.perf_counter() - t0 - sum(tm.values())
-    placer = NodePlacer(cv, an, NodeParams.from_case(p), rng)
+    placer = NodePlacer(canvas, anatomy, NodeParams.from_case(p), rng)
     placer.place_all(reg)
     p["nodes"]["dropped"] = dict(placer.dropped)  # drawn nodes that fit nowhere
-    paint_deferred(cv, an)
+    paint_deferred(canvas, anatomy)
     tm["nodes"] = time.perf_counter() - t0 - sum(tm.values())
-    cv.texture = None
+    canvas.texture = None
     del tex
     geom = Geometry(shape, spacing, tuple(np.asarray(first) + shift))
-    evr = _eval_region(cv, reg, an)
+    evr = _eval_region(canvas, reg, anatomy)
     # -- measure nodes, choose ground truth -------------------------------------------------------
     node_map = placer.node_map
     objs = ndimage.find_objects(node_map)
     rows: list[PhantomNodeRow] = []
     masks: dict[int, tuple[Any, NDArray[np.bool_]]] = {}
     gt_ids: list[int] = []
-    hu_clean = cv.hu
+    hu_clean = canvas.hu
     for node in placer.nodes:
         sl = objs[node.node_index - 1] if node.node_index - 1 < len(objs) else None
         if sl is None:
@@ -257,7 +257,7 @@ def generate_case(
         # ground truth by the collection's rule of the node's region (abdomen from 7.5 mm, mediastinum 10 mm)
         truth = rule_for(node.region).classify(float(meas["sad_mm"]))
         enlarged = truth is TruthClass.POSITIVE
-        cv.tissue[sl][m] = T.NODE if enlarged else T.NODE_SMALL
+        canvas.tissue[sl][m] = T.NODE if enlarged else T.NODE_SMALL
         in_eval = bool(evr[round(cz), round(cy), round(cx)])
         annotated = bool(rng.random() < annotation_fraction)
         ri, rj, rk = meas["reader_ijk"]
@@ -266,10 +266,10 @@ def generate_case(
         mean_hu = float(hu_clean[sl][m].mean())
         # nearest non-fat structure around the node (ring of 2 voxels)
         ring = ndimage.binary_dilation(m, iterations=2) & ~m
-        tis = cv.tissue[sl][ring]
+        tis = canvas.tissue[sl][ring]
         tis = tis[(tis != T.FAT_VISC) & (tis != T.STRANDING) & (tis != T.NODE) & (tis != T.NODE_SMALL)]
         nearest = NAMES.get(int(np.bincount(tis).argmax()), "") if tis.size else "fat"
-        fat_ring = cv.hu[sl][ring]
+        fat_ring = canvas.hu[sl][ring]
         cnr = (mean_hu - float(np.median(fat_ring))) / p["imaging"]["noise_sd"] if fat_ring.size else 0.0
         row = PhantomNodeRow(
             id=node.node_index,
@@ -321,8 +321,8 @@ def generate_case(
     tm["measure"] = time.perf_counter() - t0 - sum(tm.values())
     # -- image formation --------------------------------------------------------------------------
     im = p["imaging"]
-    vol = imaging.blur(cv.hu, spacing, im["psf_xy"], im["psf_z"])
-    body = cv.tissue > 0
+    vol = imaging.blur(canvas.hu, spacing, im["psf_xy"], im["psf_z"])
+    body = canvas.tissue > 0
     imaging.add_noise(
         vol,
         rng,
@@ -336,19 +336,19 @@ def generate_case(
     )
     del body
     p["artifacts_applied"] = imaging.add_artifacts(
-        vol, cv.tissue, cv.zs, cv.xs, cv.ys, p, rng, im["noise_sd"]
+        vol, canvas.tissue, canvas.zs, canvas.xs, canvas.ys, p, rng, im["noise_sd"]
     )
     image = imaging.finalize(vol)
     tm["imaging"] = time.perf_counter() - t0 - sum(tm.values())
     mimics = [
         mm.shifted(shift)
-        for mm in an.mimics
-        if cv.xs[0] <= mm.center_xyz[0] <= cv.xs[-1]
-        and cv.ys[0] <= mm.center_xyz[1] <= cv.ys[-1]
-        and cv.zs[0] <= mm.center_xyz[2] <= cv.zs[-1]
+        for mm in anatomy.mimics
+        if canvas.xs[0] <= mm.center_xyz[0] <= canvas.xs[-1]
+        and canvas.ys[0] <= mm.center_xyz[1] <= canvas.ys[-1]
+        and canvas.zs[0] <= mm.center_xyz[2] <= canvas.zs[-1]
     ]
     return PhantomCase(
-        cid, reg, p, image, labels, node_map, cv.tissue, evr, geom, annotations, rows, mimics, tm
+        cid, reg, p, image, labels, node_map, canvas.tissue, evr, geom, annotations, rows, mimics, tm
     )
 
 

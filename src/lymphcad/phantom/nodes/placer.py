@@ -40,12 +40,14 @@ SAD_FLOOR: Final = 10.5
 class NodePlacer:
     """Places nodes beside their anchors in fat, never overlapping other structures (spec §6.4)."""
 
-    def __init__(self, cv: Canvas, an: Anatomy, params: NodeParams, rng: np.random.Generator) -> None:
-        self.cv, self.an, self.params, self.rng = cv, an, params, rng
-        self.node_map = np.zeros(cv.shape, dtype=np.uint16)
+    def __init__(
+        self, canvas: Canvas, anatomy: Anatomy, params: NodeParams, rng: np.random.Generator
+    ) -> None:
+        self.canvas, self.anatomy, self.params, self.rng = canvas, anatomy, params, rng
+        self.node_map = np.zeros(canvas.shape, dtype=np.uint16)
         self.nodes: list[Node] = []
-        lo = np.array([cv.xs[0], cv.ys[0], cv.zs[0]], dtype=float)
-        hi = np.array([cv.xs[-1], cv.ys[-1], cv.zs[-1]], dtype=float)
+        lo = np.array([canvas.xs[0], canvas.ys[0], canvas.zs[0]], dtype=float)
+        hi = np.array([canvas.xs[-1], canvas.ys[-1], canvas.zs[-1]], dtype=float)
         self.lo, self.hi = lo, hi
         self._pert: dict[int, Perturbation] = {}
         self._station_cache: dict[str, list[Any]] = {}
@@ -68,7 +70,7 @@ class NodePlacer:
             return cached
         out = []
         for name in st.anchors:
-            a = self.an.anchors.get(name)
+            a = self.anatomy.anchors.get(name)
             if a is None or len(a.pts) < 2:
                 continue
             tang = np.gradient(a.pts, axis=0)
@@ -123,15 +125,15 @@ class NodePlacer:
         proposes still passes the exact voxel checks of :meth:`try_place`.
         """
         if self._room_cache is None:
-            cv = self.cv
+            canvas = self.canvas
             stride = (
-                max(1, round(2.0 / cv.spacing[0])),
-                max(1, round(2.0 / cv.spacing[1])),
-                max(1, round(2.0 / cv.spacing[2])),
+                max(1, round(2.0 / canvas.spacing[0])),
+                max(1, round(2.0 / canvas.spacing[1])),
+                max(1, round(2.0 / canvas.spacing[2])),
             )
-            host = self._host[cv.tissue[:: stride[0], :: stride[1], :: stride[2]]]
+            host = self._host[canvas.tissue[:: stride[0], :: stride[1], :: stride[2]]]
             host[0, :, :] = host[-1, :, :] = False
-            sampling = tuple(float(a * b) for a, b in zip(cv.spacing, stride, strict=True))
+            sampling = tuple(float(a * b) for a, b in zip(canvas.spacing, stride, strict=True))
             edt = ndimage.distance_transform_edt(host, sampling=sampling).astype(np.float32)
             self._room_cache = (edt, stride)
         return self._room_cache
@@ -140,9 +142,9 @@ class NodePlacer:
         self, c: NDArray[np.float64], r: float
     ) -> tuple[tuple[slice, slice, slice], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         """Slices of the room grid within ``r`` mm of world point ``c`` and the world x, y, z of its voxels."""
-        cv = self.cv
+        canvas = self.canvas
         st = self._room()[1]
-        axes = (cv.zs[:: st[0]], cv.ys[:: st[1]], cv.xs[:: st[2]])
+        axes = (canvas.zs[:: st[0]], canvas.ys[:: st[1]], canvas.xs[:: st[2]])
         sl = []
         for ax, v in zip(axes, (c[2], c[1], c[0]), strict=True):
             a = int(np.searchsorted(ax, v - r))
@@ -218,13 +220,13 @@ class NodePlacer:
         np.minimum(edt[sl], np.maximum(dist - r, 0.0).astype(np.float32), out=edt[sl])
 
     def _tissue_at(self, w: NDArray[np.float64]) -> int:
-        cv = self.cv
-        i = round((float(w[0]) - float(cv.xs[0])) / cv.spacing[2])
-        j = round((float(w[1]) - float(cv.ys[0])) / cv.spacing[1])
-        k = round((float(w[2]) - float(cv.zs[0])) / cv.spacing[0])
-        if not (0 <= k < cv.shape[0] and 0 <= j < cv.shape[1] and 0 <= i < cv.shape[2]):
+        canvas = self.canvas
+        i = round((float(w[0]) - float(canvas.xs[0])) / canvas.spacing[2])
+        j = round((float(w[1]) - float(canvas.ys[0])) / canvas.spacing[1])
+        k = round((float(w[2]) - float(canvas.zs[0])) / canvas.spacing[0])
+        if not (0 <= k < canvas.shape[0] and 0 <= j < canvas.shape[1] and 0 <= i < canvas.shape[2]):
             return -1
-        return int(cv.tissue[k, j, i])
+        return int(canvas.tissue[k, j, i])
 
     def soft_contact(
         self, centre: NDArray[np.float64], half: tuple[float, float, float], rot: NDArray[np.float64]
@@ -236,7 +238,7 @@ class NodePlacer:
         enhanced vein, ...) counts. Returns the shifted poses (touching, then 1 mm off), nearest first;
         empty when nothing soft is in reach.
         """
-        step = 0.5 * min(self.cv.spacing)
+        step = 0.5 * min(self.canvas.spacing)
         dirs = []
         for a, b in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
             dirs.append(unit(a * rot[:, 0] + b * rot[:, 1]))
@@ -266,8 +268,8 @@ class NodePlacer:
     def _fit(self, node: Node, check: bool) -> tuple[Box, Any, NDArray[np.float32], NDArray[np.bool_]] | None:
         """(box, sdf, coverage, mask) of the node when it lies inside the volume (2 voxels from the border) and,
         with ``check``, covers only host fat; None otherwise."""
-        cv = self.cv
-        b, sdf = cv.ellipsoid_sdf(
+        canvas = self.canvas
+        b, sdf = canvas.ellipsoid_sdf(
             node.center, node.half_axes, node.rot, perturb=self._pert.get(node.node_index)
         )
         if sdf is None or b.empty:
@@ -278,16 +280,16 @@ class NodePlacer:
             b.z0 == 0
             or b.y0 == 0
             or b.x0 == 0
-            or b.z1 == cv.shape[0]
-            or b.y1 == cv.shape[1]
-            or b.x1 == cv.shape[2]
+            or b.z1 == canvas.shape[0]
+            or b.y1 == canvas.shape[1]
+            or b.x1 == canvas.shape[2]
         ):
             return None  # keep 2 voxels away from the border
-        a = cv.coverage(sdf)
+        a = canvas.coverage(sdf)
         inside = a >= 0.5
         if not inside.any():
             return None
-        if check and not np.all(self._host[cv.tissue[b.slices][inside]]):
+        if check and not np.all(self._host[canvas.tissue[b.slices][inside]]):
             return None
         return b, sdf, a, inside
 
@@ -300,7 +302,7 @@ class NodePlacer:
         axis seen across on the axial RECIST slice) is shrunk until it measures < 10 mm, so the enlarged counts
         and sizes are those drawn (§4.1, §6.11.4).
         """
-        cv = self.cv
+        canvas = self.canvas
         if check and not self._precheck(node):
             return False
         fit = self._fit(node, check)
@@ -315,7 +317,7 @@ class NodePlacer:
                 if node.drawn_enlarged
                 else thr - 0.6
             )
-            sad_m = measure_mask(fit[3], cv.spacing)["sad_mm"]
+            sad_m = measure_mask(fit[3], canvas.spacing)["sad_mm"]
             for _ in range(3):
                 if (abs(sad_m - target) <= 0.3) if node.drawn_enlarged else (sad_m < thr):
                     break
@@ -326,7 +328,7 @@ class NodePlacer:
                 if new is None:  # grown into a neighbour: keep the size before
                     node.half_axes, fit, sad_m = prev
                     break
-                fit, sad_m = new, measure_mask(new[3], cv.spacing)["sad_mm"]
+                fit, sad_m = new, measure_mask(new[3], canvas.spacing)["sad_mm"]
                 if node.drawn_enlarged and sad_m < thr:  # shrunk too far: keep the size before
                     node.half_axes, fit, sad_m = prev
                     break
@@ -334,12 +336,12 @@ class NodePlacer:
             if (sad_m < thr) if node.drawn_enlarged else (sad_m >= thr):
                 return False  # measures in the other class: place it elsewhere (§6.11.3)
         b, sdf, _, inside = fit
-        render_node(cv, self.node_map, node, b, sdf, inside, self.params, self.rng)
+        render_node(canvas, self.node_map, node, b, sdf, inside, self.params, self.rng)
         return True
 
     def _precheck(self, node: Node) -> bool:
         """Cheap rejection: the centre and 14 points at 85 % of the axes must be host fat."""
-        cv = self.cv
+        canvas = self.canvas
         pts = [np.zeros(3)]
         for ax in range(3):
             for sg in (-1.0, 1.0):
@@ -351,19 +353,19 @@ class NodePlacer:
                 for sz in (-1, 1):
                     pts.append(0.5 * np.array([sx, sy, sz]) * np.asarray(node.half_axes))
         w = node.center[None, :] + np.asarray(pts) @ node.rot.T
-        ix = np.round((w[:, 0] - cv.xs[0]) / cv.spacing[2]).astype(int)
-        iy = np.round((w[:, 1] - cv.ys[0]) / cv.spacing[1]).astype(int)
-        iz = np.round((w[:, 2] - cv.zs[0]) / cv.spacing[0]).astype(int)
+        ix = np.round((w[:, 0] - canvas.xs[0]) / canvas.spacing[2]).astype(int)
+        iy = np.round((w[:, 1] - canvas.ys[0]) / canvas.spacing[1]).astype(int)
+        iz = np.round((w[:, 2] - canvas.zs[0]) / canvas.spacing[0]).astype(int)
         if (
             ix.min() < 1
             or iy.min() < 1
             or iz.min() < 1
-            or ix.max() >= cv.shape[2] - 1
-            or iy.max() >= cv.shape[1] - 1
-            or iz.max() >= cv.shape[0] - 1
+            or ix.max() >= canvas.shape[2] - 1
+            or iy.max() >= canvas.shape[1] - 1
+            or iz.max() >= canvas.shape[0] - 1
         ):
             return False
-        t = cv.tissue[iz, iy, ix]
+        t = canvas.tissue[iz, iy, ix]
         return bool(np.all((t == T.FAT_VISC) | (t == T.STRANDING)))
 
     # -- high level -----------------------------------------------------------------------------

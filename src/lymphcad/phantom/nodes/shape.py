@@ -72,7 +72,7 @@ def unit(v: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def render_node(
-    cv: Canvas,
+    canvas: Canvas,
     node_map: NDArray[np.uint16],
     node: Node,
     b: Box,
@@ -86,42 +86,42 @@ def render_node(
     sl = b.slices
     tis_id = T.NODE if node.drawn_enlarged else T.NODE_SMALL
     if rng.random() < params.stranding_p:
-        halo = cv.coverage(sdf - rng.uniform(1.0, 3.0))
-        halo_m = np.isin(cv.tissue[sl], np.asarray((T.FAT_VISC,), dtype=np.uint8))
-        cur = cv.hu[sl]
+        halo = canvas.coverage(sdf - rng.uniform(1.0, 3.0))
+        halo_m = np.isin(canvas.tissue[sl], np.asarray((T.FAT_VISC,), dtype=np.uint8))
+        cur = canvas.hu[sl]
         hv = np.float32(params.stranding_hu)
         h = halo * halo_m
         cur += h * (hv - cur)
-        cv.tissue[sl][(h >= 0.5) & ~inside] = T.STRANDING
+        canvas.tissue[sl][(h >= 0.5) & ~inside] = T.STRANDING
     tex = params.texture_sd
-    host = np.isin(cv.tissue[sl], np.asarray(NODE_HOST, dtype=np.uint8))
-    cv.paint(b, sdf, node.hu, tis_id, tex_sd=tex, tex_flip=int(node.node_index) % 4, mask=host | inside)
+    host = np.isin(canvas.tissue[sl], np.asarray(NODE_HOST, dtype=np.uint8))
+    canvas.paint(b, sdf, node.hu, tis_id, tex_sd=tex, tex_flip=int(node.node_index) % 4, mask=host | inside)
     node_map[sl][inside] = node.node_index
     own = node_map[sl] == node.node_index
     kind = node.internal
     c, half, rot = node.center, node.half_axes, node.rot
     if kind == "necrotic":
         core = tuple(h * rng.uniform(0.4, 0.6) for h in half)
-        bb, s2 = cv.ellipsoid_sdf(c + rng.normal(0, 0.5, 3), core, rot)
+        bb, s2 = canvas.ellipsoid_sdf(c + rng.normal(0, 0.5, 3), core, rot)
         if s2 is not None and s2.shape == own.shape:
-            cv.paint(bb, s2, float(rng.uniform(5, 35)), tis_id, tex_sd=8, mask=own)
+            canvas.paint(bb, s2, float(rng.uniform(5, 35)), tis_id, tex_sd=8, mask=own)
     elif kind == "fatty_hilum":
         off = rot[:, 1] * half[1] * 0.75 * (1 if rng.random() < 0.5 else -1)
         hh = (half[0] * 0.45, half[1] * 0.4, half[2] * 0.5)
-        bb, s2 = cv.ellipsoid_sdf(c + off, hh, rot)
+        bb, s2 = canvas.ellipsoid_sdf(c + off, hh, rot)
         if s2 is not None:
             m = _crop(bb, b, own)
             if m is not None:
-                cv.paint(bb, s2, float(rng.uniform(-100, -40)), tis_id, tex_sd=10, mask=m)
+                canvas.paint(bb, s2, float(rng.uniform(-100, -40)), tis_id, tex_sd=10, mask=m)
     elif kind == "calcified":
         for _ in range(int(rng.integers(1, 4))):
             off = rot @ (rng.uniform(-0.5, 0.5, 3) * np.asarray(half))
             r = float(rng.uniform(0.8, 1.6))
-            bb, s2 = cv.ellipsoid_sdf(c + off, (r, r, r))
+            bb, s2 = canvas.ellipsoid_sdf(c + off, (r, r, r))
             if s2 is not None:
                 m = _crop(bb, b, own)
                 if m is not None:
-                    cv.paint(bb, s2, float(rng.uniform(250, 800)), tis_id, mask=m)
+                    canvas.paint(bb, s2, float(rng.uniform(250, 800)), tis_id, mask=m)
 
 
 def _crop(inner: Box, outer: Box, own: NDArray[np.bool_]) -> NDArray[np.bool_] | None:
