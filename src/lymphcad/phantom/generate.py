@@ -336,7 +336,13 @@ def generate_case(
     )
     del body
     p["artifacts_applied"] = imaging.add_artifacts(
-        vol, canvas.tissue, canvas.zs, canvas.xs, canvas.ys, p, rng, im["noise_sd"]
+        vol,
+        canvas.tissue,
+        canvas.zs,
+        canvas.xs,
+        canvas.ys,
+        imaging.ArtifactDraws.from_case(p),
+        rng,
     )
     image = imaging.finalize(vol)
     tm["imaging"] = time.perf_counter() - t0 - sum(tm.values())

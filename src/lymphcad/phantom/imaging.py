@@ -8,6 +8,8 @@ with a 3-tap kernel, scaled by a path-length-dependent σ(x, y), is added.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -184,19 +186,41 @@ def sigma_map(
     return np.clip(s, np.float32(0.6 * sigma0), np.float32(1.6 * sigma0))
 
 
+@dataclass(frozen=True)
+class ArtifactDraws:
+    """Which optional artifacts a case drew (``artifacts`` of :func:`~lymphcad.phantom.config.sample_case_params`)."""
+
+    streaks_shoulder: bool
+    streaks_pelvis: bool
+    beam_hardening: bool
+    metal: bool
+    #: dense venous contrast (painted by the anatomy; listed among the applied artifacts here)
+    dense_venous: bool
+
+    @classmethod
+    def from_case(cls, params: Mapping[str, Any]) -> ArtifactDraws:
+        """The record of a case's parameter dict."""
+        art = params["artifacts"]
+        return cls(
+            streaks_shoulder=bool(art["streaks_shoulder"]),
+            streaks_pelvis=bool(art["streaks_pelvis"]),
+            beam_hardening=bool(art["beam_hardening"]),
+            metal=bool(art["metal"]),
+            dense_venous=bool(art["dense_venous"]),
+        )
+
+
 def add_artifacts(
     vol: F32,
     tissue: NDArray[np.uint8],
     zs: NDArray[np.float32],
     xs: NDArray[np.float32],
     ys: NDArray[np.float32],
-    p: dict[str, Any],
+    art: ArtifactDraws,
     rng: np.random.Generator,
-    sigma0: float,
 ) -> list[str]:
     """Optional artifacts after noise (spec §2 table). Returns the names of those applied."""
     done = []
-    art = p["artifacts"]
     body = tissue > 0
     ny = vol.shape[1]
 
@@ -213,11 +237,11 @@ def add_artifacts(
             vol[k] += prof[:, None] * body[k]
         done.append(name)
 
-    if art["streaks_shoulder"]:
+    if art.streaks_shoulder:
         streaks(zs > 75, "streaks_shoulder")
-    if art["streaks_pelvis"]:
+    if art.streaks_pelvis:
         streaks(zs < -420, "streaks_pelvis")
-    if art["beam_hardening"]:
+    if art.beam_hardening:
         ks = np.nonzero((zs < -455) & (zs > -495))[0]
         if len(ks):
             band = (-rng.uniform(20, 60) * np.exp(-(((ys - 4.0) / 6.0) ** 2)))[:, None] * (np.abs(xs) < 80)[
@@ -225,7 +249,7 @@ def add_artifacts(
             ]
             vol[ks] += band.astype(np.float32)[None] * body[ks]
             done.append("beam_hardening")
-    if art["metal"]:
+    if art.metal:
         bone_or_soft = np.argwhere(tissue[:, ::8, ::8] == 3)
         if len(bone_or_soft):
             k, j, i = bone_or_soft[int(rng.integers(len(bone_or_soft)))] * np.array([1, 8, 8])
@@ -237,7 +261,7 @@ def add_artifacts(
                 vol[kk] += (300 * np.cos(nst * th) * np.exp(-rr / 40.0) * body[kk]).astype(np.float32)
                 vol[kk][rr < 2.0] = 3000.0
             done.append("metal")
-    if art["dense_venous"]:
+    if art.dense_venous:
         done.append("dense_venous")
     return done
 
