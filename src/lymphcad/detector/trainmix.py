@@ -47,6 +47,7 @@ from lymphcad.detector.datamix import (
     mined_from_json,
     mined_to_json,
 )
+from lymphcad.detector.history import write_history
 from lymphcad.detector.infer import detect_prepared
 from lymphcad.detector.model import (
     network_from_payload,
@@ -65,7 +66,6 @@ from lymphcad.detector.train import (
     resume_training,
     save_checkpoint,
     training_state,
-    write_history,
 )
 from lymphcad.errors import InputError, UsageError
 from lymphcad.evaluate import EvalSettings, evaluate_truth
