@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import torch
@@ -188,8 +188,7 @@ def optimizer_step(
         optimizer.step()
 
 
-@dataclass
-class TrainingState:
+class TrainingState(NamedTuple):
     """What a training loop steps besides the network: the optimiser, its learning-rate schedule and (CUDA
     with AMP only) the gradient scaler."""
 
@@ -429,17 +428,9 @@ def train(
             network, device_ids=[dist.local_rank] if dev.type == "cuda" else None
         )
     state = training_state(network, cfg.train, dev)
-    optimizer, scheduler, scaler, total_iters = (
-        state.optimizer,
-        state.scheduler,
-        state.scaler,
-        state.total_iters,
-    )
+    optimizer, scheduler, scaler, total_iters = state
     use_amp = scaler is not None
-    start_epoch = 0
-    history: list[dict[str, Any]] = []
-    if resume:
-        start_epoch, history, _ = resume_training(run, network, state)
+    start_epoch, history, _ = resume_training(run, network, state) if resume else (0, [], {})
 
     name = run.name or "run"
     t_start = time.perf_counter()

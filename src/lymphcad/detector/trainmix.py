@@ -351,18 +351,11 @@ def train_mix(
     if init_from is not None and not resume:
         _init_weights(network, init_from)
     state = training_state(network, cfg.train, dev)
-    optimizer, scheduler, scaler, total_iters = (
-        state.optimizer,
-        state.scheduler,
-        state.scaler,
-        state.total_iters,
-    )
+    optimizer, scheduler, scaler, total_iters = state
     use_amp = scaler is not None
-    start_epoch = 0
-    history: list[dict[str, Any]] = []
+    start_epoch, history, payload = resume_training(run, network, state) if resume else (0, [], {})
     if resume:
-        start_epoch, history, data = resume_training(run, network, state)
-        mined_from_json(cases, json.loads(data.get("mined") or "{}"))
+        mined_from_json(cases, json.loads(payload.get("mined") or "{}"))
 
     name = run.name or "run"
     t_start = time.perf_counter()
