@@ -294,7 +294,8 @@ def _target_lines(result: dict[str, Any], model: str) -> list[str]:
         if failed
         else []
     )
-    return missing + [
+    return [
+        *missing,
         "- Issue 12's targets (sensitivity ≥ 0.85 at 3 FP/volume and CPM ≥ 0.75 on held-out real backgrounds; CPM",
         f"  ≥ 0.80 on the phantom), measured: {fig('insertion_pooled', 'held-out backgrounds')}; "
         f"{fig('phantom_mediastinal', 'phantom mediastinal')}; {fig('phantom_abdominal', 'phantom abdominal')}.",
