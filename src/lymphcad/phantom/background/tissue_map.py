@@ -88,6 +88,14 @@ def classify_background(hu: NDArray[Any], spacing_zyx: tuple[float, float, float
         return np.zeros(sm.shape, np.uint8)
     sizes = ndimage.sum_labels(body, lab, index=np.arange(1, n + 1))
     body = lab == (int(np.argmax(sizes)) + 1)
+    # a crop's lungs reach the image border (no hole to fill): air darker than AIR_HU whose median is not
+    # outside air (≈ −1000 HU; aerated lung −900…−750) lies inside the body
+    lab, n = ndimage.label(~body)
+    if n:
+        med = np.asarray(ndimage.median(sm, lab, np.arange(1, n + 1)), np.float64)
+        inner = np.zeros(n + 1, bool)
+        inner[1:] = med > LUNG_MAX_GAS_HU
+        body |= inner[lab]
     for k in range(body.shape[0]):
         body[k] = ndimage.binary_fill_holes(body[k])
     out: NDArray[np.uint8] = np.full(sm.shape, int(Tissue.SOFT), np.uint8)
