@@ -23,6 +23,7 @@ import numpy as np
 
 from lymphcad import atomic
 from lymphcad.io.reader import read_ct
+from lymphcad.phantom.background import Tissue
 from lymphcad.phantom.formation import noise_level_ratio, robust_sd
 from lymphcad.phantom.insert import analyse_background, canonical_volume, insert_nodes
 from lymphcad.phantom.nodemodel import Formation
@@ -34,6 +35,7 @@ BACKGROUNDS = (
     "crlm-ct/CRLM-CT-1004",
     "crlm-ct/CRLM-CT-1006",
     "acrin-flt-breast/001-chest",
+    "acrin-flt-breast/013-chest",
     "acrin-flt-breast/001-abdomen",
     "totalsegmentator/example_ct.nii.gz",
 )
@@ -59,6 +61,16 @@ def noise_ratio(
         "ratio_around": robust_sd(ins) / robust_sd(around),
         "core_voxels": int(ins.size),
     }
+
+
+def structures_kept(before: np.ndarray, after: np.ndarray | None) -> dict[str, float]:
+    """Voxel count after / before of lumen, airway and bone in the (pushed) tissue map: mass effect keeps them."""
+    out: dict[str, float] = {}
+    for name, cls in (("vessel", Tissue.VESSEL), ("airway", Tissue.AIRWAY), ("bone", Tissue.BONE)):
+        n0 = int((before == cls).sum())
+        if after is not None and n0:
+            out[name] = round(int((after == cls).sum()) / n0, 4)
+    return out
 
 
 def main() -> int:
@@ -93,6 +105,9 @@ def main() -> int:
                     "formations": sorted({x.spec.formation.value for x in res.nodes}),
                     "sad_mm": [round(x.sad_mm, 1) for x in res.nodes],
                     "nearest": [x.nearest for x in res.nodes],
+                    "mass_effect": sum(x.placement == "mass_effect" for x in res.nodes),
+                    "push_mm": [round(x.push_mm, 1) for x in res.nodes if x.placement == "mass_effect"],
+                    "structures_kept": structures_kept(an.tissue, res.tissue),
                     "cpu_s": round(time.process_time() - t1, 1),
                 }
             )
@@ -120,7 +135,9 @@ def main() -> int:
         print(f"{name}: region {an.region}, stations {len(an.stations)}, analysis {t_an:.0f} s CPU")
         for i, c in enumerate(cases):
             print(
-                f"  case {i}: placed {c['placed']}/{c['requested']}, annotated {c['annotated']}, ignored {c['ignored']}, negative {c['negative']}: {c['by_station']}"
+                f"  case {i}: placed {c['placed']}/{c['requested']} ({c['mass_effect']} by mass effect), annotated "
+                f"{c['annotated']}, ignored {c['ignored']}, negative {c['negative']}: {c['by_station']}; "
+                f"structures kept {c['structures_kept']}"
             )
         for f, v in noise.items():
             if v:
