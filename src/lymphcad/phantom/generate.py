@@ -36,6 +36,7 @@ from lymphcad.phantom.config import (
     case_rng,
     sample_case_params,
 )
+from lymphcad.phantom.iaslc import iaslc_station
 from lymphcad.phantom.nodes import NodeParams, NodePlacer, measure_mask, record_annotation
 from lymphcad.phantom.tissue import NAMES, T
 from lymphcad.phantom.truthrule import TruthClass, rule_for
@@ -281,7 +282,10 @@ def generate_case(
             lad=float(meas["lad_mm"]),
             axes3d=tuple(float(v) for v in meas["axes3d_mm"]),
             volume=float(meas["volume_mm3"]),
-            station=node.station,
+            # the map's station where the node ended up (placement may leave its drawn station's side)
+            station=iaslc_station(anatomy, world - shift, node.station)
+            if node.region == "mediastinal"
+            else node.station,
             region=node.region,
             enlarged=enlarged,
             truth=truth.value,
