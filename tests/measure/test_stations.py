@@ -120,3 +120,34 @@ def test_adjacency_is_symmetric() -> None:
     assert adjacent("4R", "10R") and adjacent("10R", "4R")
     assert adjacent("7", "7")
     assert not adjacent("2R", "7")
+
+
+@pytest.mark.parametrize(
+    ("point", "station"),
+    [
+        ((-14.0, 0.0, 15.0), "10R"),  # right, below the azygos arch (20 mm above the carina): hilar
+        ((-14.0, 0.0, 25.0), "4R"),  # above it
+        ((4.0, -14.0, 15.0), "4R"),  # pretracheal left of the trachea's centre: not the right hilum
+        ((16.0, 0.0, 8.0), "10L"),  # left, below the left pulmonary artery's upper rim (12.5 mm)
+        ((16.0, 0.0, 18.0), "4L"),
+        ((30.0, 0.0, 20.0), "5"),  # lateral to the ligamentum (25 mm), below the arch's lower border (34)
+        ((20.0, -20.0, 20.0), "4L"),  # in front of the trachea but medial to the ligamentum: not 5
+        ((30.0, 0.0, 45.0), "4L"),  # lateral but beside the arch (above its lower border): not 5
+        ((-9.0, 9.0, 40.0), "3p"),  # behind the back wall near its right edge (wall 8 + 3.5 mm)
+        ((-14.0, 9.0, 40.0), "4R"),  # beside the wall, behind the centre: paratracheal
+        ((-5.0, -45.0, 45.0), "6"),  # in front, left of the ascending aorta (x = -12) at the arch's height
+        ((-5.0, -45.0, 20.0), "3a"),  # the same below the arch's lower border
+    ],
+)
+def test_iaslc_boundaries_above_the_carina(point: tuple[float, float, float], station: str) -> None:
+    """The map's boundaries between the trachea's stations and the hila, the AP window and the vessels."""
+    assert locate(chest(), point) == Location("mediastinal", station)
+
+
+def test_trachea_wall_from_the_median_lumen() -> None:
+    """A lumen that narrows near the carina (partial volume) does not move the right/left border."""
+    rows = [(0.0, 0.0, float(z)) for z in range(120, 0, -3)]
+    radii = [8.0 if z > 12 else 3.0 for _x, _y, z in rows]
+    narrowing = chest(trachea=np.array([[*p, r] for p, r in zip(rows, radii, strict=True)]))
+    assert locate(narrowing, (9.0, 0.0, 25.0)).station == "4R"  # inside the 8 + 3.5 mm wall
+    assert locate(narrowing, (9.0, -12.0, 14.0)).station == "4R"  # at the narrowing too

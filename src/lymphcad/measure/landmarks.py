@@ -31,8 +31,25 @@ AIR_LUMEN_HU: Final = -900.0
 BODY_HU: Final = -400.0
 #: contrast-enhanced blood: smoothed HU within this range
 ENHANCED_HU: Final = (125.0, 700.0)
+#: the lower floor tried when no aortic lumen is found above ``ENHANCED_HU[0]`` (weak enhancement)
+WEAK_ENHANCED_HU: Final = 95.0
 #: the aorta is followed through its core: pixels at least this deep inside the lumen (mm)
 AORTA_CORE_MM: Final = 7.5
+#: the ascending aorta's centre lies at most this far left of the carina (the pulmonary trunk lies farther left)
+ASCENDING_LEFT_MM: Final = 10.0
+#: below the thoracic core, the aorta is followed through lumens at least this deep (mm): the abdominal
+#: aorta (radius ~9-12 mm) but not the iliac arteries (5-7 mm)
+AORTA_MIN_R_MM: Final = 6.5
+#: ... whose centre moved at most this far from the previous slice's (mm)
+AORTA_STEP_MM: Final = 8.0
+#: the abdominal aorta is followed across this many slices where it is too thin (working slices)
+AORTA_GAP_SLICES: Final = 2
+#: below the chest, aorta seeds lie at most this far left or right of the vertebral body's centre (mm)
+ABDOMINAL_AORTA_MM: Final = 30.0
+#: an aorta followed down from the carina for less than this (mm) is looked for at other levels too
+SHORT_TRACK_MM: Final = 60.0
+#: without a carina, aorta seeds are tried at levels this far apart (mm)
+SEED_STEP_MM: Final = 25.0
 #: cortical bone: HU above this
 BONE_HU: Final = 700.0
 #: trachea cross-section (mm²) accepted at the start of the airway search
@@ -169,26 +186,15 @@ def _body(hu: NDArray[np.float32]) -> NDArray[np.bool_]:
     lab, n = ndimage.label(hu > BODY_HU, structure=_IN_PLANE)
     if n == 0:
         return np.zeros(hu.shape, dtype=bool)
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    # the largest component of each slice (an in-plane component lies in one slice)
-    slice_of = np.array([-1] + [int(sl[0].start) for sl in ndimage.find_objects(lab)], dtype=np.int64)
-    best = np.zeros(hu.shape[0], dtype=np.int64)
-    for c in np.argsort(sizes)[::-1].tolist():
-        if sizes[c] == 0:
-            break
-        if best[slice_of[c]] == 0:
-            best[slice_of[c]] = c
-    solid = lab == best[:, None, None]
-    solid &= (best > 0)[:, None, None]
-    # the rest splits into pieces; those touching a slice's edge are outside, the others are holes
-    rest, _ = ndimage.label(~solid, structure=_IN_PLANE)
-    edge = np.unique(
-        np.concatenate(
-            [rest[:, 0].ravel(), rest[:, -1].ravel(), rest[:, :, 0].ravel(), rest[:, :, -1].ravel()]
-        )
-    )
-    return np.asarray(~np.isin(rest, edge[edge > 0]))
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    # an in-plane component lies in one slice: the largest of each slice
+    slice_of = np.array([sl[0].start for sl in ndimage.find_objects(lab)], dtype=np.int64)
+    order = np.lexsort((-sizes, slice_of))
+    _, first = np.unique(slice_of[order], return_index=True)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[order[first] + 1] = True
+    # holes filled slice by slice (the in-plane structure does not connect slices)
+    return np.asarray(ndimage.binary_fill_holes(keep[lab], structure=_IN_PLANE), dtype=bool)
 
 
 def _components(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int]:
@@ -358,11 +364,11 @@ def _find_aorta(
     """Descending/abdominal aorta rows (x, y, k, r), arch top (array k), ascending aorta (x, y, r), bifurcation k."""
     nz = blood.shape[0]
     sz, sy, sx = view.geometry.spacing_zyx
+
     # seed: a round enhanced lumen of aortic calibre left of the spine and in front of it, at the carina or
-    # (without a carina) at the slice where such a lumen is most convincing
-    seeds = [int(np.clip(round(carina[0]), 0, nz - 1))] if carina is not None else list(range(nz - 1, -1, -1))
-    seed = None
-    for k in seeds:
+    # (without a carina) the one of several levels from which the aorta is followed farthest down
+    def seeds_at(k: int, min_left_mm: float) -> list[tuple[int, float, float, float]]:
+        out = []
         lab, n = _components(depth[k] >= 7.0)
         for c in range(1, n + 1):
             m = lab == c
@@ -373,24 +379,66 @@ def _find_aorta(
             sp = spine.get(k)
             ref_x = sp[0] if sp is not None else body_cx[k]
             # left of the midline/spine, not in front of the trachea by much (descending, not ascending)
-            if (x - ref_x) * sx < 5.0 or (x - ref_x) * sx > 60.0:
+            if (x - ref_x) * sx < min_left_mm or (x - ref_x) * sx > 60.0:
                 continue
             if sp is not None and (sp[1] - y) * sy > 60.0:
                 continue
             # behind the carina: the ascending aorta and the pulmonary arteries lie in front of it
             if carina is not None and (y - carina[1]) * sy < 5.0:
                 continue
-            if seed is None or r > seed[3]:
-                seed = (k, y, x, r)
-        if seed is not None:
-            break
+            out.append((k, y, x, r))
+        return out
+
+    seed = None
+    down: tuple[list[FloatArray], float | None] = ([], None)
+    if carina is not None:
+        cands = seeds_at(int(np.clip(round(carina[0]), 0, nz - 1)), 5.0)
+        if cands:
+            seed = max(cands, key=lambda c: c[3])
+            down = _track_down(depth, seed, sy, sx)
+    chest_seed = seed
+    # (a carina without an aortic lumen beside it: no contrast at this floor, rather than another level)
+    if (carina is None or chest_seed is not None) and len(down[0]) * sz < SHORT_TRACK_MM:
+        # no carina (or a false one, e.g. bowel gas, from which no aorta goes down): below the chest the aorta
+        # runs in front of the spine, near the midline; of the lumens there, the one followed farthest down
+        # (organ vessels end within a few centimetres)
+        step = max(1, round(SEED_STEP_MM / sz))
+        for k in range(nz - 1 - step // 2, -1, -step):
+            sp = spine.get(k)
+            for cand in seeds_at(k, 0.0):  # the abdominal aorta lies just left of the midline
+                if sp is not None and abs(cand[2] - sp[0]) * sx > ABDOMINAL_AORTA_MM:
+                    continue
+                track = _track_down(depth, cand, sy, sx)
+                if len(track[0]) > len(down[0]):
+                    seed, down = cand, track
     if seed is None:
         notes.append("aorta: no enhanced round lumen of aortic calibre beside the spine (no IV contrast?)")
         return [], None, None, None
-    k0, y0, x0, r0 = seed
+    # where the aorta was lost (a narrowing at the renal vein's crossing, a crus), it is picked up again below
+    # when a lumen of aortic calibre near its last centre goes on down for a while
+    rows, bif = down
+    for _ in range(3):
+        if bif is None or not rows:
+            break
+        last = rows[-1]
+        found: tuple[list[FloatArray], float | None] | None = None
+        for k in range(int(last[2]) - AORTA_GAP_SLICES - 1, max(-1, int(last[2]) - round(40.0 / sz)), -1):
+            for cand in seeds_at(k, -10.0):
+                if np.hypot((cand[2] - last[0]) * sx, (cand[1] - last[1]) * sy) > 2.0 * AORTA_STEP_MM:
+                    continue
+                track = _track_down(depth, cand, sy, sx)
+                if len(track[0]) * sz >= 20.0 and (found is None or len(track[0]) > len(found[0])):
+                    found = track
+            if found is not None:
+                break
+        if found is None:
+            break
+        rows, bif = rows + found[0], found[1]
+    down = (rows, bif)
+    # the arch and the ascending aorta are read at the carina's seed when there is one
+    k0, y0, x0, r0 = chest_seed if chest_seed is not None else seed
     # a core thicker than the arch's branches and the brachiocephalic veins (radius ≤ ~7 mm)
     core_r = max(0.55 * r0, AORTA_CORE_MM)
-    rows: list[FloatArray] = [np.array([x0, y0, float(k0), r0])]
     # upwards: follow cores of aortic calibre; the highest one reached is the arch
     prev = _core_at(depth[k0], core_r, y0, x0)
     arch_k: float | None = None
@@ -404,34 +452,77 @@ def _find_aorta(
         k += 1
     if arch_k is None:
         notes.append("aorta: the arch's top lies above the scan" if k >= nz else "aorta: arch not found")
-    # the ascending aorta: the largest calibre core in front of the trachea/carina at the seed level
+    # the ascending aorta: the largest calibre core in front of the trachea/carina at the seed level, right
+    # of the pulmonary trunk (which lies left of the midline and may be as wide and as bright)
     asc = None
+    mid_x = carina[2] if carina is not None else body_cx[k0]
     lab, n = _components(depth[k0] >= 7.0)
     for c in range(1, n + 1):
         m = lab == c
         r = float(depth[k0][m].max())
         y, x = (float(v) for v in ndimage.center_of_mass(m))
-        if (y - y0) * sy > -25.0 or abs(x - x0) * sx < 10.0:
+        if (y - y0) * sy > -25.0 or abs(x - x0) * sx < 10.0 or (x - mid_x) * sx > ASCENDING_LEFT_MM:
             continue
         if asc is None or r > asc[2]:
             asc = (x, y, r)
-    # downwards: the descending then abdominal aorta, slice by slice, until it divides or is lost
+    # downwards: the descending then abdominal aorta (followed from the seed above)
+    rows, bif = down
+    return rows, arch_k, asc, bif
+
+
+def _track_down(
+    depth: _Calibre, seed: tuple[int, float, float, float], sy: float, sx: float
+) -> tuple[list[FloatArray], float | None]:
+    """Aorta rows (x, y, k, r) from the seed down, slice by slice, until it divides (the bifurcation k, or
+    None when the scan ends first)."""
+    k0, y0, x0, r0 = seed
+    # a core thicker than the arch's branches and the brachiocephalic veins (radius ≤ ~7 mm)
+    core_r = max(0.55 * r0, AORTA_CORE_MM)
+    rows: list[FloatArray] = [np.array([x0, y0, float(k0), r0])]
     prev = _core_at(depth[k0], core_r, y0, x0)
     bif: float | None = None
     k = k0 - 1
     while prev is not None and k >= 0:
-        lab, n = _components(depth[k] >= core_r)
+        lab, _n = _components(depth[k] >= core_r)
         ids = np.unique(lab[ndimage.binary_dilation(prev, iterations=2) & (lab > 0)]).tolist()
-        if not ids:
-            bif = k + 0.5
-            break
-        m = lab == max(ids, key=lambda c: float(depth[k][lab == c].max()))
+        if ids:
+            m = lab == max(ids, key=lambda c: float(depth[k][lab == c].max()))
+        else:
+            # the abdominal aorta is narrower than the thoracic core: follow the nearest lumen of aortic
+            # calibre; none near (the iliacs part sideways and are thinner) is the bifurcation
+            m = _nearest_lumen(depth[k], rows[-1], sy, sx)
+            if m is None:
+                # a slice or two of a narrower lumen (noise, a touching crus) is not yet the bifurcation
+                ahead = [kk for kk in range(k - 1, max(-1, k - 1 - AORTA_GAP_SLICES), -1)]
+                found = [(kk, _nearest_lumen(depth[kk], rows[-1], sy, sx)) for kk in ahead]
+                found = [(kk, mm) for kk, mm in found if mm is not None]
+                if not found:
+                    bif = k + 0.5
+                    break
+                k, m = found[0]
         r = float(depth[k][m].max())
         y, x = (float(v) for v in ndimage.center_of_mass(m))
         rows.append(np.array([x, y, float(k), r]))
         prev = m
         k -= 1
-    return rows, arch_k, asc, bif
+    return rows, bif
+
+
+def _nearest_lumen(
+    depth2d: NDArray[np.float32], last: FloatArray, sy: float, sx: float
+) -> NDArray[np.bool_] | None:
+    """A disc at the deepest lumen point (the lumen's centre) within ``AORTA_STEP_MM`` of the previous slice's
+    aortic centre ``last`` (x, y, k, r), None when that point is less than ``AORTA_MIN_R_MM`` deep. The deepest
+    point stays in the aorta where a touching vein (IVC, renal vein) merges with it in the threshold."""
+    ny, nx = depth2d.shape
+    yy, xx = np.ogrid[:ny, :nx]
+    near = ((yy - last[1]) * sy) ** 2 + ((xx - last[0]) * sx) ** 2 <= AORTA_STEP_MM**2
+    d = np.where(near, depth2d, 0.0)
+    j, i = np.unravel_index(int(np.argmax(d)), d.shape)
+    r = float(d[j, i])
+    if r < AORTA_MIN_R_MM:
+        return None
+    return np.asarray(((yy - j) * sy) ** 2 + ((xx - i) * sx) ** 2 <= (0.5 * r) ** 2)
 
 
 def _core_at(depth2d: NDArray[np.float32], core_r: float, y: float, x: float) -> NDArray[np.bool_] | None:
@@ -445,7 +536,9 @@ def _overlapping(mask2d: NDArray[np.bool_], prev: NDArray[np.bool_]) -> NDArray[
     ids = np.unique(lab[ndimage.binary_dilation(prev, iterations=1) & (lab > 0)])
     if ids.size == 0:
         return None
-    return np.asarray(np.isin(lab, ids))
+    keep = np.zeros(int(lab.max()) + 1, dtype=bool)
+    keep[ids] = True
+    return np.asarray(keep[lab])
 
 
 # -- spine, lungs, domes ----------------------------------------------------------------------------------
@@ -453,32 +546,42 @@ def _find_spine(
     hu: NDArray[np.float32], body: NDArray[np.bool_], body_cx: NDArray[np.float64], sx: float
 ) -> dict[int, FloatArray]:
     """Per slice: (x, y) of the vertebral body (bone near the midline, in the back half of the body)."""
+    _nz, ny, nx = hu.shape
+    rows: NDArray[np.bool_] = np.asarray(body.any(axis=2), dtype=bool)  # (z, y)
+    has: NDArray[np.bool_] = np.asarray(rows.any(axis=1), dtype=bool)
+    top = np.argmax(rows, axis=1)
+    bottom = ny - 1 - np.argmax(rows[:, ::-1], axis=1)
+    ymid = (0.5 * (top + bottom)).astype(int)
+    x0 = np.round(body_cx).astype(int)
+    half = round(30.0 / sx)
+    yy = np.arange(ny)[None, :, None]
+    xx = np.arange(nx)[None, None, :]
+    band = (yy >= ymid[:, None, None]) & (np.abs(xx - x0[:, None, None]) <= half) & has[:, None, None]
+    lab, n = ndimage.label((hu > 200.0) & band, structure=_IN_PLANE)
     out: dict[int, FloatArray] = {}
-    for k in range(hu.shape[0]):
-        ys_b = np.nonzero(body[k].any(axis=1))[0]
-        if ys_b.size == 0:
+    if n == 0:
+        return out
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    # bone has a cortex: a contrast-filled aorta beside the spine is bright but never that bright
+    cortex = np.zeros(n + 1, dtype=bool)
+    cortex[lab[hu > BONE_HU]] = True
+    sizes[~cortex[1:]] = 0
+    objs = ndimage.find_objects(lab)
+    slice_of = np.array([sl[0].start for sl in objs], dtype=np.int64)
+    order = np.lexsort((-sizes, slice_of))
+    _, first = np.unique(slice_of[order], return_index=True)
+    for c in order[first].tolist():
+        if sizes[c] < 20:
             continue
-        ymid = 0.5 * (ys_b.min() + ys_b.max())
-        bone = hu[k] > 200.0
-        band = np.zeros_like(bone)
-        x0 = round(body_cx[k])
-        half = round(30.0 / sx)
-        band[int(ymid) :, max(0, x0 - half) : x0 + half + 1] = True
-        lab, n = _components(bone & band)
-        if n == 0:
-            continue
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:].astype(np.float64)
-        # bone has a cortex: a contrast-filled aorta beside the spine is bright but never that bright
-        peak = ndimage.maximum(hu[k], lab, index=np.arange(1, n + 1))
-        sizes[np.asarray(peak) < BONE_HU] = 0
-        if sizes.max() < 20:
-            continue
-        m = lab == int(np.argmax(sizes)) + 1
-        ys, xs = np.nonzero(m)
+        sl = objs[c]
+        ys, xs = np.nonzero(lab[sl][0] == c + 1)
+        ys = ys + sl[1].start
+        xs = xs + sl[2].start
         # the vertebral body is the front part of the bone: its front half-height
         y_front = np.percentile(ys, 20)
-        sel = ys <= np.percentile(ys, 50)
-        out[k] = np.array([float(xs[sel].mean()), float(0.5 * (y_front + np.percentile(ys, 50)))])
+        y_half = np.percentile(ys, 50)
+        sel = ys <= y_half
+        out[int(slice_of[c])] = np.array([float(xs[sel].mean()), float(0.5 * (y_front + y_half))])
     return out
 
 
@@ -494,7 +597,11 @@ def _domes(
     any_col = lung.any(axis=0)
     bottom = np.argmax(lung, axis=0).astype(float)  # lowest lung slice per column
     topc = (nz - 1 - np.argmax(lung[::-1], axis=0)).astype(float)
+    # columns through the lung's height; where the scan's top cuts the lungs short (an abdominal CT shows
+    # only their bases), the columns that reach the top
     long_col = any_col & ((topc - bottom) * sz >= 60.0)
+    if long_col.sum() < 40:
+        long_col = any_col & (topc >= nz - 1) & ((topc - bottom) * sz >= 15.0)
     cx = float(np.median(body_cx[ks]))
     xs = np.arange(nx)[None, :]
     lateral = DOME_LATERAL_MM / float(view.geometry.spacing_zyx[2])
@@ -526,19 +633,25 @@ def find_landmarks(volume: CTVolume, *, work_mm: float = WORK_MM) -> Landmarks:
     lumen = (smooth < AIR_LUMEN_HU) & body
     trachea, carina, right, left = _find_airway(lumen, body, view, body_cx, notes)
     spine = _find_spine(smooth, body, body_cx, sx)
-    blood = (smooth >= ENHANCED_HU[0]) & (smooth <= ENHANCED_HU[1]) & body
-    bone = ndimage.binary_dilation(smooth > BONE_HU, iterations=1)
-    blood &= ~bone
-    depth = _Calibre(blood, sy, sx)
-    aorta, arch_k, asc, bif_k = _find_aorta(view, blood, depth, carina, body_cx, spine, notes)
+    not_bone = ~ndimage.binary_dilation(smooth > BONE_HU, iterations=1)
+    # a weakly enhanced scan (late arterial / portal phase, thin contrast: aorta ~130 HU) leaves too few
+    # lumen pixels above the usual floor for an aortic core: then the floor is lowered once
+    for floor in (ENHANCED_HU[0], WEAK_ENHANCED_HU):
+        tried: list[str] = []
+        blood = (smooth >= floor) & (smooth <= ENHANCED_HU[1]) & body & not_bone
+        depth = _Calibre(blood, sy, sx)
+        aorta, arch_k, asc, bif_k = _find_aorta(view, blood, depth, carina, body_cx, spine, tried)
+        if aorta:
+            break
+    notes += tried
     # lungs: large air regions inside the body that are not the airway
     air = (smooth < -500.0) & body
     lab, n = _components(air)
     lung = np.zeros_like(air)
     if n:
         sizes = np.bincount(lab.ravel())[1:] * view.geometry.voxel_volume_mm3
-        big = np.flatnonzero(sizes >= 100_000.0) + 1  # > 100 ml
-        lung = np.isin(lab, big)
+        keep = np.concatenate([[False], sizes >= 100_000.0])  # > 100 ml
+        lung = keep[lab]
     if carina is None and not lung.any():
         notes.append("lungs: none in the scan (not a chest CT)")
     dome_r, dome_l, lung_top = _domes(lung, body_cx, sz, view)

@@ -5,23 +5,28 @@ Chest (IASLC 2009 map, Rusch et al. J Thorac Oncol 2009), with the landmarks of
 
 * region: above the diaphragm dome of its side → ``mediastinal``, below → ``abdominal``;
 * ``1R/1L`` (low cervical, supraclavicular): above the lung apices; side by the trachea's midline;
-* above the carina: ``3a`` (prevascular) in front of the trachea by more than ``PREVASCULAR_MM``;
-  ``3p`` (retrotracheal) behind it, within its width; otherwise paratracheal, right up to the trachea's
-  *left* wall (the 2009 map's right/left border), left beyond it; ``2R/2L`` above the top of the aortic arch,
-  ``4R/4L`` below it (for 2R/4R the map uses the left brachiocephalic vein's crossing, which lies at about
-  the arch's top); the azygos arch's lower border (4R/10R) is taken ``AZYGOS_MM`` above the carina; on the
-  left below the arch, lateral to the trachea by more than ``AP_WINDOW_MM`` or in front of it by more than
-  ``ANTERIOR_MM``: ``5`` (subaortic, aortopulmonary window), or ``6`` (para-aortic) when also in front of
-  the ascending aorta;
+* above the carina (the trachea's wall taken ``TRACHEA_WALL_MM`` outside its air lumen's median radius):
+  ``3a`` (prevascular) in front of the trachea's wall by more than ``PREVASCULAR_MM``, ``6`` (para-aortic)
+  when also left of the ascending aorta between the arch's lower border (``ARCH_CALIBRE_MM`` below its top)
+  and its top; ``3p`` (retrotracheal) behind the trachea's back wall within its width; otherwise
+  paratracheal, right up to the trachea's *left* wall (the 2009 map's right/left border), left beyond it.
+  Right: ``10R`` at the tracheobronchial angle below the azygos arch's lower border (taken ``AZYGOS_MM``
+  above the carina; right of the trachea's centre), ``2R`` above the top of the aortic arch (the map uses the
+  left brachiocephalic vein's caudal margin, which crosses the trachea at about the arch's top), ``4R``
+  between. Left: ``10L`` below the left pulmonary artery's upper rim (taken ``LPA_MM`` above the carina),
+  ``2L`` above the arch's top, ``5`` (subaortic, aortopulmonary window) below the arch's lower border and
+  lateral to the ligamentum arteriosum (taken ``LIGAMENTUM_MM`` left of the trachea's centre), ``4L``
+  otherwise;
 * below the carina: ``10R/10L`` (hilar) beside a main bronchus (within ``HILAR_MM`` of its centreline),
   ``11R/11L`` (interlobar and beyond: 11–14 are reported as 11) farther out, ``7`` (subcarinal) between the
   bronchi down to ``SUBCARINAL_MM`` below the carina, ``8`` (paraoesophageal) below that, ``9`` is not
   separated from 8.
 
 Abdomen (groups of the Japanese/AJCC conventions, by position to the aorta, whose right side the IVC
-follows): ``retrocrural`` behind the aorta near the crura, ``coeliac`` / ``mesenteric`` in front of it
-(upper / lower), ``portocaval`` right and in front, high, ``paraaortic`` left of it, ``aortocaval`` between
-it and the IVC, ``paracaval`` right of the IVC, ``iliac`` below the bifurcation.
+follows): ``retrocrural`` behind the aorta near the crura, ``coeliac`` / ``mesenteric`` in front of it by more
+than ``MESENTERIC_FRONT_MM`` (upper / lower), ``portocaval`` right and in front, high, ``paraaortic`` left of
+it, ``aortocaval`` between it and the IVC, ``paracaval`` right of the IVC, ``iliac`` below the bifurcation
+(``mesenteric`` there when more than ``PELVIC_MESENTERY_MM`` in front of the aorta's end).
 
 When a landmark a rule needs is missing, the answer is the region alone (``mediastinal:unknown``) or
 ``unknown``, with the reason in :attr:`Location.reason`.
@@ -36,13 +41,19 @@ import numpy as np
 
 from lymphcad.measure.landmarks import Landmarks
 
+#: prevascular (3a, 6): this far in front of the trachea's front wall (mm)
 PREVASCULAR_MM: Final = 22.0
-AP_WINDOW_MM: Final = 22.0
 HILAR_MM: Final = 22.0
+#: the trachea's wall beyond the air lumen (which the air threshold also narrows by partial volume) (mm)
+TRACHEA_WALL_MM: Final = 3.5
 #: the azygos arch's lower border (4R/10R) is taken this far above the carina (mm)
-AZYGOS_MM: Final = 10.0
-#: left paratracheal findings this far in front of the trachea's centre are in the AP window (mm)
-ANTERIOR_MM: Final = 8.0
+AZYGOS_MM: Final = 20.0
+#: the left pulmonary artery's upper rim (4L/10L) is taken this far above the carina (mm)
+LPA_MM: Final = 12.5
+#: the ligamentum arteriosum (4L medial, 5 lateral) is taken this far left of the trachea's centre (mm)
+LIGAMENTUM_MM: Final = 25.0
+#: the arch's calibre: its lower border (top of 5, bottom of 6) lies this far below its upper border (mm)
+ARCH_CALIBRE_MM: Final = 26.0
 SUBCARINAL_MM: Final = 40.0
 #: below the carina, findings within this distance of the descending aorta's wall (and behind the carina) are 8
 PARAOESOPHAGEAL_MM: Final = 25.0
@@ -50,10 +61,14 @@ PARAOESOPHAGEAL_MM: Final = 25.0
 IVC_OFFSET_MM: Final = 28.0
 #: retrocrural: within this height below the dome of the right side (mm)
 CRURA_MM: Final = 60.0
+#: coeliac / mesenteric roots: at least this far in front of the aorta's wall (nearer: aortocaval, para-aortic)
+MESENTERIC_FRONT_MM: Final = 10.0
+#: below the bifurcation, mesenteric when this far in front of the aorta's last centre (mm), iliac otherwise
+PELVIC_MESENTERY_MM: Final = 25.0
 #: coeliac vs mesenteric: within this height below the right dome (mm)
 COELIAC_MM: Final = 90.0
 
-#: IASLC stations in adjacency order used for "within one station" (each with its neighbours)
+#: IASLC stations and abdominal groups with their neighbours on the map (for "within an adjacent station")
 ADJACENT: Final = {
     "1R": {"1L", "2R"},
     "1L": {"1R", "2L"},
@@ -72,6 +87,15 @@ ADJACENT: Final = {
     "10L": {"4L", "5", "7", "11L"},
     "11R": {"10R"},
     "11L": {"10L"},
+    # abdominal groups, neighbours around the aorta and IVC and down the mesenteric root
+    "retrocrural": {"paraaortic", "aortocaval", "coeliac"},
+    "coeliac": {"retrocrural", "mesenteric", "portocaval", "paraaortic", "aortocaval"},
+    "portocaval": {"coeliac", "paracaval", "aortocaval"},
+    "mesenteric": {"coeliac", "paraaortic", "aortocaval"},
+    "paraaortic": {"aortocaval", "retrocrural", "coeliac", "mesenteric", "iliac"},
+    "aortocaval": {"paraaortic", "paracaval", "retrocrural", "coeliac", "portocaval", "mesenteric", "iliac"},
+    "paracaval": {"aortocaval", "portocaval", "iliac"},
+    "iliac": {"paraaortic", "aortocaval", "paracaval"},
 }
 
 
@@ -93,7 +117,7 @@ class Location:
 
 
 def adjacent(a: str, b: str) -> bool:
-    """True when two IASLC stations are the same or neighbours on the map."""
+    """True when two IASLC stations (or two abdominal groups) are the same or neighbours on the map."""
     return a == b or b in ADJACENT.get(a, set()) or a in ADJACENT.get(b, set())
 
 
@@ -128,31 +152,39 @@ def _thoracic(lm: Landmarks, x: float, y: float, z: float) -> Location:
     if z >= cz:
         tr = lm.trachea_at(z)
         assert tr is not None
-        tx, ty, tr_r = tr
-        wall = tr_r + 2.0
+        tx, ty, _r = tr
+        # the lumen's calibre is steadier than one slice's (it narrows near the carina)
+        wall = float(np.median(lm.trachea[:, 3])) + TRACHEA_WALL_MM
+        arch_top = lm.arch_top_z
         if y < ty - wall - PREVASCULAR_MM:
-            if lm.arch_top_z is not None and z <= lm.arch_top_z + 5.0 and x > tx + wall:
+            left_of_ascending = x > (lm.ascending_xy[0] if lm.ascending_xy is not None else tx + wall)
+            if (
+                arch_top is not None
+                and arch_top - ARCH_CALIBRE_MM <= z <= arch_top + 5.0
+                and left_of_ascending
+            ):
                 return Location(region, "6")
             return Location(region, "3a")
-        if y > ty + wall and abs(x - tx) <= wall:
-            return Location(region, "3p")
-        if lm.arch_top_z is None:
-            side = "R" if x <= tx + wall else "L"
+        if abs(x - tx) <= wall and y > ty + np.sqrt(wall**2 - (x - tx) ** 2):
+            return Location(region, "3p")  # behind the trachea's back wall, within its width
+        right = x <= tx + wall  # right up to the trachea's left wall
+        if right and z < cz + AZYGOS_MM and x < tx:
+            return Location(region, "10R")  # below the azygos arch, at the right tracheobronchial angle
+        if not right and z < cz + LPA_MM:
+            return Location(region, "10L")  # below the left pulmonary artery's upper rim
+        if arch_top is None:
             return Location(
-                region, "", f"paratracheal {side}: top of the aortic arch not found ({'; '.join(lm.notes)})"
+                region,
+                "",
+                f"paratracheal {'R' if right else 'L'}: top of the aortic arch not found ({'; '.join(lm.notes)})",
             )
-        high = z > lm.arch_top_z
-        if x <= tx + wall:  # right up to the trachea's left wall
-            if not high and z < cz + AZYGOS_MM and x < tx - wall - 5.0:
-                return Location(region, "10R")  # below the azygos arch, beside the right main bronchus
+        high = z > arch_top
+        if right:
             return Location(region, "2R" if high else "4R")
         if high:
             return Location(region, "2L")
-        if x - (tx + wall) > AP_WINDOW_MM or y < ty - ANTERIOR_MM:
-            # left and in front of the trachea below the arch: the aortopulmonary window, or para-aortic
-            # when also in front of the ascending aorta
-            if lm.ascending_xy is not None and y < lm.ascending_xy[1]:
-                return Location(region, "6")
+        if x - tx > LIGAMENTUM_MM and z < arch_top - ARCH_CALIBRE_MM:
+            # lateral to the ligamentum arteriosum below the arch: the aortopulmonary window
             return Location(region, "5")
         return Location(region, "4L")
     # below the carina
@@ -200,6 +232,10 @@ def _between_bronchi(lm: Landmarks, x: float, z: float) -> bool:
 def _abdominal(lm: Landmarks, x: float, y: float, z: float) -> Location:
     region = "abdominal"
     if lm.bifurcation_z is not None and z < lm.bifurcation_z:
+        # below the bifurcation: along the iliac vessels, unless well in front of them in the small bowel's
+        # mesentery (which hangs into the pelvis)
+        if len(lm.aorta) and y < float(lm.aorta[int(np.argmin(lm.aorta[:, 2])), 1]) - PELVIC_MESENTERY_MM:
+            return Location(region, "mesenteric")
         return Location(region, "iliac")
     ao = lm.aorta_at(z)
     if ao is None:
@@ -211,7 +247,7 @@ def _abdominal(lm: Landmarks, x: float, y: float, z: float) -> Location:
     if y < ay - ar:  # in front of the aorta
         if x < ax - ar - 10.0 and dome is not None and z > dome - COELIAC_MM - 30.0:
             return Location(region, "portocaval")
-        if abs(x - ax) < 35.0:
+        if abs(x - ax) < 35.0 and y < ay - ar - MESENTERIC_FRONT_MM:
             if dome is not None and z > dome - COELIAC_MM:
                 return Location(region, "coeliac")
             return Location(region, "mesenteric")
