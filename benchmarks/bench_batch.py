@@ -12,12 +12,22 @@ the detections CSV. Targets (issue 15): 2 workers ≥ 1.6× serial throughput; R
 processes at the same worker count. The machine's load average is recorded before and after: on a shared
 2-core machine the ratios are only meaningful when other jobs leave the cores free.
 
+Each run also writes the command's timeline (``LYMPHCAD_BATCH_TIMELINE``): when the batch started after
+the command was launched (imports, model check, starting the workers), each worker's wait before its first
+case, idle time between cases and after its last one (the tail), and each case's wall and CPU seconds. From
+those the benchmark derives what 2 free cores would give (``amdahl``): the driver's start-up plus the
+one-thread CPU seconds of all cases shared over the workers, against the serial run's measured wall clock.
+The Ray run's start-up (``ray.init`` and creating the actors) is reported apart from its batch. The
+process's niceness is recorded too: on a machine shared with a training job a run at the default priority
+gets only part of the 2 cores (``cpu_share`` says how much the workers got).
+
 The CT volumes are phantom cases (synthetic): these are speed figures, not detection results.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -44,11 +54,40 @@ def _cpu_children() -> tuple[float, float]:
     return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1e6  # CPU s, peak RSS GB of the largest child so far
 
 
+def timeline_summary(path: Path, launched: float) -> dict[str, Any]:
+    """The command's timeline (written by detect) relative to its launch: steps, workers, cases."""
+    d = json.loads(path.read_text(encoding="utf-8"))
+    tasks = [t for t in d["tasks"] if t["ok"]]
+    workers = d["workers"]
+    batch_s = d["batch_ended"] - d["batch_started"]
+    busy_cpu = sum(w["cpu_s"] + w["setup_s"] for w in workers)
+    return {
+        "steps_s": {k: round(v - launched, 2) for k, v in d["marks"].items()},
+        "batch_started_s": round(d["batch_started"] - launched, 2),
+        "batch_s": round(batch_s, 2),
+        "executor_start": d["executor_start"],
+        "workers": workers,
+        "case_wall_s": round(sum(t["seconds"] for t in tasks) / max(1, len(tasks)), 3),
+        "case_cpu_s": round(sum(t["cpu_seconds"] for t in tasks) / max(1, len(tasks)), 3),
+        "sum_case_cpu_s": round(sum(t["cpu_seconds"] for t in tasks), 2),
+        "idle_s": {
+            "before_first": round(sum(w["before_first_s"] for w in workers), 2),
+            "between": round(sum(w["between_s"] for w in workers), 2),
+            "after_last": round(sum(w["after_last_s"] for w in workers), 2),
+        },
+        # CPU the workers got during the batch, as a share of one core each (1.0 = a free core per worker)
+        "cpu_share": round(busy_cpu / (len(workers) * batch_s), 3) if workers and batch_s > 0 else None,
+        "first_cases": [t["key"] for t in sorted(tasks, key=lambda t: t["started"])[: len(workers)]],
+    }
+
+
 def run_detect(cohort: Path, out: Path, extra: list[str]) -> dict[str, Any]:
     """One ``lymphcad detect`` in a fresh process: wall seconds, CPU seconds of its children, rows."""
     cmd = [sys.executable, "-m", "lymphcad", "detect", str(cohort), "--out", str(out), *extra]
-    env = {**os.environ, "LYMPHCAD_NO_PROGRESS": "1"}
+    timeline = out.with_name(out.stem + ".timeline.json")
+    env = {**os.environ, "LYMPHCAD_NO_PROGRESS": "1", "LYMPHCAD_BATCH_TIMELINE": str(timeline)}
     cpu0, _ = _cpu_children()
+    launched = time.time()
     t0 = time.perf_counter()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
@@ -65,6 +104,7 @@ def run_detect(cohort: Path, out: Path, extra: list[str]) -> dict[str, Any]:
         "stdout": " ".join(res.stdout.split()),
         # the batch itself, from the executor being ready to the last case (no imports, no Ray start)
         "batch_s": float(m.group(1)) if (m := BATCH_S.search(" ".join(res.stdout.split()))) else None,
+        "timeline": timeline_summary(timeline, launched),
     }
 
 
@@ -74,6 +114,9 @@ def main() -> None:
     ap.add_argument("--preset", default="bench", help="phantom preset: tiny | bench (512² × 240–320) | full")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temp folder)")
+    ap.add_argument(
+        "--cohort", type=Path, default=None, help="an existing phantom cohort to use (default: generate one)"
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "batch.json")
     args = ap.parse_args()
     if args.cases < 2:
@@ -81,11 +124,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         work = args.work or Path(tmp)
-        cohort = work / f"phantom-{args.preset}-{args.cases}"
+        cohort = args.cohort or work / f"phantom-{args.preset}-{args.cases}"
         t0 = time.perf_counter()
-        generate_cohort(cohort, args.cases, "both", 2026, 0.5, args.preset, workers=2)
+        if args.cohort is None:
+            generate_cohort(cohort, args.cases, "both", 2026, 0.5, args.preset, workers=2)
         gen_s = time.perf_counter() - t0
         images = sorted((cohort / "images").glob("*.nii.gz"))
+        if len(images) != args.cases:
+            raise SystemExit(f"{cohort}: {len(images)} cases, --cases says {args.cases}")
         one = work / "one"
         one.mkdir(exist_ok=True)
         single = work / "single-case.txt"
@@ -118,6 +164,15 @@ def main() -> None:
     serial, workers, ray = runs["serial"], runs[f"workers{w}"], runs[f"ray{w}"]
     per_case_cpu = (serial["cpu_s_of_process"] - runs["serial_1_case"]["cpu_s_of_process"]) / (n - 1)
     per_case_wall = (serial["wall_s"] - runs["serial_1_case"]["wall_s"]) / (n - 1)
+    nw = int(w)
+    tl_w, tl_s1, tl_ray = workers["timeline"], runs["serial_1_thread"]["timeline"], ray["timeline"]
+    # Amdahl on 2 free cores: the driver's start-up (launch → batch start, its imports overlapping the
+    # workers' with warm_up) + the cases' one-thread CPU seconds shared over the workers + half a case of
+    # tail on average; against the serial run's measured wall clock
+    ideal_workers_wall = (
+        tl_w["batch_started_s"] + tl_s1["sum_case_cpu_s"] / nw + 0.5 * tl_s1["case_cpu_s"] * (nw - 1) / nw
+    )
+    ray_start = sum(tl_ray["executor_start"].values())
     result = {
         "benchmark": f"detect on {n} phantom cases ({args.preset} preset): serial vs {w} worker processes vs Ray",
         "cases": n,
@@ -139,6 +194,22 @@ def main() -> None:
             if ray["batch_s"] and workers["batch_s"]
             else None
         ),
+        "ray_start_s": round(ray_start, 2),
+        "ray_overhead_vs_workers_without_start": round(
+            (ray["wall_s"] - ray_start) / workers["wall_s"] - 1.0, 3
+        ),
+        "amdahl": {
+            "what": "what 2 free cores would give: driver start-up + one-thread case CPU shared over the "
+            "workers + mean tail, against the measured serial wall clock",
+            "serial_case_wall_s_2_threads": runs["serial"]["timeline"]["case_wall_s"],
+            "serial_case_cpu_s_2_threads": runs["serial"]["timeline"]["case_cpu_s"],
+            "case_cpu_s_1_thread": tl_s1["case_cpu_s"],
+            "case_cpu_s_in_workers": tl_w["case_cpu_s"],
+            "driver_start_s": tl_w["batch_started_s"],
+            "ideal_workers_wall_s": round(ideal_workers_wall, 2),
+            "ideal_speedup_over_serial": round(serial["wall_s"] / ideal_workers_wall, 3),
+            "workers_cpu_share": tl_w["cpu_share"],
+        },
         "rows_identical_to_serial_1_thread": same,
         "rows_differing_between_serial_1_and_2_threads": rows_differ_2_threads,
         "per_case": {
@@ -155,6 +226,7 @@ def main() -> None:
             "speedup": serial["wall_s"] / workers["wall_s"] >= 1.6,
             "ray_overhead": ray["wall_s"] / workers["wall_s"] - 1.0 <= 0.10,
         },
+        "niceness": os.nice(0),
         "load_average_1_5_15": {
             "before": [round(v, 2) for v in load_before],
             "after": [round(v, 2) for v in load_after],

@@ -44,14 +44,29 @@ def test_serial_run_writes_all_cases_and_cleans_its_work_folder(cohort: Path, se
     assert prov["settings"]["executor"].startswith("serial")
 
 
-def test_two_worker_processes_give_the_serial_rows(cohort: Path, serial: Path, tmp_path: Path) -> None:
+def test_two_worker_processes_give_the_serial_rows(
+    cohort: Path, serial: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "dets.csv"
+    timeline = tmp_path / "timeline.json"
+    monkeypatch.setenv("LYMPHCAD_BATCH_TIMELINE", str(timeline))
     assert main(["detect", str(cohort), "--out", str(out), "--workers", "2", *DETECT_OPTS]) == 0
     assert rows(out) == rows(serial)
     assert out.read_bytes() == serial.read_bytes()  # assembled in case order: the same file
     prov = read_provenance(out)
     assert prov is not None and prov["settings"]["executor"].startswith("local processes (2 worker(s)")
     assert prov["inputs"] == read_provenance(serial)["inputs"]  # type: ignore[index]
+
+    # the timeline: every case once, each worker set up once (its first task), the largest cases first
+    tl = json.loads(timeline.read_text(encoding="utf-8"))
+    assert sorted(t["key"] for t in tl["tasks"]) == [f"phantom_{i:04d}" for i in range(4)]
+    assert all(t["ok"] and t["seconds"] > 0 and t["cpu_seconds"] > 0 for t in tl["tasks"])
+    assert sum(w["tasks"] for w in tl["workers"]) == 4 and 1 <= len(tl["workers"]) <= 2
+    assert sum(t["setup_seconds"] > 0 for t in tl["tasks"]) == len(tl["workers"])
+    assert tl["marks"]["command"] <= tl["marks"]["warm_up"] <= tl["marks"]["imported"] <= tl["batch_started"]
+    sizes = {p.name.removesuffix(".nii.gz"): p.stat().st_size for p in (cohort / "images").glob("*.nii.gz")}
+    first = sorted(tl["tasks"], key=lambda t: t["started"])[0]["key"]
+    assert sizes[first] == max(sizes.values())
 
 
 def test_a_corrupt_case_is_recorded_and_the_others_finish(

@@ -3,6 +3,7 @@ and a broken case recorded."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,13 +35,22 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_ray_gives_the_serial_rows_and_a_broken_case_is_recorded(
-    local_ray: None, cohort: Path, tmp_path: Path
+    local_ray: None, cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     serial = tmp_path / "serial.csv"
     assert main(["detect", str(cohort), "--out", str(serial), *DETECT_OPTS]) == 0
     out = tmp_path / "ray.csv"
+    timeline = tmp_path / "timeline.json"
+    monkeypatch.setenv("LYMPHCAD_BATCH_TIMELINE", str(timeline))
     assert main(["detect", str(cohort), "--out", str(out), "--ray", "--workers", "2", *DETECT_OPTS]) == 0
     assert out.read_bytes() == serial.read_bytes()
+    # two actors, created (and importing lymphcad) before the batch, each set up once; Ray was already
+    # running in this process, so joining it cost nothing
+    tl = json.loads(timeline.read_text(encoding="utf-8"))
+    assert len(tl["workers"]) == 2 and sum(w["tasks"] for w in tl["workers"]) == 4
+    assert sum(t["setup_seconds"] > 0 for t in tl["tasks"]) == 2
+    assert tl["executor_start"]["init_seconds"] < 1.0
+    monkeypatch.delenv("LYMPHCAD_BATCH_TIMELINE")
     prov = read_provenance(out)
     assert prov is not None and prov["settings"]["executor"] == "local Ray (2 actor(s) x 1 thread(s))"
     assert ray.is_initialized()  # a Ray that the caller started is left running

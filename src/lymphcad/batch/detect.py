@@ -13,6 +13,7 @@ work folder is removed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,12 +26,15 @@ from lymphcad import atomic
 from lymphcad.batch.engine import (
     BatchAborted,
     BatchProgress,
+    BatchReport,
     Executor,
     Failure,
     Outcome,
     PartStore,
     Task,
     fingerprint,
+    largest_first,
+    path_bytes,
     path_identity,
     prune_empty,
     run_batch,
@@ -64,6 +68,15 @@ class CaseDetections:
 
 
 _MODELS: dict[tuple[str | None, str], LoadedModel] = {}
+
+
+def set_torch_threads(threads: int) -> None:
+    """``threads`` intra-op threads for torch in this process, and one inter-op thread: eager inference runs
+    no inter-op work, and N workers × their own inter-op pools would only oversubscribe the cores. (The
+    inter-op count can be set once per process, before any parallel work: a later call keeps the first.)"""
+    torch.set_num_threads(max(1, threads))
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
 
 
 def cached_model(model: str | None, device: torch.device) -> LoadedModel:
@@ -110,7 +123,7 @@ class DetectSpec:
 
     def setup(self, threads: int) -> Callable[[Any], Any]:
         """Load the model on this worker (once) with ``threads`` torch threads."""
-        torch.set_num_threads(max(1, threads))
+        set_torch_threads(threads)
         loaded = cached_model(self.model, resolve_device(self.device))
         return _CaseDetector(loaded, self.settings(loaded), self.measure_options(loaded))
 
@@ -166,6 +179,8 @@ class DetectBatchResult:
     kept_parts: Path | None
     #: per case that ran: why a location is unknown
     measurement_notes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: the engine's report (every task's timing, for the benchmarks' timeline)
+    report: BatchReport | None = None
 
 
 def _input_id(item: DetectInput, inputs: InputSet) -> str:
@@ -256,6 +271,8 @@ def run_detect_batch(
             hashes[it.label] = str(rec.get("voxel_hash", ""))
         else:
             tasks.append(Task(it.case_id, it))
+    if executor.capacity > 1:  # several workers: the largest cases first (a serial run keeps case order)
+        tasks = largest_first(tasks, lambda t: path_bytes(t.payload.path))
     if skipped:
         say(f"resuming: {len(skipped)} case(s) already done in {store.root}, {len(tasks)} to run")
 
@@ -332,4 +349,5 @@ def run_detect_batch(
         settings=settings,
         kept_parts=kept,
         measurement_notes=notes,
+        report=report,
     )

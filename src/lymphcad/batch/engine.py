@@ -16,6 +16,7 @@ cases whose record matches both, so an interrupted batch resumes and a changed m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -64,12 +65,23 @@ class Outcome:
     error: str = ""
     seconds: float = 0.0
     worker: str = ""
+    #: when the task started in the worker (seconds since the epoch) and the worker's CPU seconds for it
+    started: float = 0.0
+    cpu_seconds: float = 0.0
+    #: building the worker's task function (model load, ...) just before this task: its first task only
+    setup_seconds: float = 0.0
 
 
 class Executor(ABC):
     """Runs tasks on workers built from a spec. ``capacity``: tasks it accepts at once."""
 
     capacity: int = 1
+
+    def warm_up(self) -> None:
+        """Start what needs no spec yet (worker processes importing their modules, a local Ray), so that it
+        overlaps the driver's own imports, model check and input scan; :meth:`start` does the rest. The
+        default does nothing (a serial run has nothing to start)."""
+        return None
 
     @abstractmethod
     def start(self, spec: WorkerSpec) -> None:
@@ -130,6 +142,10 @@ class BatchReport:
     executor: str = ""
     #: per finished key: seconds spent in the worker
     task_seconds: dict[str, float] = field(default_factory=dict)
+    #: every outcome (failed attempts too), in the order they arrived, and the batch's start/end (epoch s)
+    outcomes: list[Outcome] = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
 
 
 class BatchAborted(LymphcadError):
@@ -144,17 +160,28 @@ def one_line_error(exc: BaseException) -> str:
 
 def run_task(fn: TaskFn, task: Task) -> Outcome:
     """Run one task in a worker and catch its error (the batch goes on; the driver decides on retries)."""
-    t0 = time.perf_counter()
+    started, t0, c0 = time.time(), time.perf_counter(), time.process_time()
     worker = f"{os.uname().nodename}:{os.getpid()}"
+
+    def timed(ok: bool, result: Any = None, error: str = "") -> Outcome:
+        return Outcome(
+            task.key,
+            ok,
+            result,
+            error,
+            seconds=time.perf_counter() - t0,
+            worker=worker,
+            started=started,
+            cpu_seconds=time.process_time() - c0,
+        )
+
     try:
         result = fn(task.payload)
     except Exception as exc:
         if os.environ.get("LYMPHCAD_BATCH_TRACEBACK") == "1":
             traceback.print_exc()
-        return Outcome(
-            task.key, False, error=one_line_error(exc), seconds=time.perf_counter() - t0, worker=worker
-        )
-    return Outcome(task.key, True, result=result, seconds=time.perf_counter() - t0, worker=worker)
+        return timed(False, error=one_line_error(exc))
+    return timed(True, result)
 
 
 def run_batch(
@@ -203,6 +230,7 @@ def run_batch(
     report.executor = executor.describe()
     report.start_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
+    report.started = time.time()
     try:
         while pending or in_flight:
             while pending and in_flight < executor.capacity:
@@ -212,6 +240,7 @@ def run_batch(
                 in_flight += 1
             for out in executor.wait():
                 in_flight -= 1
+                report.outcomes.append(out)
                 if out.ok:
                     on_result(out)
                     report.done.append(out.key)
@@ -231,7 +260,50 @@ def run_batch(
     finally:
         executor.close()
     report.seconds = time.perf_counter() - t0
+    report.ended = time.time()
     return report
+
+
+@dataclass(frozen=True)
+class WorkerLoad:
+    """How one worker spent a batch: tasks run, busy and CPU seconds, waiting before its first task, idle
+    between tasks and after its last one (the batch's tail), all in seconds of wall-clock time."""
+
+    worker: str
+    tasks: int
+    busy_s: float
+    cpu_s: float
+    setup_s: float
+    before_first_s: float
+    between_s: float
+    after_last_s: float
+
+
+def worker_loads(report: BatchReport) -> list[WorkerLoad]:
+    """Each worker's use of the batch's wall-clock time (from :attr:`BatchReport.outcomes`)."""
+    by_worker: dict[str, list[Outcome]] = {}
+    for out in report.outcomes:
+        by_worker.setdefault(out.worker, []).append(out)
+    loads = []
+    for worker, outs in sorted(by_worker.items()):
+        outs = sorted(outs, key=lambda o: o.started)
+        busy = sum(o.seconds for o in outs)
+        first = outs[0].started - outs[0].setup_seconds - report.started
+        last = report.ended - (outs[-1].started + outs[-1].seconds)
+        span = outs[-1].started + outs[-1].seconds - (outs[0].started - outs[0].setup_seconds)
+        loads.append(
+            WorkerLoad(
+                worker,
+                len(outs),
+                round(busy, 3),
+                round(sum(o.cpu_seconds for o in outs), 3),
+                round(sum(o.setup_seconds for o in outs), 3),
+                round(max(0.0, first), 3),
+                round(max(0.0, span - busy - sum(o.setup_seconds for o in outs)), 3),
+                round(max(0.0, last), 3),
+            )
+        )
+    return loads
 
 
 def fingerprint(data: Any) -> str:
@@ -259,6 +331,32 @@ def path_identity(path: str | Path) -> str:
         st = p.stat()
         h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:32]
+
+
+def path_bytes(path: str | Path) -> int:
+    """Bytes of an input file, or of all files in an input folder (0 when it cannot be read): the size of a
+    case, to start the largest ones first."""
+    p = Path(path)
+    if not p.is_dir():
+        try:
+            return p.stat().st_size
+        except OSError:
+            return 0
+    total = 0
+    for dirpath, _dirs, filenames in os.walk(p):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += (Path(dirpath) / name).stat().st_size
+    return total
+
+
+def largest_first(tasks: Sequence[Task], size: Callable[[Task], int]) -> list[Task]:
+    """The tasks ordered by decreasing size, ties in their given order: with several workers the long cases
+    start first and the short ones fill in at the end, so no worker is left alone on a long case while the
+    others sit idle (longest-processing-time-first scheduling)."""
+    sizes = [size(t) for t in tasks]
+    order = sorted(range(len(tasks)), key=lambda i: -sizes[i])
+    return [tasks[i] for i in order]
 
 
 def safe_name(key: str) -> str:
@@ -347,4 +445,38 @@ def write_failures(path: str | Path, failures: Sequence[Failure]) -> None:
         path,
         ("case", "error", "attempts"),
         ([f.key, f.error, f.attempts] for f in sorted(failures, key=lambda f: f.key)),
+    )
+
+
+def write_timeline(path: Path, report: BatchReport, marks: dict[str, float], executor: Executor) -> None:
+    """A JSON timeline of a batch (for benchmarks): the caller's steps (epoch seconds), the executor's start
+    figures, each worker's load (:func:`worker_loads`) and each task (worker, start, wall, CPU, setup)."""
+    extra = {
+        name: round(float(getattr(executor, name)), 3)
+        for name in ("init_seconds", "actor_seconds")
+        if hasattr(executor, name)
+    }
+    atomic.write_json(
+        path,
+        {
+            "executor": report.executor,
+            "marks": {k: round(v, 3) for k, v in marks.items()},
+            "batch_started": round(report.started, 3),
+            "batch_ended": round(report.ended, 3),
+            "start_seconds": round(report.start_seconds, 3),
+            "executor_start": extra,
+            "workers": [dataclasses.asdict(w) for w in worker_loads(report)],
+            "tasks": [
+                {
+                    "key": o.key,
+                    "ok": o.ok,
+                    "worker": o.worker,
+                    "started": round(o.started, 3),
+                    "seconds": round(o.seconds, 3),
+                    "cpu_seconds": round(o.cpu_seconds, 3),
+                    "setup_seconds": round(o.setup_seconds, 3),
+                }
+                for o in report.outcomes
+            ],
+        },
     )

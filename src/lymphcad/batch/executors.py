@@ -12,19 +12,28 @@ oversubscribing it.
 - :class:`RayExecutor`: ``--ray [ADDRESS]``, one actor per worker. ``auto`` or an address joins a running
   cluster; no address starts a local Ray with this machine's CPUs (small object store, no dashboard) and
   stops it at the end. An actor may ask for GPUs (``gpus_per_worker``).
+
+:meth:`~lymphcad.batch.engine.Executor.warm_up`, called before the driver imports the worker's modules
+itself, starts the forkserver (or Ray and its actors) at once: their imports (torch, about 2 CPU-s) then run
+on another core while the driver imports, checks the model and scans the inputs. Each worker queues one
+task behind the running one, so it never waits for the driver between cases.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing as mp
+import multiprocessing.forkserver
 import os
 import signal
+import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,6 +57,12 @@ def threads_per_worker(workers: int, cpus: int | None = None) -> int:
     """CPU threads for each of ``workers`` workers sharing ``cpus`` cores: cpus // workers, at least 1."""
     n = usable_cpus() if cpus is None else cpus
     return max(1, n // max(1, workers))
+
+
+def preload_modules(modules: tuple[str, ...]) -> None:
+    """Import a worker's modules ahead of its first task (a Ray actor's start, like the forkserver's preload)."""
+    for name in modules:
+        importlib.import_module(name)
 
 
 class SerialExecutor(Executor):
@@ -89,14 +104,17 @@ def _process_task(spec: WorkerSpec, threads: int, task: Task) -> Outcome:
     """Runs in a worker process: build the task function on first use (kept for the process's life)."""
     key = (spec, threads)
     fn = _WORKER_CACHE.get(key)
+    setup_s = 0.0
     if fn is None:
+        t0 = time.perf_counter()
         try:
             fn = spec.setup(threads)
         except Exception as exc:
             return Outcome(task.key, False, error=f"worker setup failed: {one_line_error(exc)}")
+        setup_s = time.perf_counter() - t0
         _WORKER_CACHE.clear()
         _WORKER_CACHE[key] = fn
-    return run_task(fn, task)
+    return replace(run_task(fn, task), setup_seconds=setup_s)
 
 
 class ProcessExecutor(Executor):
@@ -119,6 +137,13 @@ class ProcessExecutor(Executor):
         if self.preload:
             ctx.set_forkserver_preload(list(self.preload))
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_process_worker)
+
+    def warm_up(self) -> None:
+        """Start the forkserver now: it imports the preload modules while the driver goes on (the workers,
+        forked from it when the first tasks come, then start with everything imported)."""
+        if self.preload:
+            mp.get_context("forkserver").set_forkserver_preload(list(self.preload))
+        multiprocessing.forkserver.ensure_running()
 
     def start(self, spec: WorkerSpec) -> None:
         self._spec = spec
@@ -169,20 +194,30 @@ class ProcessExecutor(Executor):
 
 # -- Ray ---------------------------------------------------------------------------------------------------
 class _ActorBody:
-    """The body of a Ray actor: builds the task function once, then runs tasks."""
+    """The body of a Ray actor: imports the worker's modules when created, builds the task function once
+    (:meth:`prepare`), then runs tasks in the order they were sent."""
 
-    def __init__(self, spec: WorkerSpec, threads: int) -> None:
-        self.spec = spec
+    def __init__(self, preload: tuple[str, ...], threads: int) -> None:
+        preload_modules(preload)
         self.threads = threads
         self.fn: TaskFn | None = None
+        self.error = ""
+        self.setup_seconds = 0.0
+
+    def prepare(self, spec: WorkerSpec) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.fn = spec.setup(self.threads)
+        except Exception as exc:
+            self.fn, self.error = None, f"worker setup failed: {one_line_error(exc)}"
+        self.setup_seconds = time.perf_counter() - t0
 
     def run(self, task: Task) -> Outcome:
         if self.fn is None:
-            try:
-                self.fn = self.spec.setup(self.threads)
-            except Exception as exc:
-                return Outcome(task.key, False, error=f"worker setup failed: {one_line_error(exc)}")
-        return run_task(self.fn, task)
+            return Outcome(task.key, False, error=self.error or "worker setup failed")
+        out = replace(run_task(self.fn, task), setup_seconds=self.setup_seconds)
+        self.setup_seconds = 0.0
+        return out
 
 
 def _import_ray() -> Any:
@@ -193,33 +228,60 @@ def _import_ray() -> Any:
     return ray
 
 
-def start_local_ray(num_cpus: int) -> None:
-    """Start a Ray on this machine for this process: ``num_cpus`` CPUs, a small object store, no dashboard.
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for what this block starts (a local Ray's processes inherit them)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
-    Its workers import lymphcad from where this process does (the same code, also from a source checkout).
-    """
+
+def start_local_ray(num_cpus: int) -> None:
+    """Start a Ray on this machine for this process with the fewest parts: ``num_cpus`` CPUs, a small object
+    store, no dashboard, no log forwarding, no usage report, and an empty runtime environment (its workers
+    inherit this process's ``PYTHONPATH``, so they import lymphcad from where this process does, also from a
+    source checkout, and Ray needs no runtime-environment set-up before starting them)."""
     ray = _import_ray()
     src = str(Path(lymphcad.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(
-        num_cpus=num_cpus,
-        object_store_memory=RAY_OBJECT_STORE_BYTES,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
-    )
+    with _environment(PYTHONPATH=path, RAY_USAGE_STATS_ENABLED="0"):
+        ray.init(
+            num_cpus=num_cpus,
+            object_store_memory=RAY_OBJECT_STORE_BYTES,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=False,
+        )
 
 
 @dataclass
 class _Actor:
     handle: Any
-    busy: Task | None = None
+    queued: int = 0
+
+
+@dataclass
+class _RayState:
+    """What a started RayExecutor holds: the actor class, the actors and the tasks sent to them."""
+
+    actor_cls: Any
+    actors: list[_Actor] = field(default_factory=list)
+    refs: dict[Any, tuple[_Actor, Any, Task]] = field(default_factory=dict)
 
 
 class RayExecutor(Executor):
     """One Ray actor per worker. ``address``: None = start a local Ray (stopped at the end); ``auto`` or
-    ``HOST:PORT`` / ``ray://...`` = join that cluster. A Ray already started in this process is reused."""
+    ``HOST:PORT`` / ``ray://...`` = join that cluster. A Ray already started in this process is reused.
+    Each actor imports ``preload`` when created (:meth:`warm_up`) and has one task queued behind its
+    running one."""
 
     def __init__(
         self,
@@ -227,6 +289,7 @@ class RayExecutor(Executor):
         workers: int | None = None,
         threads: int | None = None,
         gpus_per_worker: float = 0.0,
+        preload: tuple[str, ...] = (),
     ) -> None:
         if workers is not None and workers < 1:
             raise UsageError(f"--workers must be >= 1, got {workers}")
@@ -236,76 +299,100 @@ class RayExecutor(Executor):
         self.workers = workers
         self.threads = threads
         self.gpus = gpus_per_worker
+        self.preload = preload
         self.capacity = 1
         self._ray: Any = None
         self._owned = False
-        self._actor_cls: Any = None
+        self._state: _RayState | None = None
         self._spec: WorkerSpec | None = None
-        self._actors: list[_Actor] = []
-        self._refs: dict[Any, _Actor] = {}
+        #: seconds spent starting (or joining) Ray and creating the actors
+        self.init_seconds = 0.0
+        self.actor_seconds = 0.0
 
-    def start(self, spec: WorkerSpec) -> None:
-        ray = self._ray = _import_ray()
-        if not ray.is_initialized():
-            if self.address:
-                try:
-                    ray.init(
-                        address=self.address,
-                        include_dashboard=False,
-                        log_to_driver=False,
-                        logging_level=logging.ERROR,
-                    )
-                except (ConnectionError, RuntimeError, ValueError) as exc:
-                    raise UsageError(
-                        f"--ray {self.address}: cannot join a Ray cluster there ({one_line_error(exc)}); "
-                        "start one with 'ray start --head', or give --ray alone for a local Ray"
-                    ) from None
-            else:
-                n = self.workers or usable_cpus()
-                start_local_ray(max(usable_cpus(), n * (self.threads or threads_per_worker(n))))
-            self._owned = True
+    def _connect(self) -> Any:
+        ray = _import_ray()
+        if ray.is_initialized():
+            return ray
+        if self.address:
+            try:
+                ray.init(
+                    address=self.address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                    configure_logging=False,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise UsageError(
+                    f"--ray {self.address}: cannot join a Ray cluster there ({one_line_error(exc)}); "
+                    "start one with 'ray start --head', or give --ray alone for a local Ray"
+                ) from None
+        else:
+            n = self.workers or usable_cpus()
+            start_local_ray(max(usable_cpus(), n * (self.threads or threads_per_worker(n))))
+        self._owned = True
+        return ray
+
+    def warm_up(self) -> None:
+        """Start (or join) Ray and create the actors; they import ``preload`` while the driver goes on."""
+        if self._state is not None:
+            return
+        t0 = time.perf_counter()
+        ray = self._ray = self._connect()
+        self.init_seconds = time.perf_counter() - t0
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         if self.workers is None:
             self.workers = max(1, cluster_cpus // (self.threads or 1))
         if self.threads is None:
             self.threads = threads_per_worker(self.workers, cluster_cpus)
+        cls = ray.remote(num_cpus=self.threads, num_gpus=self.gpus)(_ActorBody)
+        state = _RayState(cls)
+        state.actors = [_Actor(cls.remote(self.preload, self.threads)) for _ in range(self.workers)]
+        self._state = state
+        self.capacity = 2 * self.workers
+        self.actor_seconds = time.perf_counter() - t0 - self.init_seconds
+
+    def start(self, spec: WorkerSpec) -> None:
+        self.warm_up()
+        assert self._state is not None
         self._spec = spec
-        self._actor_cls = ray.remote(num_cpus=self.threads, num_gpus=self.gpus)(_ActorBody)
-        self._actors = [_Actor(self._actor_cls.remote(spec, self.threads)) for _ in range(self.workers)]
-        self.capacity = self.workers
+        for actor in self._state.actors:
+            actor.handle.prepare.remote(spec)
 
     def submit(self, task: Task) -> None:
-        actor = next(a for a in self._actors if a.busy is None)
-        actor.busy = task
-        self._refs[actor.handle.run.remote(task)] = actor
+        assert self._state is not None, "start() first"
+        actor = min(self._state.actors, key=lambda a: a.queued)
+        actor.queued += 1
+        self._state.refs[actor.handle.run.remote(task)] = (actor, actor.handle, task)
 
     def wait(self) -> list[Outcome]:
-        ray = self._ray
-        ready, _ = ray.wait(list(self._refs), num_returns=1)
+        ray, state = self._ray, self._state
+        assert state is not None, "start() first"
+        ready, _ = ray.wait(list(state.refs), num_returns=1)
         outcomes = []
         for ref in ready:
-            actor = self._refs.pop(ref)
-            task = actor.busy
-            assert task is not None
-            actor.busy = None
+            actor, handle, task = state.refs.pop(ref)
+            actor.queued -= 1
             try:
                 outcomes.append(ray.get(ref))
-            except ray.exceptions.RayActorError:  # the actor died: replace it
+            except ray.exceptions.RayActorError:  # the actor died: replace it (once)
                 outcomes.append(Outcome(task.key, False, error="a Ray worker died (killed or out of memory)"))
-                actor.handle = self._actor_cls.remote(self._spec, self.threads)
+                if actor.handle is handle:
+                    actor.handle = state.actor_cls.remote(self.preload, self.threads)
+                    actor.handle.prepare.remote(self._spec)
             except ray.exceptions.RayError as exc:
                 outcomes.append(Outcome(task.key, False, error=f"Ray: {exc.__class__.__name__}"))
         return outcomes
 
     def close(self) -> None:
-        ray = self._ray
+        ray, state = self._ray, self._state
         if ray is None:
             return
-        for a in self._actors:
-            with contextlib.suppress(Exception):  # already gone
-                ray.kill(a.handle)
-        self._actors = []
-        self._refs.clear()
+        if state is not None:
+            for a in state.actors:
+                with contextlib.suppress(Exception):  # already gone
+                    ray.kill(a.handle)
+        self._state = None
         if self._owned:
             ray.shutdown()
             self._owned = False
@@ -327,7 +414,7 @@ def make_executor(
     """The executor the CLI options ask for: ``ray`` (None = not Ray, ``""`` = local Ray, ``auto`` or an
     address = join a cluster), else ``workers`` processes (1 = serial, in this process)."""
     if ray is not None:
-        return RayExecutor(ray or None, workers if workers > 1 else None, threads, gpus_per_worker)
+        return RayExecutor(ray or None, workers if workers > 1 else None, threads, gpus_per_worker, preload)
     if gpus_per_worker:
         raise UsageError("--gpus-per-worker applies to --ray runs")
     if workers <= 1:

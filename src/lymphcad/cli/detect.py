@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import typer
@@ -19,6 +20,10 @@ from lymphcad.cli._guards import (
 )
 from lymphcad.cli.clinical import clinical_options
 from lymphcad.errors import InputError, UsageError
+
+#: a file for the timeline of a detect batch (each task's worker, start, wall and CPU seconds; the command's
+#: steps): written by the benchmarks' runs to show where the time goes (docs/scaling.md)
+TIMELINE_ENV = "LYMPHCAD_BATCH_TIMELINE"
 
 
 def _setup_logging() -> None:
@@ -269,23 +274,11 @@ def detect_cmd(
         precheck_ct_input(input, series_uid=series, allow_gaps=allow_gaps)
     import dataclasses
 
-    from lymphcad.batch.detect import DetectSpec, failures_path, run_detect_batch
+    from lymphcad.batch.engine import write_timeline
     from lymphcad.batch.executors import make_executor
-    from lymphcad.io.detections import read_detections, write_provenance
-    from lymphcad.measure.run import provenance as measurement_provenance
 
-    _setup_logging()
-    spec = DetectSpec(
-        model,
-        device,
-        tta,
-        threshold,
-        max_detections,
-        second_stage,
-        raw_scores=raw_scores,
-        measure=measure,
-        masks_dir=None if masks is None else str(masks),
-    )
+    # the workers (forkserver or Ray actors) start importing torch and lymphcad now, on the other cores,
+    # while this process does the same imports, checks the model and scans the inputs
     executor = make_executor(
         workers=workers,
         ray=None if ray is None else ("" if ray == "local" else ray),
@@ -293,24 +286,51 @@ def detect_cmd(
         gpus_per_worker=gpus_per_worker,
         preload=("lymphcad.batch.detect",),
     )
-    batch_inputs = inputs
+    marks = {"command": time.time()}
+    try:
+        executor.warm_up()
+        marks["warm_up"] = time.time()
+        from lymphcad.batch.detect import DetectSpec, failures_path, run_detect_batch
+        from lymphcad.io.detections import read_detections, write_provenance
+        from lymphcad.measure.run import provenance as measurement_provenance
 
-    def say(message: str) -> None:
-        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
-
-    with batch_progress("detect") as on_progress:
-        res = run_detect_batch(
-            batch_inputs,
-            spec,
-            executor,
-            out,
-            retries=retries,
-            keep_going=keep_going,
-            json_out=json_out,
-            on_progress=on_progress,
-            on_message=say,
-            notice=lambda m: synthetic_model_notice(m.name, m.meta, batch_inputs.source),
+        marks["imported"] = time.time()
+        _setup_logging()
+        spec = DetectSpec(
+            model,
+            device,
+            tta,
+            threshold,
+            max_detections,
+            second_stage,
+            raw_scores=raw_scores,
+            measure=measure,
+            masks_dir=None if masks is None else str(masks),
         )
+        batch_inputs = inputs
+
+        def say(message: str) -> None:
+            err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+        with batch_progress("detect") as on_progress:
+            res = run_detect_batch(
+                batch_inputs,
+                spec,
+                executor,
+                out,
+                retries=retries,
+                keep_going=keep_going,
+                json_out=json_out,
+                on_progress=on_progress,
+                on_message=say,
+                notice=lambda m: synthetic_model_notice(m.name, m.meta, batch_inputs.source),
+            )
+    finally:
+        executor.close()
+    marks["merged"] = time.time()
+    timeline = os.environ.get(TIMELINE_ENV)
+    if timeline and res.report is not None:
+        write_timeline(Path(timeline), res.report, marks, executor)
     loaded, settings = res.loaded, res.settings
     write_provenance(
         out,
