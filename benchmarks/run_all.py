@@ -3,6 +3,7 @@
     python benchmarks/run_all.py            # the quick set (about 10 min on a quiet 2-core machine)
     python benchmarks/run_all.py --full     # every benchmark, the long ones too (an hour or more)
     python benchmarks/run_all.py --only batch detect
+    python benchmarks/run_all.py --full --skip realism   # e.g. leave out a benchmark rerun elsewhere
     python benchmarks/run_all.py --table    # only rewrite the README table from benchmarks/results/*.json
 
 Each benchmark is a script in ``benchmarks/`` that prints its figures and writes
@@ -111,19 +112,49 @@ def _rows_batch(d: dict[str, Any]) -> list[Row]:
     n = w.removeprefix("workers")
     load = d["load_average_1_5_15"]
     what = f"`detect` on {d['cases']} phantom CTs ({d['preset']} preset), whole command"
+    amdahl = d.get("amdahl") or {}
+    share = amdahl.get("workers_cpu_share")
+    got = f"; the workers got {share:.2f} of a core each" if share is not None else ""
+    ideal = (
+        f"; on 2 free cores ≈ ×{amdahl['ideal_speedup_over_serial']} (from CPU-s)"
+        if "ideal_speedup_over_serial" in amdahl
+        else ""
+    )
+    start = d.get("ray_start_s")
+    started = f"starting Ray {start} s" if start is not None else "starting Ray"
+    without = d.get("ray_overhead_vs_workers_without_start")
+    without_txt = (
+        f"without {started}: {100 * without:+.0f} %"
+        if without is not None
+        else f"the batch alone: {100 * (d.get('ray_overhead_vs_workers_batch_only') or 0):+.0f} %"
+    )
     return [
         (
             f"{what}, `--workers {n}`",
-            f"{runs[w]['wall_s']} s = {d['cases_per_hour'][w]} CTs/h (×{d['speedup_workers_over_serial']} serial)",
+            f"{runs[w]['wall_s']} s = {d['cases_per_hour'][w]} CTs/h (×{d['speedup_workers_over_serial']} serial{ideal})",
             f"serial {runs['serial']['wall_s']} s (1 thread: {runs.get('serial_1_thread', {}).get('wall_s', '–')} s); "
-            f"target ×1.6; load {load['before'][0]}→{load['after'][0]} on 2 cores",
+            f"target ×1.6; load {load['before'][0]}→{load['after'][0]} on 2 cores{got}",
         ),
         (
             f"same, `--ray --workers {n}` (local Ray started and stopped)",
-            f"{runs[r]['wall_s']} s ({100 * d['ray_overhead_vs_workers']:+.0f} % vs processes; the batch alone, "
-            f"without starting Ray: {100 * (d.get('ray_overhead_vs_workers_batch_only') or 0):+.0f} %)",
+            f"{runs[r]['wall_s']} s ({100 * d['ray_overhead_vs_workers']:+.0f} % vs processes; {without_txt})",
             f"local processes {runs[w]['wall_s']} s; target ≤ +10 %",
         ),
+    ]
+
+
+def _rows_stages(d: dict[str, Any]) -> list[Row]:
+    one, two = d["one_thread"], d["two_threads"]
+    stages = ("read", "resample", "network", "peaks", "measure", "hash")
+    a = d["amdahl_two_workers_over_one_2_thread_worker"]
+    return [
+        (
+            "one detected case (bench-preset phantom CT), CPU-s per stage, 1 thread: " + " / ".join(stages),
+            " / ".join(f"{one[f'{s}_cpu']:.2f}" for s in stages) + f" = {one['case_cpu']:.2f} CPU-s",
+            f"2 threads: network {two['network_wall']:.2f} s wall (1 thread {one['network_wall']:.2f} s); "
+            f"network share f = {d['network_share_of_one_thread_case_cpu']}: 2 workers ≤ ×{a['with_s_1_64']} "
+            "a 2-thread worker (s = 1.64)",
+        )
     ]
 
 
@@ -190,6 +221,7 @@ BENCHMARKS: tuple[Bench, ...] = (
     Bench("evaluate", "bench_evaluate.py", ("--repeats", "1"), ("evaluate.json",), _rows_evaluate),
     Bench("detect", "bench_detect.py", ("--repeats", "1"), ("detect_speed.json",), _rows_detect),
     Bench("batch", "bench_batch.py", (), ("batch.json",), _rows_batch),
+    Bench("detect_stages", "bench_detect_stages.py", None, ("detect_stages.json",), _rows_stages),
     Bench(
         "review", "bench_review.py", ("--repeats", "1", "--redraws", "100"), ("review.json",), _rows_review
     ),
@@ -298,6 +330,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="also the long benchmarks")
     ap.add_argument("--only", nargs="+", default=None, help="these benchmarks (names as listed by --list)")
+    ap.add_argument("--skip", nargs="+", default=(), help="not these benchmarks (names as listed by --list)")
     ap.add_argument("--table", action="store_true", help="only rewrite the README table")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args = ap.parse_args()
@@ -309,9 +342,11 @@ def main() -> None:
         return
     if not args.table:
         shared = Path(os.environ.get("LYMPHCAD_SHARED", str(REPO.parent / "shared")))
-        chosen = [b for b in benches if args.only is None or b.name in args.only]
-        if args.only:
-            unknown = set(args.only) - {b.name for b in benches}
+        chosen = [
+            b for b in benches if (args.only is None or b.name in args.only) and b.name not in args.skip
+        ]
+        if args.only or args.skip:
+            unknown = (set(args.only or ()) | set(args.skip)) - {b.name for b in benches}
             if unknown:
                 raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))} (see --list)")
         statuses = []
