@@ -115,11 +115,8 @@ def _rows_batch(d: dict[str, Any]) -> list[Row]:
     amdahl = d.get("amdahl") or {}
     share = amdahl.get("workers_cpu_share")
     got = f"; the workers got {share:.2f} of a core each" if share is not None else ""
-    ideal = (
-        f"; on 2 free cores ≈ ×{amdahl['ideal_speedup_over_serial']} (from CPU-s)"
-        if "ideal_speedup_over_serial" in amdahl
-        else ""
-    )
+    pred = amdahl.get(f"{d['cases']}_cases")
+    ideal = f"; predicted on 2 free cores ×{pred['speedup']} (from CPU-s)" if pred else ""
     start = d.get("ray_start_s")
     started = f"starting Ray {start} s" if start is not None else "starting Ray"
     without = d.get("ray_overhead_vs_workers_without_start")
@@ -138,7 +135,13 @@ def _rows_batch(d: dict[str, Any]) -> list[Row]:
         (
             f"same, `--ray --workers {n}` (local Ray started and stopped)",
             f"{runs[r]['wall_s']} s ({100 * d['ray_overhead_vs_workers']:+.0f} % vs processes; {without_txt})",
-            f"local processes {runs[w]['wall_s']} s; target ≤ +10 %",
+            f"local processes {runs[w]['wall_s']} s; target ≤ +10 %"
+            + (
+                f"; CPU-s per case: Ray {runs[r]['timeline']['case_cpu_s']}, processes "
+                f"{runs[w]['timeline']['case_cpu_s']}"
+                if "timeline" in runs[r] and "timeline" in runs[w]
+                else ""
+            ),
         ),
     ]
 
