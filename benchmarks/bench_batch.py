@@ -221,7 +221,8 @@ def main() -> None:
         "benchmark": f"detect on {n} phantom cases ({args.preset} preset): serial vs {w} worker processes vs Ray",
         "cases": n,
         "preset": args.preset,
-        "phantom_generation_s": round(gen_s, 1),
+        "phantom_generation_s": round(gen_s, 1) if args.cohort is None else None,
+        "cohort": "generated" if args.cohort is None else "given with --cohort (generated earlier)",
         "runs": runs,
         "cases_per_hour": {
             k: round(3600 * n / r["wall_s"], 1) for k, r in runs.items() if k != "serial_1_case"
