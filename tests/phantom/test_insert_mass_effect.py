@@ -1,6 +1,7 @@
 """Mass-effect insertion (issue 12): in a fat-poor mediastinum, where fat is thinner than any node, nodes are
 placed by pushing the neighbouring anatomy aside; they never overlap lumen, airway or bone, and the pushed
-structures keep their volume. Fat-hosted placement alone places nothing there.
+structures keep their volume. Fat-hosted placement alone places nothing there (a synthetic slab, and the real
+fat-poor chest ACRIN-FLT-Breast 013).
 
 The background is a synthetic slab of a thin patient's chest: two lungs, a trachea and an aorta wrapped in
 2 mm of fat, thick soft tissue between them, a vertebral body; the scan's noise on top.
@@ -8,12 +9,21 @@ The background is a synthetic slab of a thin patient's chest: two lungs, a trach
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from lymphcad.geometry import CTVolume, Geometry
-from lymphcad.phantom.analysis import BackgroundAnalysis, hosting_depth, hosting_reference
+from lymphcad.io.reader import read_ct
+from lymphcad.phantom.analysis import (
+    BackgroundAnalysis,
+    analyse_background,
+    canonical_volume,
+    hosting_depth,
+    hosting_reference,
+)
 from lymphcad.phantom.background import FORBIDDEN, Landmarks, Tissue
 from lymphcad.phantom.formation import NoiseModel
 from lymphcad.phantom.masseffect import RHO_END, Push, warp_labels
@@ -155,3 +165,28 @@ def test_push_keeps_volume_and_moves_nothing_beyond_its_reach() -> None:
     assert np.allclose(src[rho >= RHO_END], rho[rho >= RHO_END])  # untouched beyond the taper
     assert np.all(np.diff(push.source_radius(np.linspace(0, 4, 400, dtype=np.float32))) > 0)  # no folding
     assert warp_labels(seed, coords, moved)[zone].all()
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_fat_poor_real_chest_gets_mediastinal_nodes(real_ct_dir: Path) -> None:
+    """The unenhanced, fat-poor chest of ACRIN-FLT-Breast 013 (a training background): fat-only placement
+    finds room for fewer than 3 nodes; with mass effect every case gets its nodes at mediastinal stations, none overlapping lumen,
+    airway, bone, lung or organ in the pushed tissue map, bone and airway unmoved."""
+    vol = canonical_volume(read_ct(real_ct_dir / "acrin-flt-breast" / "013-chest"))
+    an = analyse_background(vol)
+    assert an.region == "mediastinal"
+    # fat alone: fewer than the usual minimum of 3 (the pre-mass-effect insert failed on this background)
+    assert len(insert_nodes(vol, 4, np.random.default_rng(0), analysis=an, mass_effect=False).nodes) < 3
+    stations: set[str] = set()
+    for seed in range(2):
+        res = insert_nodes(vol, 4, np.random.default_rng(seed), analysis=an)
+        assert len(res.nodes) == 4 and res.tissue is not None
+        assert all(n.region == "mediastinal" for n in res.nodes)
+        assert sum(n.placement == "mass_effect" for n in res.nodes) >= 3
+        assert not np.isin(res.tissue[res.all_nodes > 0], FORBIDDEN).any()
+        for cls in (Tissue.BONE, Tissue.AIRWAY):
+            before, after = int((an.tissue == cls).sum()), int((res.tissue == cls).sum())
+            assert abs(after - before) <= 0.01 * before, (cls.name, before, after)
+        stations |= {n.station for n in res.nodes}
+    assert len(stations) >= 2, stations

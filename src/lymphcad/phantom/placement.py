@@ -31,7 +31,15 @@ from lymphcad.errors import InputError, UsageError
 from lymphcad.geometry import CTVolume, hu_to_int16
 from lymphcad.phantom.analysis import BackgroundAnalysis, analyse_background
 from lymphcad.phantom.background import CLASS_NAMES, NODE_HOST, STATIONS, StationSpec, Tissue, mediastinum
-from lymphcad.phantom.formation import NoiseModel, form_additive, form_blend, local_noise_sd
+from lymphcad.phantom.formation import (
+    NoiseModel,
+    form_additive,
+    form_blend,
+    highpass,
+    homogeneous,
+    local_noise_sd,
+    robust_sd,
+)
 from lymphcad.phantom.inserted import InsertedNode, InsertionResult
 from lymphcad.phantom.masseffect import (
     FIXED_RAMP_MM,
@@ -81,6 +89,8 @@ RIGID: Final = (int(Tissue.BONE), int(Tissue.OUTSIDE), int(Tissue.AIRWAY))
 #: radius (mm) about the vertebral body's centre that counts as bone (its marrow may read as soft tissue or
 #: lumen-bright, its cortex is not always above the bone threshold)
 VERTEBRA_MM: Final = 17.0
+#: within this depth (mm) below the body's surface bone-bright voxels are bone (the chest wall)
+WALL_MM: Final = 35.0
 #: within this radius (mm) of the vertebral body's centre bone-bright voxels are bone (ribs' heads, posterior arch)
 SPINE_ZONE_MM: Final = 45.0
 _HOST = np.zeros(256, bool)
@@ -164,6 +174,7 @@ class _Canvas:
     all_nodes: NDArray[np.uint16]
     rigid: NDArray[np.bool_]  # what never moves: bone, the body's edge, the vertebral bodies
     fatty: NDArray[np.bool_]  # hosting tissue with a fat-like local mean: where a node's seed may lie
+    made: NDArray[np.bool_]  # the pushed nodes' zones (filled, not real fat)
 
 
 def insert_nodes(
@@ -233,6 +244,7 @@ def insert_nodes(
             all_nodes,
             _rigid(an, sp),
             _fatty(hu0, an.tissue),
+            np.zeros(shape, bool),
         )
         draws = failed = 0
         budget = PUSH_DRAWS_PER_NODE * max(1, n_nodes - len(placed))
@@ -266,7 +278,11 @@ def _form(
     """Write one node into ``out`` by its own image-formation model; the local noise SD it measured."""
     spec, rendered, inside = p.spec, p.rendered, p.inside
     box = rendered.box
-    sigma = local_noise_sd(anatomy, tissue, box, inside, an.noise)
+    sigma = (
+        local_noise_sd(anatomy, tissue, box, inside, an.noise)
+        if p.push is None
+        else _noise_around(anatomy, tissue, box, an.noise)
+    )
     if spec.formation is Formation.ADDITIVE:
         out[box] = form_additive(out[box], smooth[box], rendered.coverage, rendered.content, spec.edge_mm, sp)
     else:
@@ -490,7 +506,12 @@ def _push_one(
             continue
         near = (rho < RHO_RIGID) | (rho < rho_node + FIXED_RAMP_MM / min(half))
         fixed = cv.rigid[box]
-        if fixed[near].any() or (cv.all_nodes[box][near] > 0).any():
+        # the airway does not move either, but a node may sit against its wall (paratracheal, subcarinal): it
+        # only has to stay a voxel clear of the node's zone
+        airway = t == Tissue.AIRWAY
+        if (fixed & ~airway)[near].any() or (cv.all_nodes[box][near] > 0).any():
+            continue
+        if airway[rho < rho_node + max(sp[1], sp[2]) / min(half)].any():
             continue
         push = Push(geo.centre_zyx_mm, rot, half, rho0, rho_node)
         coords, moved = push.source_coords(box, sp, fixed)
@@ -523,7 +544,10 @@ def _push_one(
         # seed: hosting tissue (its partial-volume rim included), the local mean of hosting tissue plus the scan's
         # own noise (interpolating the few seed voxels would smear the neighbours' edges into it)
         zone = rho < rho_node
-        sigma = local_noise_sd(cv.anatomy, cv.tissue, box, zone, noise_model)
+        # the noise level at the node (per slice of its own box, as the blend model measures it), before the push
+        node_sd = _noise_around(cv.anatomy, cv.tissue, rendered.box, noise_model)
+        sigma = np.full(zone.shape[0], float(np.mean(node_sd)), np.float32)
+        sigma[rel[0]] = node_sd
         tis[zone & ~_HOST[tis]] = Tissue.SOFT_THIN
         cv.tissue[box] = tis
         cv.all_nodes[box] = nodes_w
@@ -549,7 +573,9 @@ def _push_one(
             warped[zone] = fill[zone]
             arr[box] = warped
         _update_depth(cv, box, sp)
-        cv.fatty[box] = _fatty(cv.anatomy[box], cv.tissue[box])
+        # a node's zone is made-up fat: no seed for the next node (nodes would cluster on each other's rims)
+        cv.made[box] = warp_labels(cv.made[box], coords, moved) | zone
+        cv.fatty[box] = _fatty(cv.anatomy[box], cv.tissue[box]) & ~cv.made[box]
         for p in placed:
             if p.box is not None and _overlaps(p.box, box):
                 p.box = None  # moved: measured from the node map
@@ -564,8 +590,9 @@ def _rigid(an: BackgroundAnalysis, sp: tuple[float, float, float]) -> NDArray[np
     """Voxels a push may not move: bone, outside the body, the airway and a disk about each slice's vertebral body.
 
     Bone-bright voxels inside the lungs' hull away from the spine (more than :data:`SPINE_ZONE_MM` from the
-    vertebral body's centre: no bone there but the spine's) are dense contrast in a vessel — a CTA's superior
-    vena cava, aorta or pulmonary arteries pass the bone test — and move like lumen. Without a spine in a
+    vertebral body's centre) and from the chest wall (deeper than :data:`WALL_MM`): no bone there but the
+    spine's and the chest wall's; they are dense contrast in a vessel — a CTA's superior vena cava, aorta or
+    pulmonary arteries pass the bone test — and move like lumen. Without a spine in a
     slice, all its bone stays fixed."""
     out = np.isin(an.tissue, np.asarray(RIGID, np.uint8)) & (an.tissue != Tissue.BONE)
     bone = an.tissue == Tissue.BONE
@@ -575,9 +602,16 @@ def _rigid(an: BackgroundAnalysis, sp: tuple[float, float, float]) -> NDArray[np
     ii = np.arange(nx, dtype=np.float64)[None, :]
     inner = mediastinum(an.tissue, an.landmarks)
     for k, (j, i) in enumerate(_spine_track(an.landmarks.spine_ji, sp)):
+        # the chest wall (sternum, ribs, costal cartilage) lies within WALL_MM of the body's surface (of the
+        # image's edge, for a crop without skin in the slice); its thin cortex may read as lumen-bright only
+        body = an.tissue[k] != Tissue.OUTSIDE
+        if body.all():
+            body[0], body[-1], body[:, 0], body[:, -1] = False, False, False, False
+        deep = ndimage.distance_transform_edt(body, sampling=(dy, dx)) > WALL_MM
+        out[k] |= (an.tissue[k] == Tissue.VESSEL) & ~deep
         if np.isfinite(j) and np.isfinite(i):
             d2 = ((jj - j) * dy) ** 2 + ((ii - i) * dx) ** 2
-            bone[k] &= ~(inner[k] & (d2 > SPINE_ZONE_MM**2))
+            bone[k] &= ~(inner[k] & deep & (d2 > SPINE_ZONE_MM**2))
             out[k] |= d2 <= VERTEBRA_MM**2
     return np.asarray(out | bone, bool)
 
@@ -604,6 +638,30 @@ def _fatty(hu: NDArray[np.float32], tissue: NDArray[np.uint8]) -> NDArray[np.boo
     """Hosting tissue whose in-plane local mean (σ 1 voxel) is below :data:`SEED_MAX_HU`."""
     m = ndimage.gaussian_filter(hu, (0.0, 1.0, 1.0))
     return np.asarray(_HOST[tissue] & (m < SEED_MAX_HU), bool)
+
+
+def _noise_around(
+    hu: NDArray[np.float32], tissue: NDArray[np.uint8], box: tuple[slice, slice, slice], model: NoiseModel
+) -> NDArray[np.float32]:
+    """Noise SD (HU) per slice of a node's box from the homogeneous fat and soft tissue in it and 10 voxels
+    around (in-plane): a fat-poor mediastinum has too little fat of its own to measure it in."""
+    pad = 10
+    ny, nx = tissue.shape[1:]
+    ebox = (
+        box[0],
+        slice(max(0, box[1].start - pad), min(ny, box[1].stop + pad)),
+        slice(max(0, box[2].start - pad), min(nx, box[2].stop + pad)),
+    )
+    hp = highpass(hu[ebox])
+    hom = homogeneous(tissue[ebox])
+    pool = hp[hom]
+    whole = robust_sd(pool) / model.hp_gain if pool.size >= 50 else model.sd
+    out = np.full(hp.shape[0], whole, np.float32)
+    for k in range(hp.shape[0]):
+        v = hp[k][hom[k]]
+        if v.size >= 150:
+            out[k] = robust_sd(v) / model.hp_gain
+    return out
 
 
 def _update_depth(cv: _Canvas, box: tuple[slice, slice, slice], sp: tuple[float, float, float]) -> None:
