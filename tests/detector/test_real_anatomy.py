@@ -3,7 +3,8 @@ background it was never trained on (CRLM-CT-1006, the realism benchmark's abdomi
 
 The operating point is the model's own ranking, not a hand-set probability: a node counts as found when a
 detection among the volume's (number of positive nodes + 3) best hits it — at most 3 false positives per
-volume, the issue's target operating point.
+volume, the issue's target operating point. Three insertions per formation (12 nodes) so that one unlucky
+draw neither passes nor fails the test alone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from lymphcad.io.reader import read_ct
 from lymphcad.phantom.insert import insert_nodes
 from lymphcad.phantom.nodemodel import Formation
 
+SEEDS = (2026, 7, 11)
+#: the realism benchmark measured ≈ 0.5 sensitivity at 3 FP/volume on this background
+#: (benchmarks/results/realism.json); 5 of 12 leaves room for the draw, 1 of 12 (the old bar) did not test much
+MIN_FOUND = 5
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("formation", [Formation.ADDITIVE, Formation.BLEND])
@@ -27,25 +33,28 @@ def test_shipped_model_finds_inserted_nodes_of_either_formation(
     real_ct_dir: Path, formation: Formation
 ) -> None:
     background = read_ct(real_ct_dir / "crlm-ct" / "CRLM-CT-1006")
-    res = insert_nodes(
-        background,
-        4,
-        np.random.default_rng(2026),
-        region="abdominal",
-        formations=(formation,),
-        p_positive=1.0,
-    )
-    positives = [n for n in res.nodes if n.positive]
-    assert positives, "the insertion placed no ground-truth node"
-    assert all(n.spec.formation is formation for n in res.nodes)
-    dets = detect_volume(CTVolume(res.image, background.geometry), load_model())
-    top = dets[: len(positives) + 3]
-    found = [
-        n
-        for n in positives
-        if any(np.linalg.norm(np.subtract(d.center_xyz, n.xyz)) <= max(5.0, n.sad_mm / 2.0) for d in top)
-    ]
-    # the benchmark measured ≈ 0.5 sensitivity at 3 FP/volume on this background (benchmarks/results/realism.json)
-    assert found, (
-        f"{formation.value}: found {len(found)} of {len(positives)} nodes among the best {len(top)} detections"
+    model = load_model()
+    found, total = 0, 0
+    for seed in SEEDS:
+        res = insert_nodes(
+            background,
+            4,
+            np.random.default_rng(seed),
+            region="abdominal",
+            formations=(formation,),
+            p_positive=1.0,
+        )
+        positives = [n for n in res.nodes if n.positive]
+        assert positives, f"seed {seed}: the insertion placed no ground-truth node"
+        assert all(n.spec.formation is formation for n in res.nodes)
+        dets = detect_volume(CTVolume(res.image, background.geometry), model)
+        top = dets[: len(positives) + 3]
+        total += len(positives)
+        found += sum(
+            any(np.linalg.norm(np.subtract(d.center_xyz, n.xyz)) <= max(5.0, n.sad_mm / 2.0) for d in top)
+            for n in positives
+        )
+    assert total >= 3 * len(SEEDS)
+    assert found >= MIN_FOUND, (
+        f"{formation.value}: found {found} of {total} nodes among the best (nodes + 3) detections per volume"
     )
