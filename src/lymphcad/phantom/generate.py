@@ -245,7 +245,7 @@ def generate_case(
         m = node_map[sl] == node.node_index
         meas = measure_mask(m, spacing)
         off = np.array([s.start for s in sl], dtype=float)
-        cz, cy, cx = np.asarray(meas["centroid_zyx"]) + off
+        cz, cy, cx = np.asarray(meas.centroid_zyx) + off
         ci = np.round([cz, cy, cx]).astype(int)
         if (
             node_map[tuple(ci)] != node.node_index
@@ -256,12 +256,12 @@ def generate_case(
             cz, cy, cx = zz[q] + off[0], yy[q] + off[1], xx[q] + off[2]
         world = geom.zyx_to_world([cz, cy, cx])
         # ground truth by the collection's rule of the node's region (abdomen from 7.5 mm, mediastinum 10 mm)
-        truth = rule_for(node.region).classify(float(meas["sad_mm"]))
+        truth = rule_for(node.region).classify(float(meas.sad_mm))
         enlarged = truth is TruthClass.POSITIVE
         canvas.tissue[sl][m] = T.NODE if enlarged else T.NODE_SMALL
         in_eval = bool(evr[round(cz), round(cy), round(cx)])
         annotated = bool(rng.random() < annotation_fraction)
-        ri, rj, rk = meas["reader_ijk"]
+        ri, rj, rk = meas.reader_ijk
         lo = geom.zyx_to_world(off - 0.5)
         hi = geom.zyx_to_world(off + np.array(m.shape) - 0.5)
         mean_hu = float(hu_clean[sl][m].mean())
@@ -278,10 +278,10 @@ def generate_case(
             coord=_xyz(world),
             ijk=(float(cx), float(cy), float(cz)),
             reader=(float(ri + off[2]), float(rj + off[1]), float(rk + off[0])),
-            sad=float(meas["sad_mm"]),
-            lad=float(meas["lad_mm"]),
-            axes3d=tuple(float(v) for v in meas["axes3d_mm"]),
-            volume=float(meas["volume_mm3"]),
+            sad=float(meas.sad_mm),
+            lad=float(meas.lad_mm),
+            axes3d=tuple(float(v) for v in meas.axes3d_mm),
+            volume=float(meas.volume_mm3),
             # the map's station where the node ended up (placement may leave its drawn station's side)
             station=iaslc_station(anatomy, world - shift, node.station)
             if node.region == "mediastinal"

@@ -238,13 +238,13 @@ def _measure(
             inside = all_nodes[box] == idx
         meas = measure_mask(inside, sp)
         off = np.array([s.start for s in box], dtype=float)
-        cz, cy, cx = np.asarray(meas["centroid_zyx"]) + off
+        cz, cy, cx = np.asarray(meas.centroid_zyx) + off
         ci = tuple(round(v) for v in (cz, cy, cx))
         if all_nodes[ci] != idx:  # centroid outside a bean-shaped mask: nearest voxel inside
             zz, yy, xx = np.nonzero(inside)
             q = int(np.argmin((zz + off[0] - cz) ** 2 + (yy + off[1] - cy) ** 2 + (xx + off[2] - cx) ** 2))
             cz, cy, cx = zz[q] + off[0], yy[q] + off[1], xx[q] + off[2]
-        truth = rule_for(p.station.region).classify(float(meas["sad_mm"]))
+        truth = rule_for(p.station.region).classify(float(meas.sad_mm))
         gt = 0
         if truth is TruthClass.POSITIVE:
             n_gt += 1
@@ -260,9 +260,9 @@ def _measure(
                 idx,
                 gt,
                 (float(w[0]), float(w[1]), float(w[2])),
-                float(meas["sad_mm"]),
-                float(meas["lad_mm"]),
-                float(meas["volume_mm3"]),
+                float(meas.sad_mm),
+                float(meas.lad_mm),
+                float(meas.volume_mm3),
                 p.station.region,
                 p.station.name,
                 truth,

@@ -16,13 +16,14 @@ from lymphcad.phantom.nodes.draws import (
     sample_small_sad,
     sample_type,
 )
-from lymphcad.phantom.nodes.measure import measure_mask, record_annotation
+from lymphcad.phantom.nodes.measure import MaskMeasurement, measure_mask, record_annotation
 from lymphcad.phantom.nodes.placer import NodePlacer
 from lymphcad.phantom.nodes.shape import Node
 from lymphcad.phantom.nodes.stations import STATIONS, Station
 
 __all__ = [
     "STATIONS",
+    "MaskMeasurement",
     "Node",
     "NodeParams",
     "NodePlacer",

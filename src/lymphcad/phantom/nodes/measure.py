@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,24 @@ def _feret(pts: NDArray[np.float64], sp: float) -> tuple[float, float]:
     return lad + sp, float(proj.max() - proj.min()) + sp
 
 
-def measure_mask(mask: NDArray[np.bool_], spacing_zyx: tuple[float, float, float]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MaskMeasurement:
+    """What :func:`measure_mask` measures on one node mask (mm, voxel indices of the mask's array)."""
+
+    lad_mm: float
+    sad_mm: float
+    #: the axial slice (z index) of the RECIST measurement
+    recist_slice: int
+    #: where a reader puts the mark: mean (x, y) of the RECIST slice's voxels and that slice (i, j, k)
+    reader_ijk: tuple[float, float, float]
+    centroid_zyx: tuple[float, float, float]
+    #: 3D axes (mm) from the voxel covariance, longest first
+    axes3d_mm: tuple[float, float, float]
+    volume_mm3: float
+    n_vox: int
+
+
+def measure_mask(mask: NDArray[np.bool_], spacing_zyx: tuple[float, float, float]) -> MaskMeasurement:
     """RECIST measurement of one node mask (z, y, x): LAD on the axial slice where it is longest, SAD ⟂ it."""
     dz, dy, dx = spacing_zyx
     zz, yy, xx = np.nonzero(mask)
@@ -45,17 +63,17 @@ def measure_mask(mask: NDArray[np.bool_], spacing_zyx: tuple[float, float, float
     coords = np.stack([xx * dx, yy * dy, zz * dz], axis=1).astype(float)
     cov = np.cov(coords.T) if len(coords) > 3 else np.eye(3)
     ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
-    axes3d = [float(2 * np.sqrt(max(5 * e, 0.0))) for e in ev]
-    return {
-        "lad_mm": float(lad),
-        "sad_mm": float(sad),
-        "recist_slice": kbest,
-        "reader_ijk": reader,
-        "centroid_zyx": (float(zz.mean()), float(yy.mean()), float(xx.mean())),
-        "axes3d_mm": axes3d,
-        "volume_mm3": float(mask.sum() * dx * dy * dz),
-        "n_vox": int(mask.sum()),
-    }
+    a, b, c = (float(2 * np.sqrt(max(5 * e, 0.0))) for e in ev)
+    return MaskMeasurement(
+        lad_mm=float(lad),
+        sad_mm=float(sad),
+        recist_slice=kbest,
+        reader_ijk=reader,
+        centroid_zyx=(float(zz.mean()), float(yy.mean()), float(xx.mean())),
+        axes3d_mm=(a, b, c),
+        volume_mm3=float(mask.sum() * dx * dy * dz),
+        n_vox=int(mask.sum()),
+    )
 
 
 def record_annotation(case_id: str, rec: dict[str, Any]) -> Annotation:

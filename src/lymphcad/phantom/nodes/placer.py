@@ -317,7 +317,7 @@ class NodePlacer:
                 if node.drawn_enlarged
                 else thr - 0.6
             )
-            sad_m = measure_mask(fit[3], canvas.spacing)["sad_mm"]
+            sad_m = measure_mask(fit[3], canvas.spacing).sad_mm
             for _ in range(3):
                 if (abs(sad_m - target) <= 0.3) if node.drawn_enlarged else (sad_m < thr):
                     break
@@ -328,7 +328,7 @@ class NodePlacer:
                 if new is None:  # grown into a neighbour: keep the size before
                     node.half_axes, fit, sad_m = prev
                     break
-                fit, sad_m = new, measure_mask(new[3], canvas.spacing)["sad_mm"]
+                fit, sad_m = new, measure_mask(new[3], canvas.spacing).sad_mm
                 if node.drawn_enlarged and sad_m < thr:  # shrunk too far: keep the size before
                     node.half_axes, fit, sad_m = prev
                     break
