@@ -299,6 +299,17 @@ def calibration(work: Path, test_dets: Path, val_dets: Path) -> dict[str, Any]:
                 "hit_rate": [None if not np.isfinite(v) else float(v) for v in rel.hit_rate],
             },
         }
+    from lymphcad.detector.model import DEFAULT_MODEL, resolve_model_path
+    from lymphcad.measure.calibration import find_calibration
+
+    shipped = find_calibration(resolve_model_path(DEFAULT_MODEL))
+    if shipped is not None:  # the calibration that ships with the default model (fit by its release recipe)
+        out["shipped"] = {
+            "model": DEFAULT_MODEL,
+            "method": shipped.method,
+            "fitted_on": shipped.source,
+            "ece_test": expected_calibration_error(shipped.apply(probs), hits),
+        }
     return out
 
 
@@ -421,7 +432,7 @@ def main() -> None:
         result["end_to_end_size"] = end_to_end(work, test_dets)
         c = result["calibration"]
         print(
-            f"ECE raw {c['ece_raw']:.3f}, isotonic {c['isotonic']['ece_test']:.3f}, temperature {c['temperature']['ece_test']:.3f}"
+            f"ECE raw {c['ece_raw']:.3f}, shipped {c.get('shipped', {}).get('ece_test', float('nan')):.3f}, isotonic {c['isotonic']['ece_test']:.3f}, temperature {c['temperature']['ece_test']:.3f}"
         )
         print(json.dumps(result["end_to_end_size"], indent=1))
     if "cost" not in args.skip:
