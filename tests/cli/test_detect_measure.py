@@ -59,7 +59,9 @@ def test_detect_measures_and_writes_masks(case, tmp_path: Path) -> None:  # type
     prov = json.loads((tmp_path / "dets.csv.json").read_text(encoding="utf-8"))["settings"]["measurement"]
     assert "RECIST" in prov["short_axis_mm,long_axis_mm"]
     assert "region-growing" in prov["mask"]
-    assert "raw" in prov["probability"]
+    # the default model ships with its calibration, and the provenance says so and where it came from
+    assert prov["probability"].startswith("calibrated: isotonic")
+    assert "calibration.json" in prov["probability"]
 
 
 def test_detect_applies_the_calibration_beside_the_model(case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -77,6 +79,37 @@ def test_detect_applies_the_calibration_beside_the_model(case, tmp_path: Path) -
     assert np.isnan(cal.short_axis_mm).all()
     prov = json.loads((tmp_path / "cal.csv.json").read_text(encoding="utf-8"))["settings"]["measurement"]
     assert prov["probability"].startswith("calibrated: isotonic")
+
+
+def test_threshold_applies_to_the_calibrated_probability(case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """--threshold is the lowest *reported* probability: with a calibration (which moves scores both up and
+    down), the thresholded run is exactly the full run's rows at or above it."""
+    from lymphcad.detector.model import resolve_model_path
+
+    root, _ = case
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model_path(None).parent, model)
+    # raises scores below 0.3 and lowers those above: a raw threshold would keep and lose the wrong rows
+    Calibration("isotonic", (0.0, 0.1, 0.3, 1.0), (0.0, 0.4, 0.45, 0.9), source="test").save(
+        model / "calibration.json"
+    )
+    args = ["detect", str(root / "case.nii.gz"), "--model", str(model), "--no-measure", "--threshold"]
+    assert main([*args, "0.0", "--out", str(tmp_path / "all.csv")]) == 0
+    assert main([*args, "0.42", "--out", str(tmp_path / "cut.csv")]) == 0
+    full, cut = read_detections(tmp_path / "all.csv"), read_detections(tmp_path / "cut.csv")
+    keep = full.probabilities >= 0.42
+    assert 0 < keep.sum() < len(full)
+    assert (cut.probabilities >= 0.42).all()
+    np.testing.assert_allclose(np.sort(cut.probabilities), np.sort(full.probabilities[keep]))
+    # and some of them had raw scores below 0.42: a raw threshold would have lost them
+    raw_args = [*args[:-1], "--raw-scores", "--threshold", "0.0", "--out", str(tmp_path / "raw.csv")]
+    assert main(raw_args) == 0
+    assert (
+        read_detections(tmp_path / "raw.csv").probabilities[np.argsort(-full.probabilities)][
+            keep[np.argsort(-full.probabilities)]
+        ]
+        < 0.42
+    ).any()
 
 
 def test_masks_inside_the_input_cohort_are_refused(tmp_path: Path) -> None:

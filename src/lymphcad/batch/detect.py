@@ -51,6 +51,7 @@ from lymphcad.errors import InputError, UsageError
 from lymphcad.io.checks import check_fits_model
 from lymphcad.io.detections import Detection, read_detections, write_detections, write_detections_json
 from lymphcad.io.reader import read_ct_input
+from lymphcad.measure.calibration import find_calibration
 from lymphcad.measure.run import MeasureOptions, finish_case, options_for_model
 
 
@@ -103,11 +104,19 @@ class DetectSpec:
     masks_dir: str | None = None
 
     def settings(self, loaded: LoadedModel) -> DetectConfig:
-        """The model's settings with this run's overrides."""
+        """The model's settings with this run's overrides.
+
+        With a calibration, ``threshold`` is a floor on the calibrated probability (applied after it, by
+        :func:`lymphcad.measure.run.finish_case`); the raw peaks are then kept down to the lower of it and the
+        model's own threshold, so that no peak whose calibrated probability reaches it is lost before.
+        """
+        threshold = self.threshold
+        if threshold is not None and not self.raw_scores and find_calibration(loaded.path) is not None:
+            threshold = min(threshold, loaded.detect.threshold)
         return with_overrides(
             loaded.detect,
             tta_flips=self.tta,
-            threshold=self.threshold,
+            threshold=threshold,
             max_detections=self.max_detections,
             second_stage=self.second_stage,
         )
@@ -119,6 +128,7 @@ class DetectSpec:
             raw_scores=self.raw_scores,
             masks_dir=None if self.masks_dir is None else Path(self.masks_dir),
             measure=self.measure,
+            threshold=self.threshold,
         )
 
     def setup(self, threads: int) -> Callable[[Any], Any]:
@@ -247,7 +257,10 @@ def run_detect_batch(
             "measurement": {
                 "measure": spec.measure,
                 "masks": spec.masks_dir,
-                "calibration": None if measure.calibration is None else measure.calibration.to_json()["x"],
+                "calibration": None
+                if measure.calibration is None
+                else [measure.calibration.to_json()[k] for k in ("method", "x", "y", "temperature")],
+                "min_probability": measure.min_probability,
             },
         }
     )

@@ -44,6 +44,8 @@ class MeasureOptions:
         calibration: the score map (None = raw scores).
         calibration_path: where the calibration came from (for the provenance).
         segment: segmentation parameters.
+        min_probability: drop detections whose reported (calibrated) probability is below it — the user's
+            ``--threshold`` when a calibration changes the scale (None = keep all).
     """
 
     measure: bool = True
@@ -52,14 +54,22 @@ class MeasureOptions:
     calibration: Calibration | None = None
     calibration_path: Path | None = None
     segment: SegmentSettings = field(default_factory=SegmentSettings)
+    min_probability: float | None = None
 
 
 def options_for_model(
-    model_path: str | Path, *, raw_scores: bool = False, masks_dir: Path | None = None, measure: bool = True
+    model_path: str | Path,
+    *,
+    raw_scores: bool = False,
+    masks_dir: Path | None = None,
+    measure: bool = True,
+    threshold: float | None = None,
 ) -> MeasureOptions:
-    """Options for ``detect``: the model's calibration unless ``raw_scores``, masks to ``masks_dir``."""
+    """Options for ``detect``: the model's calibration unless ``raw_scores``, masks to ``masks_dir``; a
+    ``threshold`` applies to the calibrated probability when there is a calibration."""
     cal = None if raw_scores else find_calibration(model_path)
     return MeasureOptions(
+        min_probability=threshold if cal is not None else None,
         measure=measure,
         locate=measure,
         masks_dir=masks_dir,
@@ -105,6 +115,8 @@ def finish_case(
         prob = det.probability
         if options.calibration is not None:
             prob = float(options.calibration.apply(prob))
+        if options.min_probability is not None and prob < options.min_probability:
+            continue
         changes: dict[str, Any] = {"probability": prob, "ijk": voxel_index(volume.geometry, det.center_xyz)}
         mask = None
         if options.measure:
