@@ -71,7 +71,9 @@ from lymphcad.errors import InputError, UsageError
 from lymphcad.evaluate import EvalSettings, evaluate_truth
 from lymphcad.evaluate.settings import FP_RATES
 from lymphcad.evaluate.truth import load_truth
-from lymphcad.io.detections import Detection, DetectionTable, write_detections
+from lymphcad.io.detections import Detection, DetectionTable, read_detections, write_detections
+from lymphcad.measure.calibration import calibration_beside
+from lymphcad.measure.fit import fit_on_fold
 from lymphcad.splits import read_fold
 
 log = logging.getLogger(__name__)
@@ -314,6 +316,31 @@ def validate(
     return metrics
 
 
+def fit_run_calibration(cohort: Cohort, run: Path, val_ids: Sequence[str]) -> Path | None:
+    """Fit the isotonic map raw score → P(the detection hits a node) on the last validation's detections and
+    store it beside the run's model (``model/calibration.json``, applied by ``detect``); the validation fold
+    was never trained on. Isotonic: the heatmap peak is not a logit, so no shape is assumed (temperature
+    scaling: ``lymphcad calibrate --method temperature``). None when the fold gives too few hits."""
+    vals = sorted((run / "val").glob("epoch_*/dets.csv"))
+    if not vals:
+        return None
+    table = read_detections(vals[-1])
+    try:
+        fit = fit_on_fold(
+            cohort,
+            table,
+            cases=val_ids,
+            method="isotonic",
+            source=f"validation fold of run {run.name} ({vals[-1].parent.name})",
+        )
+    except ValueError as exc:  # too few hits or misses on the fold to fit a map
+        log.info("no calibration (%s); detect reports raw scores", exc)
+        calibration_beside(run / "model").unlink(missing_ok=True)
+        return None
+    log.info("calibration on the validation fold: ECE %.3f raw -> %.3f", fit.ece_raw, fit.ece_calibrated)
+    return fit.calibration.save(calibration_beside(run / "model"))
+
+
 # -- the loop -----------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
@@ -506,6 +533,8 @@ def train(
             )
         if dist.world > 1:
             tdist.barrier()  # rank 0 has written this epoch's checkpoint before any rank goes on
+    if dist.main and val_cases:
+        fit_run_calibration(cohort, run, [c.case_id for c in val_cases])
     if dist.world > 1:
         tdist.barrier()
         tdist.destroy_process_group()
