@@ -99,8 +99,8 @@ def profile(paths: list[str], threads: int) -> dict[str, Any]:
     set_torch_threads(threads)
     spec = DetectSpec()
     loaded = cached_model(spec.model, torch.device("cpu"))
-    settings = spec.settings(loaded)
     measure = spec.measure_options(loaded)
+    settings = spec.settings(loaded, measure)
     times: dict[str, list[float]] = {f"{s}_{k}": [] for s in STAGES for k in ("wall", "cpu")}
     for path in paths:
         profile_case(path, loaded, settings, measure, times)

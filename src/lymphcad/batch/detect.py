@@ -51,7 +51,6 @@ from lymphcad.errors import InputError, UsageError
 from lymphcad.io.checks import check_fits_model
 from lymphcad.io.detections import Detection, read_detections, write_detections, write_detections_json
 from lymphcad.io.reader import read_ct_input
-from lymphcad.measure.calibration import find_calibration
 from lymphcad.measure.run import MeasureOptions, finish_case, options_for_model
 
 
@@ -103,15 +102,16 @@ class DetectSpec:
     measure: bool = True
     masks_dir: str | None = None
 
-    def settings(self, loaded: LoadedModel) -> DetectConfig:
+    def settings(self, loaded: LoadedModel, measure: MeasureOptions) -> DetectConfig:
         """The model's settings with this run's overrides.
 
-        With a calibration, ``threshold`` is a floor on the calibrated probability (applied after it, by
-        :func:`lymphcad.measure.run.finish_case`); the raw peaks are then kept down to the lower of it and the
-        model's own threshold, so that no peak whose calibrated probability reaches it is lost before.
+        With a calibration (``measure``, from :meth:`measure_options`), ``threshold`` is a floor on the
+        calibrated probability (applied after it, by :func:`lymphcad.measure.run.finish_case`); the raw peaks
+        are then kept down to the lower of it and the model's own threshold, so that no peak whose calibrated
+        probability reaches it is lost before.
         """
         threshold = self.threshold
-        if threshold is not None and not self.raw_scores and find_calibration(loaded.path) is not None:
+        if threshold is not None and measure.calibration is not None:
             threshold = min(threshold, loaded.detect.threshold)
         return with_overrides(
             loaded.detect,
@@ -135,7 +135,8 @@ class DetectSpec:
         """Load the model on this worker (once) with ``threads`` torch threads."""
         set_torch_threads(threads)
         loaded = cached_model(self.model, resolve_device(self.device))
-        return _CaseDetector(loaded, self.settings(loaded), self.measure_options(loaded))
+        measure = self.measure_options(loaded)
+        return _CaseDetector(loaded, self.settings(loaded, measure), measure)
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,8 @@ def run_detect_batch(
         raise UsageError(f"--retries must be >= 0, got {retries}")
     keep = inputs.multi if keep_going is None else keep_going
     loaded = cached_model(spec.model, torch.device("cpu"))
-    settings = spec.settings(loaded)
     measure = spec.measure_options(loaded)
+    settings = spec.settings(loaded, measure)
     run_fp = fingerprint(
         {
             "job": "detect",
