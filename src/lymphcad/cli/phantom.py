@@ -71,7 +71,10 @@ def insert_cmd(
         "auto", "--region", help="mediastinal | abdominal | auto (the background's own region) stations."
     ),
     formation: str = typer.Option(
-        "both", "--formation", help="Image formation: additive | blend | both (drawn per node)."
+        "both",
+        "--formation",
+        help="Image formation, drawn per node: additive | blend | texture | both (= additive + blend) | all, "
+        "or a comma-separated list (additive,texture).",
     ),
     p_positive: float = typer.Option(
         0.8,
@@ -81,7 +84,7 @@ def insert_cmd(
 ) -> None:
     """Insert synthetic lymph nodes at nodal stations of a real CT (displacing fat; never into lumen, bone,
     lung, airway, oesophagus or organs); prints per case how many nodes were placed and annotated."""
-    from lymphcad.phantom.insert import CaseSummary, insert_cohort
+    from lymphcad.phantom.insert import CaseSummary, insert_cohort, parse_formations
 
     if cases < 1:
         raise UsageError(f"--cases must be at least 1 (got {cases})")
@@ -91,6 +94,7 @@ def insert_cmd(
         raise UsageError("--nodes MIN MAX needs 0 <= MIN <= MAX")
     if not 0.0 <= p_positive <= 1.0:
         raise UsageError("--p-positive must lie in [0, 1]")
+    parse_formations(formation)  # a bad --formation fails before any work
     check_output_dir(out, "--out", inputs=[background])
     with progress() as bar:
         task = bar.add_task("insert", total=cases)

@@ -1,4 +1,5 @@
-"""Two independent image-formation models that write a rendered node into a real background.
+"""Two of the three independent image-formation models that write a rendered node into a real background (the
+third, *texture*, real tissue texture of the same CT, is :mod:`lymphcad.phantom.texture`), and their helpers.
 
 * **additive** (:func:`form_additive`): ``out = bg + G_edge * ((content − smooth(bg)) · coverage)`` — the
   background's own noise and fine structure stay under the node; the edge is the coverage blurred by the

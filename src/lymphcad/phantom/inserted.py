@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 from lymphcad.cohort import Annotation, IgnorePoint
 from lymphcad.phantom.nodemodel import NodeSpec
+from lymphcad.phantom.texture import TexturePatch
 from lymphcad.phantom.truthrule import TruthClass, ignore_radius_mm
 
 #: columns of extra/<case>_nodes.csv (the full truth, read by the detector's ``--truth extra``)
@@ -72,6 +73,9 @@ class InsertedNode:
         "fat"  # ``fat``: in hosting tissue as deep as the node; ``mass_effect``: neighbours pushed
     )
     push_mm: float = 0.0  # how far the node pushed its neighbours at its surface (mm; 0 in deep fat)
+    texture_source: TexturePatch | None = (
+        None  # texture model only: where its texture came from (not written)
+    )
 
     @property
     def positive(self) -> bool:

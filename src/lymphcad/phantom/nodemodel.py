@@ -38,6 +38,7 @@ class Formation(enum.Enum):
 
     ADDITIVE = "additive"
     BLEND = "blend"
+    TEXTURE = "texture"  # real tissue texture of the same CT (:mod:`lymphcad.phantom.texture`)
 
 
 class Content(enum.Enum):

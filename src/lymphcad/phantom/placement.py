@@ -56,10 +56,12 @@ from lymphcad.phantom.pushing import (
     push_one,
     rigid_mask,
 )
+from lymphcad.phantom.texture import TexturePatch, TextureSource, write_texture_node
 from lymphcad.phantom.truthrule import TruthClass, rule_for
 
 REGION_CHOICES: Final = ("mediastinal", "abdominal", "auto")
-FORMATION_CHOICES: Final = ("additive", "blend", "both")
+#: ``both`` = additive + blend (as before texture existed); ``all`` = every model; or a comma-separated list
+FORMATION_CHOICES: Final = ("additive", "blend", "texture", "both", "all")
 #: drawn nodes per requested node
 DRAWS_PER_NODE: Final = 8
 #: consecutive drawn nodes that found no room before the stations count as full
@@ -75,15 +77,21 @@ class PlacementError(InputError):
 
 
 def parse_formations(formation: str) -> tuple[Formation, ...]:
-    """``additive`` | ``blend`` | ``both`` → the image-formation models a node is drawn from."""
+    """``additive`` | ``blend`` | ``texture`` | ``both`` (additive + blend) | ``all`` | a comma-separated list
+    (``additive,texture``) → the image-formation models a node is drawn from, in the enum's order (so
+    ``blend,additive`` draws exactly as ``both``)."""
     if formation == "both":
         return (Formation.ADDITIVE, Formation.BLEND)
+    if formation == "all":
+        return tuple(Formation)
     try:
-        return (Formation(formation),)
+        got = {Formation(name.strip()) for name in formation.split(",")}
     except ValueError:
         raise UsageError(
-            f"--formation must be one of {', '.join(FORMATION_CHOICES)} (got {formation!r})"
+            f"--formation must be one of {', '.join(FORMATION_CHOICES)} or a comma-separated list of "
+            f"{', '.join(f.value for f in Formation)} (got {formation!r})"
         ) from None
+    return tuple(f for f in Formation if f in got)
 
 
 def _stations_for(an: BackgroundAnalysis, region: str) -> list[StationSpec]:
@@ -144,9 +152,13 @@ def insert_nodes(
     # image formation, node by node, each by its own model
     hu0 = vol.array.astype(np.float32)
     out = hu0.copy()
+    source = TextureSource.build(hu0, an.tissue) if Formation.TEXTURE in formations else None
     noise_sd: list[float] = []
+    patches: list[TexturePatch | None] = []
     for p in placed:
-        noise_sd.append(_form(out, hu0, an.tissue, an.hu_smooth, an, p, sp))
+        sd, patch = _form(out, hu0, an.tissue, an.hu_smooth, an, p, sp, source)
+        noise_sd.append(sd)
+        patches.append(patch)
     tissue = an.tissue
     if mass_effect and sts and len(placed) < n_nodes:
         cv = PushCanvas(
@@ -172,12 +184,14 @@ def insert_nodes(
                 failed += 1
                 continue
             failed = 0
-            noise_sd.append(_form(cv.image, cv.anatomy, cv.tissue, cv.smooth, an, placed[-1], sp))
+            sd, patch = _form(cv.image, cv.anatomy, cv.tissue, cv.smooth, an, placed[-1], sp, source)
+            noise_sd.append(sd)
+            patches.append(patch)
         out, all_nodes, tissue = cv.image, cv.all_nodes, cv.tissue
     image = np.array(vol.array, dtype=np.int16, copy=True)
     changed = out != hu0
     image[changed] = hu_to_int16(np.clip(out[changed], -1024, 3071))
-    return _measure(image, all_nodes, tissue, placed, noise_sd, vol, reg, n_nodes)
+    return _measure(image, all_nodes, tissue, placed, noise_sd, patches, vol, reg, n_nodes)
 
 
 def _form(
@@ -188,8 +202,10 @@ def _form(
     an: BackgroundAnalysis,
     p: PlacedNode,
     sp: tuple[float, float, float],
-) -> float:
-    """Write one node into ``out`` by its own image-formation model; the local noise SD it measured."""
+    source: TextureSource | None,
+) -> tuple[float, TexturePatch | None]:
+    """Write one node into ``out`` by its own image-formation model; the local noise SD it measured and, for
+    the texture model, where its texture came from (``source``: the background before any node)."""
     spec, rendered, inside = p.spec, p.rendered, p.inside
     box = rendered.box
     sigma = (
@@ -197,14 +213,29 @@ def _form(
         if p.push is None
         else noise_around(anatomy, tissue, box, an.noise)
     )
+    patch: TexturePatch | None = None
     if spec.formation is Formation.ADDITIVE:
         out[box] = form_additive(out[box], smooth[box], rendered.coverage, rendered.content, spec.edge_mm, sp)
+    elif spec.formation is Formation.TEXTURE:
+        assert source is not None, "texture formation needs the background's texture source"
+        out[box], patch = write_texture_node(
+            out[box],
+            rendered.coverage,
+            rendered.content,
+            spec.edge_mm,
+            sp,
+            sigma,
+            source,
+            box[0].start,
+            spec.seed + 3,
+            an.noise,
+        )
     else:
         nrng = np.random.default_rng(spec.seed + 2)
         cs = rendered.coverage.shape
         noise = an.noise.synthesize(nrng, (int(cs[0]), int(cs[1]), int(cs[2])), sp)
         out[box] = form_blend(out[box], rendered.coverage, rendered.content, spec.edge_mm, sp, noise, sigma)
-    return float(np.mean(sigma[inside.any(axis=(1, 2))]))
+    return float(np.mean(sigma[inside.any(axis=(1, 2))])), patch
 
 
 def _measure(
@@ -213,6 +244,7 @@ def _measure(
     tissue: NDArray[np.uint8],
     placed: list[PlacedNode],
     noise_sd: list[float],
+    patches: list[TexturePatch | None],
     vol: CTVolume,
     reg: str,
     n_nodes: int,
@@ -273,6 +305,7 @@ def _measure(
                 p.fat_share,
                 "fat" if p.push is None else "mass_effect",
                 0.0 if p.push is None else p.push.push_mm,
+                patches[idx - 1],
             )
         )
     return InsertionResult(image, all_nodes, labels, tuple(nodes), reg, n_nodes, tissue)
