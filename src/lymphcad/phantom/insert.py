@@ -36,6 +36,7 @@ from lymphcad.phantom.analysis import BackgroundAnalysis, analyse_background, ca
 from lymphcad.phantom.background import CLASS_NAMES, FORBIDDEN, STATIONS, Tissue, classify_background
 from lymphcad.phantom.background_sources import BACKGROUND_SOURCES, background_source
 from lymphcad.phantom.inserted import INSERT_NODE_COLUMNS, CaseSummary, InsertedNode, InsertionResult
+from lymphcad.phantom.nodemodel import Formation
 from lymphcad.phantom.placement import (
     FORMATION_CHOICES,
     REGION_CHOICES,
@@ -44,6 +45,7 @@ from lymphcad.phantom.placement import (
     insert_nodes,
     parse_formations,
 )
+from lymphcad.phantom.texture import TextureSource
 from lymphcad.phantom.truthrule import TruthClass, ignore_radius_mm, rule_for
 
 __all__ = [
@@ -160,6 +162,7 @@ def insert_cohort(
             bg,
         )
     lic, cites = background_source(bg)
+    texture = TextureSource.build(vol.array, an.tissue) if Formation.TEXTURE in forms else None
     vessels = vol.array[an.tissue == Tissue.VESSEL]
     phase_note = ""
     if vessels.size and float(np.percentile(vessels, 99)) > 400:
@@ -204,7 +207,9 @@ def insert_cohort(
             continue
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), c, 0x1A5E]))
         n = int(rng.integers(nodes[0], nodes[1] + 1))
-        res = insert_nodes(vol, n, rng, region=region, formations=forms, analysis=an, p_positive=p_positive)
+        res = insert_nodes(
+            vol, n, rng, region=region, formations=forms, analysis=an, p_positive=p_positive, texture=texture
+        )
         summary = CaseSummary(
             cid,
             n,

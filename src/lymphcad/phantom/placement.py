@@ -109,9 +109,13 @@ def insert_nodes(
     analysis: BackgroundAnalysis | None = None,
     p_positive: float = 0.8,
     mass_effect: bool = True,
+    texture: TextureSource | None = None,
 ) -> InsertionResult:
     """Insert up to ``n_nodes`` nodes at the stations of ``region`` (``auto``: the background's own region):
     in fat first, then (``mass_effect``) by pushing neighbours aside where fat is too thin (module docstring).
+
+    ``texture`` (the texture model's sources in this background, :meth:`TextureSource.build`) is built here
+    when the texture model is among ``formations`` and it is not given (a cohort builds it once).
 
     Returns fewer nodes when the stations have no more room; :func:`lymphcad.phantom.insert.insert_cohort` turns
     a shortfall below the asked minimum into a :class:`PlacementError`.
@@ -152,7 +156,9 @@ def insert_nodes(
     # image formation, node by node, each by its own model
     hu0 = vol.array.astype(np.float32)
     out = hu0.copy()
-    source = TextureSource.build(hu0, an.tissue) if Formation.TEXTURE in formations else None
+    source = texture
+    if source is None and Formation.TEXTURE in formations:
+        source = TextureSource.build(hu0, an.tissue)
     noise_sd: list[float] = []
     patches: list[TexturePatch | None] = []
     for p in placed:
