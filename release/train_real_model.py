@@ -87,8 +87,15 @@ CALIB_INSERT_CASES: Final = 4
 CALIB_PHANTOM_CASES: Final = 12
 
 
-def make_training_data(work: Path, insert_cases: int, nodes: tuple[int, int]) -> list[Any]:
-    """Generate (or reuse) the phantom and insertion cohorts; returns the mix sources."""
+def make_training_data(
+    work: Path,
+    insert_cases: int,
+    nodes: tuple[int, int],
+    *,
+    data: str = "data",
+    formation: str = TRAIN_FORMATION,
+) -> list[Any]:
+    """Generate (or reuse) the phantom and insertion cohorts in ``work/data``; returns the mix sources."""
     from lymphcad.detector.datamix import MixSource
     from lymphcad.phantom import generate_cohort
     from lymphcad.phantom.insert import PlacementError, insert_cohort
@@ -96,19 +103,17 @@ def make_training_data(work: Path, insert_cases: int, nodes: tuple[int, int]) ->
     sources = []
     for d in TRAIN_DIFFICULTIES:
         name = f"phantom_d{int(d * 100):03d}"
-        root = work / "data" / name
+        root = work / data / name
         if not (root / "dataset.json").is_file():
             print(f"[{time.strftime('%H:%M:%S')}] phantom {name}", flush=True)
             generate_cohort(root, PHANTOM_CASES, "both", TRAIN_SEEDS[d], d, "tiny")
         sources.append(MixSource(name, root, "phantom", weight=1.0 / len(TRAIN_DIFFICULTIES)))
     for i, (name, rel) in enumerate(sorted(TRAIN_BACKGROUNDS.items())):
-        root = work / "data" / f"insert_{name}"
+        root = work / data / f"insert_{name}"
         if not (root / "dataset.json").is_file():
             print(f"[{time.strftime('%H:%M:%S')}] insertion into {rel}", flush=True)
             try:
-                insert_cohort(
-                    REAL_CT / rel, root, insert_cases, nodes, INSERT_SEED + i, formation=TRAIN_FORMATION
-                )
+                insert_cohort(REAL_CT / rel, root, insert_cases, nodes, INSERT_SEED + i, formation=formation)
             except PlacementError as exc:
                 # a background whose stations hold fewer nodes still teaches its anatomy (hard negatives)
                 print(f"  {exc}; retrying with 0 to {nodes[1]} nodes per case", flush=True)
@@ -118,7 +123,7 @@ def make_training_data(work: Path, insert_cases: int, nodes: tuple[int, int]) ->
                     insert_cases,
                     (0, nodes[1]),
                     INSERT_SEED + i,
-                    formation=TRAIN_FORMATION,
+                    formation=formation,
                 )
         sources.append(
             MixSource(
@@ -460,6 +465,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "real_model")
     ap.add_argument("--run", default="run", help="run folder name inside --work")
     ap.add_argument("--epochs", type=int, default=70)
+    ap.add_argument("--data", default="data", help="folder of the training cohorts inside --work")
+    ap.add_argument(
+        "--formation",
+        default=TRAIN_FORMATION,
+        help="image-formation model(s) of the training insertions (never blend: the benchmark holds it out)",
+    )
     ap.add_argument("--insert-cases", type=int, default=8, help="insertion cases per training background")
     ap.add_argument("--nodes", type=int, nargs=2, default=(3, 6), help="nodes per insertion case (min max)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: see docs/design.md)")
@@ -490,7 +501,17 @@ def main() -> None:
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
-    sources = make_training_data(work, args.insert_cases, (args.nodes[0], args.nodes[1]))
+    if "blend" in args.formation or args.formation in ("both", "all"):
+        raise SystemExit(
+            "--formation: blend is the realism benchmark's held-out formation; never train on it"
+        )
+    sources = make_training_data(
+        work,
+        args.insert_cases,
+        (args.nodes[0], args.nodes[1]),
+        data=args.data,
+        formation=args.formation,
+    )
     if args.data_only:
         return
     run = work / args.run

@@ -56,7 +56,16 @@ from lymphcad.detector.model import (
     save_model,
 )
 from lymphcad.detector.network import CenterNet3D, build_network, count_parameters
-from lymphcad.detector.plan import Plan, PreparedVolume, compute_plan, enhanced_fraction, load_plan, save_plan
+from lymphcad.detector.plan import (
+    Plan,
+    PreparedVolume,
+    compute_plan,
+    enhanced_fraction,
+    load_plan,
+    prepare_volume,
+    save_plan,
+)
+from lymphcad.detector.synthetic import sphere_volume
 from lymphcad.detector.targets import seg_loss
 from lymphcad.detector.train import (
     checkpoint_path,
@@ -72,6 +81,7 @@ from lymphcad.evaluate import EvalSettings, evaluate_truth
 from lymphcad.evaluate.matching import CaseTruth
 from lymphcad.evaluate.settings import FP_RATES
 from lymphcad.evaluate.truth import case_truth
+from lymphcad.geometry import Geometry
 from lymphcad.io.detections import Detection, DetectionTable
 
 log = logging.getLogger(__name__)
@@ -92,6 +102,7 @@ HISTORY_COLUMNS: Final = (
     "val_sens_at_3",
     "val_phantom_cpm",
     "val_insertion_cpm",
+    "val_sphere_peak",
 )
 
 ProgressFn = Callable[[int, int, str], None]
@@ -262,6 +273,26 @@ def validate_mix(
     return out
 
 
+def sphere_peak(network: CenterNet3D, plan: Plan, cfg: DetectorConfig) -> float:
+    """The highest raw score within 3 mm of a plain 14 mm soft-tissue sphere (60 HU) in fat-like noise.
+
+    A sanity check of what should carry over to any insertion method: a node without anatomical context
+    must still be a node. A run that learns to find nodes only where its training insertion puts them
+    (beside vessels, in mediastinal fat) lets this score fall; the release recipe does not ship such a run
+    (the CLI test ``test_shipped_model_default_via_cli`` asks the same of the shipped model).
+    """
+    geom = Geometry((40, 64, 64), (2.0, 1.6, 1.6), (0.0, 0.0, 0.0), np.diag([-1.0, -1.0, 1.0]))
+    centre = geom.zyx_to_world(np.array([20.0, 32.0, 32.0]))
+    vol, _ = sphere_volume(geom, [centre], [14.0], seed=4)
+    network.eval()
+    try:
+        found = detect_prepared(prepare_volume(vol, plan), network, plan, cfg.detect, case_id="sphere")
+    finally:
+        network.train()
+    near = [d.probability for d in found if np.linalg.norm(np.asarray(d.center_xyz) - centre) <= 3.0]
+    return float(max(near, default=0.0))
+
+
 # -- checkpoints and history ----------------------------------------------------------------------------
 def _init_weights(network: CenterNet3D, source: str | Path) -> None:
     """Copy every matching tensor from a model/checkpoint/run (a new head keeps its initialisation)."""
@@ -420,6 +451,7 @@ def train_mix(
         checkpoint_due = cfg.train.val_every > 0 and (epoch + 1) % cfg.train.val_every == 0
         if val_cases and (checkpoint_due or last):
             metrics = validate_mix(network, plan, cfg, sources, val_cases)
+            metrics["val_sphere_peak"] = sphere_peak(network, plan, cfg)
             row.update({k: f"{v:.4f}" for k, v in metrics.items()})
             log.info("epoch %d validation: %s", epoch + 1, json.dumps(metrics))
         history.append(row)
@@ -427,4 +459,13 @@ def train_mix(
             run, history, columns=HISTORY_COLUMNS, plot=checkpoint_due or last or epoch + 1 == end_epoch
         )
         save_model(run / "model", network, plan, name=name, detect=cfg.detect, meta={"epoch": epoch + 1})
+        if val_cases and (checkpoint_due or last):  # the weights of every validated epoch, to choose from
+            save_model(
+                run / "snapshots" / f"epoch_{epoch + 1:04d}",
+                network,
+                plan,
+                name=name,
+                detect=cfg.detect,
+                meta={"epoch": epoch + 1},
+            )
     return MixResult(run, len(history), time.perf_counter() - t_start, history, count_parameters(network))
