@@ -133,19 +133,21 @@ def make_training_data(
     return sources
 
 
-def calibration_cohorts(work: Path, nodes: tuple[int, int]) -> list[tuple[str, Path]]:
+def calibration_cohorts(
+    work: Path, nodes: tuple[int, int], folder: str = "calibration"
+) -> list[tuple[str, Path]]:
     """Generate (or reuse) the calibration cohorts: new insertions into every training background (both
     image-formation models) and a new phantom cohort (difficulty 0.5). None of them is trained on."""
     from lymphcad.phantom import generate_cohort
     from lymphcad.phantom.insert import PlacementError, insert_cohort
 
     out = []
-    root = work / "calibration" / "phantom_d050"
+    root = work / folder / "phantom_d050"
     if not (root / "dataset.json").is_file():
         generate_cohort(root, CALIB_PHANTOM_CASES, "both", CALIB_SEED, 0.5, "tiny")
     out.append(("phantom_d050", root))
     for i, (name, rel) in enumerate(sorted(TRAIN_BACKGROUNDS.items())):
-        root = work / "calibration" / f"insert_{name}"
+        root = work / folder / f"insert_{name}"
         if not (root / "dataset.json").is_file():
             print(f"[{time.strftime('%H:%M:%S')}] calibration insertion into {rel}", flush=True)
             seed = CALIB_SEED + 1 + i
@@ -157,7 +159,7 @@ def calibration_cohorts(work: Path, nodes: tuple[int, int]) -> list[tuple[str, P
     return out
 
 
-def calibrate_run(work: Path, run: Path, nodes: tuple[int, int]) -> Path:
+def calibrate_run(work: Path, run: Path, nodes: tuple[int, int], folder: str = "calibration") -> Path:
     """Fit the isotonic map raw score → P(the detection hits a node) of the run's model on the calibration
     cohorts and store it beside the model (``run/model/calibration.json``), with its ECE before and after.
 
@@ -178,7 +180,7 @@ def calibrate_run(work: Path, run: Path, nodes: tuple[int, int]) -> Path:
 
     model = load_model(run / "model")
     truths, dets = [], []
-    for name, root in calibration_cohorts(work, nodes):
+    for name, root in calibration_cohorts(work, nodes, folder):
         c = open_cohort(root)
         for case in c.cases:
             cid = f"{name}__{case}"
@@ -476,10 +478,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: see docs/design.md)")
     ap.add_argument("--resume", action="store_true", help="continue the run's newest checkpoint")
     ap.add_argument("--init-from", default=None, help="start from this run/model's weights (warm start)")
+    ap.add_argument(
+        "--mine-skip-node-like",
+        action="store_true",
+        help="never mine a false positive that looks like a real node (detector.datamix.node_like)",
+    )
     ap.add_argument("--data-only", action="store_true", help="only generate the training cohorts")
     ap.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs")
     ap.add_argument(
         "--calibrate", action="store_true", help="only fit the run's calibration (run/model/calibration.json)"
+    )
+    ap.add_argument(
+        "--calibration", default="calibration", help="folder of the calibration cohorts inside --work"
     )
     ap.add_argument("--ship", default=None, metavar="NAME", help="only copy the run's model into the package")
     ap.add_argument("--realism", type=Path, default=REPO / "benchmarks" / "results" / "realism.json")
@@ -489,7 +499,7 @@ def main() -> None:
         ship(args.work / args.run, args.ship, args.realism, args.speed)
         return
     if args.calibrate:
-        calibrate_run(args.work, args.work / args.run, (args.nodes[0], args.nodes[1]))
+        calibrate_run(args.work, args.work / args.run, (args.nodes[0], args.nodes[1]), args.calibration)
         return
 
     import torch
@@ -525,7 +535,7 @@ def main() -> None:
         sources,
         out=run,
         config=None if resume else real_model_config(args.epochs, args.threads),
-        settings=None if resume else MixSettings(),
+        settings=None if resume else MixSettings(mine_skip_node_like=args.mine_skip_node_like),
         resume=resume,
         init_from=args.init_from,
         progress=report,

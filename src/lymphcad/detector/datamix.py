@@ -62,6 +62,14 @@ MIMIC_NEAR_FAT_MM: Final = 4.0
 MIMIC_POINTS: Final = 3000
 #: a mined peak closer than max(this, 0.75 × its node's diameter) to a positive or ignored node is no negative
 MINE_EXCLUDE_MM: Final = 12.0
+#: a mined point is node-like (possibly a real, unannotated node of the background CT) when the median HU
+#: within NODE_LIKE_CORE_MM is soft tissue and at least NODE_LIKE_FAT_SHARE of the shell NODE_LIKE_SHELL_MM
+#: around it is fat
+NODE_LIKE_CORE_MM: Final = 4.0
+NODE_LIKE_SHELL_MM: Final = (6.0, 10.0)
+NODE_LIKE_CORE_HU: Final = (-10.0, 110.0)
+NODE_LIKE_FAT_HU: Final = (-200.0, -30.0)
+NODE_LIKE_FAT_SHARE: Final = 0.3
 DIAMETER_DEFAULT_MM: Final = 12.0
 
 
@@ -411,6 +419,32 @@ def _exclusion_ok(pts: NDArray[np.float64], case: CompactCase, spacing_mm: float
     return ok
 
 
+def node_like(hu: torch.Tensor, pts: NDArray[np.float64], spacing_mm: float) -> NDArray[np.bool_]:
+    """True for points (plan voxels of the isotropic grid ``hu``) that look like a lymph node: a soft-tissue
+    core with fat around it (the constants above).
+
+    The real backgrounds are patients' CT: they hold real lymph nodes (and node-like bowel loops or
+    unenhanced vessels in cross-section) that nobody annotated. Mining such a point as a negative teaches
+    the network that a real node is not a node unless it carries the insertion's signature; skipping them
+    keeps the mined negatives to what is clearly not a node (vessel lumen, fat, bowel gas, organ edges).
+    """
+    a = hu.numpy() if hu.dtype == torch.float32 else hu.to(torch.float32).numpy()
+    r = int(np.ceil(NODE_LIKE_SHELL_MM[1] / spacing_mm))
+    grid = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1].reshape(3, -1).T
+    dist = np.linalg.norm(grid, axis=1) * spacing_mm
+    core_off = grid[dist <= NODE_LIKE_CORE_MM]
+    shell_off = grid[(dist >= NODE_LIKE_SHELL_MM[0]) & (dist <= NODE_LIKE_SHELL_MM[1])]
+    hi = np.asarray(a.shape) - 1
+    out = np.zeros(len(pts), dtype=bool)
+    for i, p in enumerate(np.rint(pts).astype(int)):
+        core = a[tuple(np.clip(p + core_off, 0, hi).T)]
+        shell = a[tuple(np.clip(p + shell_off, 0, hi).T)]
+        fat = float(np.mean((shell > NODE_LIKE_FAT_HU[0]) & (shell < NODE_LIKE_FAT_HU[1])))
+        med = float(np.median(core))
+        out[i] = NODE_LIKE_CORE_HU[0] <= med <= NODE_LIKE_CORE_HU[1] and fat >= NODE_LIKE_FAT_SHARE
+    return out
+
+
 def mine_hard_negatives(
     network: CenterNet3D,
     cases: Sequence[CompactCase],
@@ -421,13 +455,15 @@ def mine_hard_negatives(
     per_case: int = 24,
     threshold: float = 0.02,
     kinds: tuple[str, ...] = ("insertion",),
+    skip_node_like: bool = False,
 ) -> dict[str, int]:
     """Run the network on one case per group and give every case of the group the false positives found.
 
     Cases of one group share their anatomy (one real background with different inserted nodes), so the
     false positives found on one are negatives for all of them (each case still drops those near its own
     nodes). ``round_index`` rotates which case of a group is analysed. Only cases of the given source
-    ``kinds`` are mined (the phantom lists its own mimics). Returns mined points per group.
+    ``kinds`` are mined (the phantom lists its own mimics). ``skip_node_like`` leaves out the false positives
+    that look like a real node (:func:`node_like`). Returns mined points per group.
     """
     groups: dict[str, list[CompactCase]] = {}
     for c in cases:
@@ -443,7 +479,10 @@ def mine_hard_negatives(
             dense = predict_dense(network, img, window_zyx=detect.window_zyx, overlap=detect.overlap)
             peaks = decode(dense.prob, dense.size, dense.offset, threshold=threshold, max_peaks=4 * per_case)
             inside = np.all((peaks.zyx >= 0) & (peaks.zyx <= np.asarray(probe.hu.shape) - 1), axis=1)
-            world = probe.geometry.zyx_to_world(peaks.zyx[inside]) if inside.any() else np.zeros((0, 3))
+            keep = peaks.zyx[inside]
+            if skip_node_like and len(keep):
+                keep = keep[~node_like(probe.hu, keep, plan.spacing_mm)]
+            world = probe.geometry.zyx_to_world(keep) if len(keep) else np.zeros((0, 3))
             found[name] = 0
             for case in members:
                 pts = case.geometry.world_to_zyx(world) if len(world) else np.zeros((0, 3))

@@ -117,6 +117,9 @@ class MixSettings:
     #: re-mine the network's false positives every N epochs from epoch ``mine_start`` (0 = never)
     mine_every: int = 5
     mine_start: int = 5
+    #: leave out mined false positives that look like a real node (datamix.node_like): the real backgrounds'
+    #: own unannotated nodes must not become negatives
+    mine_skip_node_like: bool = False
     #: validation cases per source (held out by case, from the end of each source's case list)
     val_per_source: int = 1
 
@@ -400,7 +403,12 @@ def train_mix(
         since = epoch - settings.mine_start
         if settings.mine_every > 0 and since >= 0 and since % settings.mine_every == 0:
             found = mine_hard_negatives(
-                network, cases, plan, cfg.detect, round_index=since // settings.mine_every
+                network,
+                cases,
+                plan,
+                cfg.detect,
+                round_index=since // settings.mine_every,
+                skip_node_like=settings.mine_skip_node_like,
             )
             mined_n = str(sum(found.values()))
             log.info("epoch %d: mined %s false positives over %d groups", epoch + 1, mined_n, len(found))
