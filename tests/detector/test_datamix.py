@@ -22,14 +22,15 @@ from lymphcad.detector.datamix import (
     mined_from_json,
     mined_to_json,
     node_classes,
+    node_like,
 )
-from lymphcad.detector.model import load_model, read_payload, save_model
+from lymphcad.detector.model import DEFAULT_MODEL, load_model, read_payload, save_model
 from lymphcad.detector.network import build_network
 from lymphcad.detector.plan import Plan
 from lymphcad.detector.synthetic import write_sphere_cohort
 from lymphcad.detector.targets import seg_loss
 from lymphcad.detector.train import latest_checkpoint
-from lymphcad.detector.trainmix import MixSettings, train_mix
+from lymphcad.detector.trainmix import MixSettings, sphere_peak, train_mix
 from lymphcad.errors import UsageError
 
 
@@ -147,6 +148,26 @@ def test_mimic_points_lie_on_soft_tissue_beside_fat() -> None:
     assert bool(torch.all(vals == 50.0))
 
 
+def test_node_like_tells_a_node_in_fat_from_vessel_muscle_and_fat() -> None:
+    """Mining skips what may be a real node of the background: soft tissue with fat around it."""
+    hu = torch.full((40, 60, 60), -100.0)  # fat, 2 mm voxels
+    z, y, x = np.mgrid[:40, :60, :60]
+    hu[torch.from_numpy((z - 20) ** 2 + (y - 15) ** 2 + (x - 15) ** 2 <= 9)] = 45.0  # a 12 mm node in fat
+    hu[torch.from_numpy((y - 45) ** 2 + (x - 15) ** 2 <= 9)] = 250.0  # an enhanced vessel along z
+    hu[5:35, 30:60, 35:60] = 50.0  # a block of muscle, no fat within 10 mm of its centre
+    pts = np.array([[20.0, 15, 15], [20, 45, 15], [20, 45, 48], [20, 15, 28]])
+    assert node_like(hu, pts, 2.0).tolist() == [True, False, False, False]
+    # an unenhanced vessel in fat is node-like too (a round soft-tissue cross-section): it is not mined
+    hu[torch.from_numpy((y - 45) ** 2 + (x - 15) ** 2 <= 9)] = 40.0
+    assert bool(node_like(hu, pts[1:2], 2.0)[0])
+
+
+def test_shipped_model_scores_a_plain_sphere() -> None:
+    """The sanity score of the mixed-data training: the shipped model sees the 14 mm sphere in fat."""
+    model = load_model(DEFAULT_MODEL)
+    assert sphere_peak(model.network.float(), model.plan, model.detect) >= 0.5
+
+
 def test_seg_head_and_loss() -> None:
     net = build_network(NetworkConfig(base_channels=8, blocks=(1, 1, 1), seg_head=True))
     out = net(torch.zeros((1, 1, 16, 16, 16)))
@@ -229,8 +250,11 @@ def test_train_mix_resume_is_bit_identical_and_warm_start(mask_cohort: Path, tmp
     warm = train_mix(
         sources,
         out=tmp_path / "warm",
-        config=_tiny_mix_config(1),
-        settings=settings,
+        config=_tiny_mix_config(1).updated({"train": {"val_every": 1}}),
+        settings=MixSettings(mine_every=1, mine_start=0, val_per_source=1, mine_skip_node_like=True),
         init_from=tmp_path / "old",
     )
     assert warm.epochs_done == 1
+    # a validated epoch records the sphere's score and keeps its weights
+    assert 0.0 <= float(warm.history[0]["val_sphere_peak"]) <= 1.0
+    assert load_model(warm.run / "snapshots" / "epoch_0001").network.config.seg_head

@@ -37,7 +37,7 @@ import torch
 from lymphcad import atomic
 from lymphcad.cohort import Cohort, open_cohort
 from lymphcad.detector.common import resolve_device
-from lymphcad.detector.config import DetectorConfig, load_config, save_config
+from lymphcad.detector.config import DetectConfig, DetectorConfig, load_config, save_config
 from lymphcad.detector.datamix import (
     CompactCase,
     MixSampler,
@@ -276,7 +276,7 @@ def validate_mix(
     return out
 
 
-def sphere_peak(network: CenterNet3D, plan: Plan, cfg: DetectorConfig) -> float:
+def sphere_peak(network: CenterNet3D, plan: Plan, detect: DetectConfig) -> float:
     """The highest raw score within 3 mm of a plain 14 mm soft-tissue sphere (60 HU) in fat-like noise.
 
     A sanity check of what should carry over to any insertion method: a node without anatomical context
@@ -289,7 +289,7 @@ def sphere_peak(network: CenterNet3D, plan: Plan, cfg: DetectorConfig) -> float:
     vol, _ = sphere_volume(geom, [centre], [14.0], seed=4)
     network.eval()
     try:
-        found = detect_prepared(prepare_volume(vol, plan), network, plan, cfg.detect, case_id="sphere")
+        found = detect_prepared(prepare_volume(vol, plan), network, plan, detect, case_id="sphere")
     finally:
         network.train()
     near = [d.probability for d in found if np.linalg.norm(np.asarray(d.center_xyz) - centre) <= 3.0]
@@ -459,7 +459,7 @@ def train_mix(
         checkpoint_due = cfg.train.val_every > 0 and (epoch + 1) % cfg.train.val_every == 0
         if val_cases and (checkpoint_due or last):
             metrics = validate_mix(network, plan, cfg, sources, val_cases)
-            metrics["val_sphere_peak"] = sphere_peak(network, plan, cfg)
+            metrics["val_sphere_peak"] = sphere_peak(network, plan, cfg.detect)
             row.update({k: f"{v:.4f}" for k, v in metrics.items()})
             log.info("epoch %d validation: %s", epoch + 1, json.dumps(metrics))
         history.append(row)
