@@ -8,27 +8,46 @@ Steps (each skipped when its output exists, so an interrupted call continues whe
    cohorts (``lymphcad.phantom.insert``) into every training background of :data:`TRAIN_BACKGROUNDS`: all
    volumetric chest and abdominal CT of shared/data/real-ct except the test backgrounds of the realism
    benchmark (:data:`TEST_BACKGROUNDS`: the two holdout chest crops and CRLM-CT-1006) — contrast and
-   non-contrast, sharp and smooth kernels. Insertion uses one image-formation model only
-   (:data:`TRAIN_FORMATION`), so the benchmark can test on the other.
+   non-contrast, sharp and smooth kernels. Insertion never uses ``blend`` (``--formation``, default
+   :data:`TRAIN_FORMATION`), so the benchmark can test on a formation the model never saw. ``--data`` names
+   the cohorts' folder (a new insertion method means new cohorts, not overwritten ones).
 2. **Training** (:func:`lymphcad.detector.trainmix.train_mix`): a weighted mix of those sources with
    hard-negative patches (mimic prior, then the network's own false positives re-mined every few
-   epochs), CT-physics augmentation (contrast phase, kernel, correlated noise) and the auxiliary node-mask
-   loss. One checkpoint per epoch; ``--resume`` continues the newest one (bit-identical on CPU).
-   ``--init-from RUN`` starts a new run from another run's weights (a warm start on new data).
+   epochs; ``--mine-skip-node-like`` leaves out those that look like a real node), CT-physics augmentation
+   (contrast phase, kernel, correlated noise) and the auxiliary node-mask loss. One checkpoint per epoch;
+   ``--resume`` continues the newest one (bit-identical on CPU). ``--init-from RUN`` starts a new run from
+   another run's weights (a warm start on new data). Every validated epoch (every 10) records the
+   validation CPM and the **sphere score** (``trainmix.sphere_peak``: the raw score at a plain 14 mm
+   soft-tissue sphere in fat) and keeps its weights in ``RUN/snapshots/epoch_NNNN``.
+3. **Stop rule**: ship the validated epoch with the highest validation CPM among those whose sphere score
+   is at least 0.5. Late epochs learn to suppress a node without anatomical context (run_v5 below, and
+   run_v6/v8 from epoch 50 on), which cannot be what carries over to other insertion methods.
+4. **Calibration** (``--calibrate [--snapshot EPOCH] [--calibration FOLDER]``): the isotonic score →
+   probability map on fresh calibration cohorts, stored beside the weights.
+5. **Ship** (``--ship NAME [--snapshot EPOCH]``): float16 weights, plan, calibration and the model card
+   (figures from ``benchmarks/bench_realism.py``'s JSON, ``--realism``) into ``src/lymphcad/models/NAME``.
 
-3. **Calibration** (``--calibrate``): the isotonic score → probability map on fresh calibration cohorts.
+The shipped ``centernet3d_realmix_v5`` (the default) was made by these calls (the work folder is the
+default)::
 
-The shipped ``centernet3d_realmix_v4`` was made by two calls (the work folder is the default)::
+    python release/train_real_model.py --data data_v7 --formation additive,texture --insert-cases 16 \
+        --run run_v8 --epochs 60 --mine-skip-node-like --init-from benchmarks/_work/real_model/run_v4/model
+    python release/train_real_model.py --run run_v8 --calibrate --calibration calibration_v8 --snapshot 40
+    python benchmarks/bench_realism.py --model benchmarks/_work/real_model/run_v8/snapshots/epoch_0040 \
+        --name run_v8_e40 --baseline centernet3d_realmix_v4 --tta --out benchmarks/results/realism.json
+    python release/train_real_model.py --run run_v8 --ship centernet3d_realmix_v5 --snapshot 40
 
-    python release/train_real_model.py --run run_v4 --epochs 50 --init-from src/lymphcad/models/centernet3d_realmix_v3
-    python release/train_real_model.py --run run_v4 --calibrate
+``run_v4/model`` holds the float32 weights that ``centernet3d_realmix_v4`` ships cast to float16
+(``--init-from src/lymphcad/models/centernet3d_realmix_v4`` starts from the same weights up to that rounding).
+The stop rule chose epoch 40 of 60 (sphere score 0.54, validation CPM 0.73; epochs 50 and 60 had higher
+validation CPM, 0.77 and 0.79, with sphere scores 0.33 and 0.41).
 
-A longer run warm-started from it (``--run run_v5 --epochs 80 --init-from
-benchmarks/_work/real_model/run_v4/model``) reached a higher validation CPM (0.757 against 0.700) but was not
-shipped: it no longer detects a plain 14 mm soft-tissue sphere in fat (peak 0.04; the CLI test
-``test_shipped_model_default_via_cli``), i.e. it learned to suppress a node without anatomical context, which
-is the opposite of what should carry over to nodes made by other insertion methods. Its realism figures are
-kept for the record in ``benchmarks/results/realism_run_v5.json``. The model is measured (and shipped) by ``benchmarks/bench_realism.py``. All figures from these data are
+``centernet3d_realmix_v4`` was made by ``--run run_v4 --epochs 50 --init-from
+src/lymphcad/models/centernet3d_realmix_v3`` and ``--run run_v4 --calibrate`` on the cohorts made before
+mass-effect placement existed (the ACRIN chests took no node). A longer run warm-started from it (``--run
+run_v5 --epochs 80``) reached a higher validation CPM (0.757 against 0.700) but no longer detected the plain
+sphere (0.0; the CLI test ``test_shipped_model_default_via_cli`` caught it) and was not shipped; its realism
+figures are kept in ``benchmarks/results/realism_run_v5.json``. All figures from these data are
 phantom/insertion figures, never TCIA CT Lymph Nodes results.
 """
 
@@ -159,7 +178,19 @@ def calibration_cohorts(
     return out
 
 
-def calibrate_run(work: Path, run: Path, nodes: tuple[int, int], folder: str = "calibration") -> Path:
+def model_dir(run: Path, snapshot: int | None) -> Path:
+    """The weights a call works on: the run's last (``run/model``) or a validated epoch's snapshot."""
+    return run / "model" if snapshot is None else run / "snapshots" / f"epoch_{snapshot:04d}"
+
+
+def calibrate_run(
+    work: Path,
+    run: Path,
+    nodes: tuple[int, int],
+    folder: str = "calibration",
+    snapshot: int | None = None,
+    tta: bool = False,
+) -> Path:
     """Fit the isotonic map raw score → P(the detection hits a node) of the run's model on the calibration
     cohorts and store it beside the model (``run/model/calibration.json``), with its ECE before and after.
 
@@ -171,21 +202,24 @@ def calibrate_run(work: Path, run: Path, nodes: tuple[int, int], folder: str = "
 
     from lymphcad import atomic
     from lymphcad.cohort import open_cohort
-    from lymphcad.detector.infer import detect_volume
+    from lymphcad.detector.infer import detect_volume, with_overrides
     from lymphcad.detector.model import load_model
     from lymphcad.detector.trainmix import case_truth_as
     from lymphcad.evaluate import EvalSettings, evaluate_truth
+    from lymphcad.evaluate.settings import FP_RATES
     from lymphcad.io.detections import DetectionTable
     from lymphcad.measure.calibration import calibration_beside, expected_calibration_error, fit_isotonic
 
-    model = load_model(run / "model")
+    mdir = model_dir(run, snapshot)
+    model = load_model(mdir)
+    settings = with_overrides(model.detect, tta_flips=True) if tta else model.detect
     truths, dets = [], []
     for name, root in calibration_cohorts(work, nodes, folder):
         c = open_cohort(root)
         for case in c.cases:
             cid = f"{name}__{case}"
             truths.append(case_truth_as(c, case, cid))
-            dets += detect_volume(c.read_image(case), model, model.detect, case_id=cid)
+            dets += detect_volume(c.read_image(case), model, settings, case_id=cid)
         print(f"[{time.strftime('%H:%M:%S')}] calibration detections: {name}", flush=True)
     result = evaluate_truth(truths, DetectionTable.from_detections(dets), EvalSettings(bootstrap=0))
     probs, hits = result.hit_labels()
@@ -194,8 +228,11 @@ def calibrate_run(work: Path, run: Path, nodes: tuple[int, int], folder: str = "
         "formations, into the training backgrounds), never trained on"
     )
     cal = fit_isotonic(probs, hits, source=source)
-    dest = cal.save(calibration_beside(run / "model"))
+    dest = cal.save(calibration_beside(mdir))
     summary = {
+        "tta": tta,
+        "cpm": float(result.pooled.cpm),
+        "sensitivity_at_3_fp": float(result.pooled.sensitivity_at_fp[FP_RATES.index(3.0)]),
         "cases": len(truths),
         "detections": int(probs.size),
         "hits": int(hits.sum()),
@@ -203,7 +240,7 @@ def calibrate_run(work: Path, run: Path, nodes: tuple[int, int], folder: str = "
         "ece_calibrated": expected_calibration_error(cal.apply(probs), hits),
         "note": "ECE on the fitting set itself (optimistic); held-out ECE: benchmarks/bench_measure.py",
     }
-    atomic.write_json(run / "calibration_fit.json", summary)
+    atomic.write_json(mdir / "calibration_fit.json", summary)
     print(f"calibration: {json.dumps(summary)}", flush=True)
     return dest
 
@@ -265,13 +302,48 @@ def _card_table(result: dict[str, Any], models: list[str]) -> list[str]:
     return rows
 
 
+def _run_formations(run: Path) -> list[str]:
+    """The image-formation models of the run's insertion cohorts (their dataset.json descriptions)."""
+    import json
+    import re
+
+    mix = json.loads((run / "mix.json").read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for src in mix["sources"]:
+        if src["kind"] != "insertion":
+            continue
+        desc = json.loads((Path(src["root"]) / "dataset.json").read_text(encoding="utf-8"))["description"]
+        m = re.search(r"image formation: ([a-z/]+)\)", desc)
+        if m:
+            found.update(m.group(1).split("/"))
+    return sorted(found) or [TRAIN_FORMATION]
+
+
+def _stop_rule_line(run: Path, epochs: int) -> str:
+    """Model-card line: the sanity stop rule and the chosen epoch's validation figures."""
+    import csv
+
+    with (run / "history.csv").open(encoding="utf-8", newline="") as f:
+        rows = {int(r["epoch"]): r for r in csv.DictReader(f)}
+    row = rows.get(epochs, {})
+    peak, cpm = row.get("val_sphere_peak") or "", row.get("val_cpm") or ""
+    return (
+        "- Stop rule: the validated epoch with the highest validation CPM among those whose raw score at a plain "
+        "14 mm soft-tissue sphere in fat (`lymphcad.detector.trainmix.sphere_peak`) is at least 0.5 (late epochs "
+        "learn to suppress a node without anatomical context). "
+        + (f"This model: epoch {epochs}, sphere score {peak}, validation CPM {cpm}." if peak else "")
+    )
+
+
 def _lineage(run: Path) -> list[str]:
     """Model-card lines: which weights each warm start began from (``mix.json``'s ``init_from``, followed)."""
     import json
 
+    forms = ", ".join(_run_formations(run))
     lines = [
-        "- The training cohorts are made by the station-based insertion (additive formation) with the per-region",
-        "  ground-truth rule (`lymphcad.phantom.truthrule`: abdominal nodes positive from 7.5 mm, mediastinal from 10 mm).",
+        f"- The training cohorts are made by the station-based insertion ({forms}) with mass-effect placement where",
+        "  the mediastinal fat is thin, and the per-region ground-truth rule (`lymphcad.phantom.truthrule`: abdominal",
+        "  nodes positive from 7.5 mm, mediastinal from 10 mm).",
     ]
     seen: set[Path] = set()
     cur: Path | None = run
@@ -329,43 +401,71 @@ def _target_lines(result: dict[str, Any], model: str) -> list[str]:
     ]
 
 
-def ship(run: Path, name: str, realism: Path, speed: Path | None) -> Path:
-    """Copy the run's model into the package (float16 weights, plan, training config) with its model card."""
+def ship(
+    run: Path,
+    name: str,
+    realism: Path,
+    speed: Path | None,
+    snapshot: int | None = None,
+    tta: bool = False,
+) -> Path:
+    """Copy the run's model (or a validated epoch's snapshot) into the package (float16 weights, plan,
+    training config) with its model card."""
     import json
 
     from lymphcad.detector.config import load_config
+    from lymphcad.detector.infer import with_overrides
     from lymphcad.detector.model import load_model, save_model
     from lymphcad.detector.network import count_parameters
     from lymphcad.phantom.insert import background_source
 
-    m = load_model(run / "model")
+    mdir = model_dir(run, snapshot)
+    m = load_model(mdir)
     result = json.loads(realism.read_text(encoding="utf-8"))
     dest = REPO / "src" / "lymphcad" / "models" / name
     hist = (run / "history.csv").read_text(encoding="utf-8").strip().splitlines()
-    minutes = sum(float(line.split(",")[8]) for line in hist[1:]) / 60.0
-    epochs = len(hist) - 1
+    done = len(hist) - 1
+    epochs = done if snapshot is None else snapshot
+    minutes = sum(float(line.split(",")[8]) for line in hist[1 : epochs + 1]) / 60.0
     planned = load_config(run / "config.toml").train.epochs
-    schedule = (
-        f"{epochs} epochs"
-        if epochs == planned
-        else f"{epochs} of the {planned} scheduled epochs (stopped for the session's deadline; "
-        "`--resume` continues the cosine schedule)"
-    )
+    if snapshot is not None:
+        schedule = (
+            f"{epochs} of the {planned} scheduled epochs (the weights of epoch {epochs}, chosen by the stop rule "
+            "under Training settings)"
+        )
+    elif epochs == planned:
+        schedule = f"{epochs} epochs"
+    else:
+        schedule = (
+            f"{epochs} of the {planned} scheduled epochs (stopped for the session's deadline; "
+            "`--resume` continues the cosine schedule)"
+        )
     meta = {
         "training_data": "synthetic: lymphcad phantom and synthetic nodes inserted into real CT backgrounds "
         f"({', '.join(TRAIN_BACKGROUNDS.values())}); not TCIA CT Lymph Nodes data",
         "epochs": epochs,
         "realism_benchmark": "benchmarks/results/realism.json",
     }
-    save_model(dest, m.network, m.plan, name=name, detect=m.detect, meta=meta, half=True)
+    calib = mdir / "calibration.json"
+    fit_path = (
+        mdir / "calibration_fit.json"
+        if (mdir / "calibration_fit.json").is_file()
+        else run / "calibration_fit.json"
+    )
+    fit = json.loads(fit_path.read_text(encoding="utf-8")) if calib.is_file() else None
+    if fit is not None and bool(fit.get("tta")) != tta:
+        raise SystemExit(f"{calib}: fit with tta={fit.get('tta')}, shipping with tta={tta}: calibrate again")
+    detect = with_overrides(m.detect, tta_flips=True) if tta else m.detect
+    save_model(dest, m.network, m.plan, name=name, detect=detect, meta=meta, half=True)
     (dest / "training_config.toml").write_text(
         (run / "config.toml").read_text(encoding="utf-8"), encoding="utf-8"
     )
-    calib = run / "model" / "calibration.json"
-    fit = json.loads((run / "calibration_fit.json").read_text(encoding="utf-8")) if calib.is_file() else None
     if calib.is_file():
         (dest / "calibration.json").write_text(calib.read_text(encoding="utf-8"), encoding="utf-8")
     size_mb = (dest / "model.pt").stat().st_size / 1e6
+    forms = ", ".join(f"`{f}`" for f in _run_formations(run))
+    mix = json.loads((run / "mix.json").read_text(encoding="utf-8"))
+    skip_node_like = bool(mix.get("settings", {}).get("mine_skip_node_like"))
     licences = []
     for rel in TRAIN_BACKGROUNDS.values():
         lic, cites = background_source(REAL_CT / rel)
@@ -382,23 +482,49 @@ def ship(run: Path, name: str, realism: Path, speed: Path | None) -> Path:
         "",
         "## What it is",
         f"- 3D centre-heatmap detector (`lymphcad.detector.network.CenterNet3D`) with an auxiliary node-mask head, "
-        f"{count_parameters(m.network):,} parameters, float16 weights ({size_mb:.1f} MB; the benchmark measured the float32 training weights they were cast from). "
-        "Design: docs/design.md §9.",
+        f"{count_parameters(m.network):,} parameters, float16 weights ({size_mb:.1f} MB; "
+        + (
+            "the benchmark measured these shipped weights). "
+            if result.get("candidate") == name
+            else "the benchmark measured the float32 training weights they were cast from). "
+        )
+        + "Design: docs/design.md §9.",
         f"- Input: CT reoriented to LPS axes, resampled to {m.plan.spacing_mm:g} mm isotropic, HU clipped to "
         f"{list(m.plan.hu_window)} (plan.json).",
         "- Output: node centres (world LPS mm), probability (heatmap peak), diameter (mm); the mask head's node",
         "  probability through `lymphcad.detector.infer.detect_volume_with_mask`.",
+        *(
+            [
+                "- Flip test-time augmentation is on in the model's detection settings: the heatmaps of 4 flipped copies",
+                "  (identity, x, y, x+y) are averaged, for 4× the network's work (`detect --no-tta` turns it off)"
+                + (
+                    f"; CPM on the calibration cases (never trained on, no holdout data) {fit['cpm']:.2f} with it"
+                    if fit and "cpm" in fit
+                    else ""
+                )
+                + ". The realism benchmark's figures below are with it.",
+            ]
+            if tta
+            else []
+        ),
         "- Intended use: research and software testing. Not a medical device; not validated on patient data.",
         "",
         "## Training data",
         "- Phantom cohorts (`lymphcad.phantom`, tiny preset, both regions) at difficulties "
         f"{', '.join(str(d) for d in TRAIN_DIFFICULTIES)}, {PHANTOM_CASES} cases each (weight 1/3 of the patches).",
-        f"- Synthetic nodes inserted (`lymphcad.phantom.insert`, image-formation model `{TRAIN_FORMATION}` only) into "
+        f"- Synthetic nodes inserted (`lymphcad.phantom.insert`, image-formation models {forms}; never `blend`) into "
         "these real CT backgrounds of shared/data/real-ct (weight 2/3, each background equal):",
         *licences,
         *_lineage(run),
         "- Hard negatives: a quarter of the patches centred on node mimics (soft tissue beside fat, the phantom's mimic",
-        "  list, and the network's own false positives re-mined every 5 epochs on each real background).",
+        "  list, and the network's own false positives re-mined every 5 epochs on each real background)"
+        + (
+            "; false positives that look like a real node (a soft-tissue core with fat around it,\n"
+            "  `lymphcad.detector.datamix.node_like`) are not mined: the backgrounds are patients' CT whose own nodes"
+            " nobody annotated."
+            if skip_node_like
+            else "."
+        ),
         "- Never used: shared/data/real-ct/holdout, the realism benchmark's test backgrounds "
         f"({', '.join(TEST_BACKGROUNDS.values())}), TCIA CT Lymph Nodes.",
         "",
@@ -406,15 +532,17 @@ def ship(run: Path, name: str, realism: Path, speed: Path | None) -> Path:
         f"- {schedule} × 50 iterations, batch 4 patches of 32×64×64 voxels, AdamW lr 2e-3, cosine schedule with "
         "warm-up; flips/rotation/scale; contrast-phase (enhancement × 0.2–2), kernel (blur or unsharp), correlated "
         "noise augmentation; mask loss BCE + soft Dice (weight 1).",
+        *([_stop_rule_line(run, epochs)] if snapshot is not None else []),
         f"- Training time of the last run: {minutes:.1f} min with 1 torch thread on a 2-core CPU machine shared with "
         "other jobs (the warm starts before it are listed under Training data).",
         "- Full resolved configuration: `training_config.toml`; reproduce with the calls in the docstring of",
         "  `release/train_real_model.py`,",
-        f"  then `python benchmarks/bench_realism.py --model benchmarks/_work/real_model/{run.name}/model --name {name}`.",
+        f"  then `python benchmarks/bench_realism.py --model benchmarks/_work/real_model/{run.name}/"
+        f"{mdir.relative_to(run)} --name {name}`.",
         "",
         "## Measured figures (realism benchmark, `benchmarks/results/realism.json`)",
         "Held out three ways: backgrounds never trained on (two holdout chest crops, CRLM-CT-1006), the image-formation",
-        f"model not trained with (`blend`; trained with `{TRAIN_FORMATION}`), per region; and the phantom test cohort.",
+        f"model not trained with (`blend`; trained with {forms}), per region; and the phantom test cohort.",
         "95 % CI: 1000 bootstrap resamples of cases. Insertion/phantom figures, not TCIA results. The holdout chest",
         "crops are fat-poor: their nodes are placed by the insertion's mass-effect method (nodes displace the",
         "surrounding anatomy), which no training cohort used, so the held-out mediastinal rows are held out by",
@@ -446,9 +574,11 @@ def ship(run: Path, name: str, realism: Path, speed: Path | None) -> Path:
         "- Inserted nodes are still synthetic; real nodes (TCIA CT Lymph Nodes) were never seen: expect lower figures.",
         "- Few backgrounds (7 for training, 3 for testing, the two chest test crops from one patient): wide intervals.",
         "- Real backgrounds may contain real, unannotated nodes; hard-negative mining may have taught the model to",
-        "  ignore some of them.",
+        "  ignore some of them"
+        + (" (node-like false positives are not mined, which limits this)." if skip_node_like else "."),
         (
-            f"- Probabilities are calibrated (isotonic, `calibration.json`) on {fit['cases']} calibration cases "
+            f"- Probabilities are calibrated (isotonic, `calibration.json`{', on flip-TTA scores' if fit.get('tta') else ''}) "
+            f"on {fit['cases']} calibration cases "
             f"({fit['detections']} detections; ECE on that set {fit['ece_raw']:.3f} raw → {fit['ece_calibrated']:.3f}); "
             "they were fit on insertions into the training backgrounds and on the phantom, so on other CT they are "
             "an estimate, not a guarantee. `detect --raw-scores` gives the heatmap peaks."
@@ -491,15 +621,34 @@ def main() -> None:
     ap.add_argument(
         "--calibration", default="calibration", help="folder of the calibration cohorts inside --work"
     )
+    ap.add_argument(
+        "--snapshot",
+        type=int,
+        default=None,
+        metavar="EPOCH",
+        help="--calibrate/--ship the weights of this validated epoch (RUN/snapshots) instead of the last",
+    )
+    ap.add_argument(
+        "--tta",
+        action="store_true",
+        help="--calibrate on flip-TTA scores / --ship with flip TTA on in the model's detection settings",
+    )
     ap.add_argument("--ship", default=None, metavar="NAME", help="only copy the run's model into the package")
     ap.add_argument("--realism", type=Path, default=REPO / "benchmarks" / "results" / "realism.json")
     ap.add_argument("--speed", type=Path, default=None, help="bench_detect.py JSON of this model")
     args = ap.parse_args()
     if args.ship:
-        ship(args.work / args.run, args.ship, args.realism, args.speed)
+        ship(args.work / args.run, args.ship, args.realism, args.speed, args.snapshot, args.tta)
         return
     if args.calibrate:
-        calibrate_run(args.work, args.work / args.run, (args.nodes[0], args.nodes[1]), args.calibration)
+        calibrate_run(
+            args.work,
+            args.work / args.run,
+            (args.nodes[0], args.nodes[1]),
+            args.calibration,
+            args.snapshot,
+            args.tta,
+        )
         return
 
     import torch
