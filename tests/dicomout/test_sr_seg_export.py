@@ -264,15 +264,15 @@ def test_cli_detect_writes_sr_and_seg_matching_the_csv(
         "--seg",
         seg,
         "--sr-threshold",
-        "0.1",
+        "0.02",  # a real CT without inserted nodes: the default model's calibrated peaks stay below 0.05 here
         "--threads",
         "1",
     )
     assert code == 0, err
     table = read_detections(csv)
-    keep = table.probabilities >= 0.1
+    keep = table.probabilities >= 0.02
     back = read_sr_findings(pydicom.dcmread(sr))
-    assert len(back) == int(keep.sum())
+    assert len(back) == int(keep.sum()) > 0
     assert f"DICOM: {len(back)} finding(s)" in err
     assert "copy attributes" not in err  # highdicom's INFO log stays quiet
     assert str(pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).PatientName) not in err
@@ -363,7 +363,7 @@ def test_cli_seg_takes_the_detectors_masks(
         "--masks",
         masks,
         "--sr-threshold",
-        "0.1",
+        "0.02",  # a real CT without inserted nodes: the default model's calibrated peaks stay below 0.05 here
         "--threads",
         "1",
     )
@@ -372,7 +372,7 @@ def test_cli_seg_takes_the_detectors_masks(
     assert len(label_files) == 1
     labels, _ = read_nifti_array(label_files[0])
     table = read_detections(csv)
-    kept = int((table.probabilities >= 0.1).sum())
+    kept = int((table.probabilities >= 0.02).sum())
     assert kept > 0 and "SEG from the detector's masks" in err
     source = read_source_series(folder)
     segments = read_seg_segments(pydicom.dcmread(seg))
