@@ -224,6 +224,14 @@ BENCHMARKS: tuple[Bench, ...] = (
     Bench("evaluate", "bench_evaluate.py", ("--repeats", "1"), ("evaluate.json",), _rows_evaluate),
     Bench("detect", "bench_detect.py", ("--repeats", "1"), ("detect_speed.json",), _rows_detect),
     Bench("batch", "bench_batch.py", (), ("batch.json",), _rows_batch),
+    Bench(
+        "batch_32",
+        "bench_batch.py",
+        None,
+        ("batch_32.json",),
+        _rows_batch,
+        full_args=("--cases", "32", "--out", str(RESULTS / "batch_32.json")),
+    ),
     Bench("detect_stages", "bench_detect_stages.py", None, ("detect_stages.json",), _rows_stages),
     Bench(
         "review", "bench_review.py", ("--repeats", "1", "--redraws", "100"), ("review.json",), _rows_review
