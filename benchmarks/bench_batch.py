@@ -42,6 +42,7 @@ import nibabel as nib
 import numpy as np
 
 from lymphcad import atomic
+from lymphcad.detector.model import load_model
 from lymphcad.phantom import generate_cohort
 
 HERE = Path(__file__).resolve().parent
@@ -83,15 +84,22 @@ def timeline_summary(path: Path, launched: float) -> dict[str, Any]:
     }
 
 
-def network_share() -> float | None:
-    """The network's share of a one-thread case's CPU (``detect_stages.json``), when it was measured."""
+def network_share(no_tta: bool = False) -> float | None:
+    """The network's share of a one-thread case's CPU (``detect_stages.json``, measured with the default model's
+    settings), when it was measured. With ``no_tta`` and a default model that runs flip TTA (4 network passes
+    of equal cost), the share of one pass: f/4 / (1 − f + f/4)."""
     path = HERE / "results" / "detect_stages.json"
+    if no_tta and path.is_file():
+        f = float(json.loads(path.read_text(encoding="utf-8"))["network_share_of_one_thread_case_cpu"])
+        if load_model(None).detect.tta_flips:
+            return round((f / 4) / (1 - f + f / 4), 3)
+        return f
     if not path.is_file():
         return None
     return float(json.loads(path.read_text(encoding="utf-8"))["network_share_of_one_thread_case_cpu"])
 
 
-def free_cores_prediction(runs: dict[str, Any], n: int, workers: int) -> dict[str, Any]:
+def free_cores_prediction(runs: dict[str, Any], n: int, workers: int, no_tta: bool = False) -> dict[str, Any]:
     """What the serial and the worker runs take on ``workers`` free cores, from CPU seconds measured here.
 
     A command's fixed cost F (start, imports, model, writing: the 1-case serial run's CPU minus its case's)
@@ -102,7 +110,7 @@ def free_cores_prediction(runs: dict[str, Any], n: int, workers: int) -> dict[st
     history, ``make bench`` rewrites it). The workers share the
     cases and idle on average for half a case each at the end (the tail).
     """
-    f = network_share()
+    f = network_share(no_tta)
     one = runs["serial_1_case"]
     fixed = one["cpu_s_of_process"] - one["timeline"]["sum_case_cpu_s"]
     c = runs["serial_1_thread"]["timeline"]["case_cpu_s"]
@@ -169,6 +177,11 @@ def main() -> None:
         "--cohort", type=Path, default=None, help="an existing phantom cohort to use (default: generate one)"
     )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "batch.json")
+    ap.add_argument(
+        "--no-tta",
+        action="store_true",
+        help="detect without the model's flip TTA in every run (the engine's scaling with a network of v4's cost)",
+    )
     args = ap.parse_args()
     if args.cases < 2:
         raise SystemExit("--cases must be >= 2")
@@ -190,12 +203,13 @@ def main() -> None:
 
         load_before = os.getloadavg()
         w = str(args.workers)
+        tta = ["--no-tta"] if args.no_tta else []
         runs = {
-            "serial_1_case": run_detect(single, one / "one.csv", []),
-            "serial": run_detect(cohort, work / "serial.csv", []),
-            "serial_1_thread": run_detect(cohort, work / "serial1.csv", ["--threads", "1"]),
-            f"workers{w}": run_detect(cohort, work / "workers.csv", ["--workers", w]),
-            f"ray{w}": run_detect(cohort, work / "ray.csv", ["--ray", "--workers", w]),
+            "serial_1_case": run_detect(single, one / "one.csv", tta),
+            "serial": run_detect(cohort, work / "serial.csv", tta),
+            "serial_1_thread": run_detect(cohort, work / "serial1.csv", [*tta, "--threads", "1"]),
+            f"workers{w}": run_detect(cohort, work / "workers.csv", [*tta, "--workers", w]),
+            f"ray{w}": run_detect(cohort, work / "ray.csv", [*tta, "--ray", "--workers", w]),
         }
         load_after = os.getloadavg()
         # the workers run one thread each: compare with the one-thread serial run (bit for bit) and count the
@@ -218,7 +232,9 @@ def main() -> None:
     tl_ray = ray["timeline"]
     ray_start = sum(tl_ray["executor_start"].values())
     result = {
-        "benchmark": f"detect on {n} phantom cases ({args.preset} preset): serial vs {w} worker processes vs Ray",
+        "benchmark": f"detect on {n} phantom cases ({args.preset} preset): serial vs {w} worker processes vs Ray"
+        + (" (--no-tta: without the default model's flip TTA)" if args.no_tta else ""),
+        "no_tta": args.no_tta,
         "cases": n,
         "preset": args.preset,
         "phantom_generation_s": round(gen_s, 1) if args.cohort is None else None,
@@ -243,7 +259,7 @@ def main() -> None:
         "ray_overhead_vs_workers_without_start": round(
             (ray["wall_s"] - ray_start) / workers["wall_s"] - 1.0, 3
         ),
-        "amdahl": free_cores_prediction(runs, n, int(w)),
+        "amdahl": free_cores_prediction(runs, n, int(w), args.no_tta),
         "rows_identical_to_serial_1_thread": same,
         "rows_differing_between_serial_1_and_2_threads": rows_differ_2_threads,
         "per_case": {
