@@ -11,7 +11,17 @@ import sys
 import textwrap
 from pathlib import Path
 
-from lymphcad.batch.engine import BatchReport, Outcome, Task, largest_first, worker_loads
+from lymphcad.batch.engine import (
+    BatchReport,
+    Executor,
+    Outcome,
+    Task,
+    TaskFn,
+    WorkerSpec,
+    largest_first,
+    run_batch,
+    worker_loads,
+)
 
 TESTS = Path(__file__).resolve().parents[1]
 SRC = TESTS.parent / "src"
@@ -110,3 +120,51 @@ def test_warm_up_starts_the_workers_imports_before_any_task_with_one_thread_each
     for _pid, preloaded, intra, interop in out["results"]:
         assert preloaded  # forked from the server after its import: no import of its own
         assert (intra, interop) == (1, 1)
+
+
+class _RecordingExecutor(Executor):
+    """Two workers with one queued task each (as the Ray executor); records tasks in flight at each submit
+    and finishes the oldest task at each wait."""
+
+    capacity = 4
+    slots = 2
+
+    def __init__(self) -> None:
+        self.queue: list[Task] = []
+        self.in_flight_at_submit: list[int] = []
+
+    def start(self, spec: WorkerSpec) -> None:
+        del spec
+
+    def submit(self, task: Task) -> None:
+        self.in_flight_at_submit.append(len(self.queue))
+        self.queue.append(task)
+
+    def wait(self) -> list[Outcome]:
+        return [Outcome(self.queue.pop(0).key, True)]
+
+    def close(self) -> None:
+        self.queue.clear()
+
+    def describe(self) -> str:
+        return "recording"
+
+
+class _NoSpec:
+    def setup(self, threads: int) -> TaskFn:
+        raise AssertionError("not used by the recording executor")
+
+
+def test_last_cases_wait_for_a_free_worker_instead_of_queueing() -> None:
+    """Tasks queue behind running ones only while more cases remain than workers: the last ones go to the
+    worker that frees up first (a Ray actor's own queue would hold one behind a long case while another
+    actor idles)."""
+    ex = _RecordingExecutor()
+    tasks = [Task(f"c{i}", i) for i in range(8)]
+    report = run_batch(tasks, _NoSpec(), ex, on_result=lambda o: None)
+    assert sorted(report.done) == sorted(t.key for t in tasks)
+    # the first four fill two running slots and two queue places; the last two are only submitted
+    # when a worker is free (at most 2 in flight, i.e. none queued)
+    assert ex.in_flight_at_submit[:4] == [0, 1, 2, 3]
+    assert ex.in_flight_at_submit[-2:] == [1, 1]
+    assert max(ex.in_flight_at_submit[-2:]) < ex.slots

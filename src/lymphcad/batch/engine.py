@@ -73,9 +73,12 @@ class Outcome:
 
 
 class Executor(ABC):
-    """Runs tasks on workers built from a spec. ``capacity``: tasks it accepts at once."""
+    """Runs tasks on workers built from a spec. ``capacity``: tasks it accepts at once; ``slots``: tasks
+    that run at once (one per worker). Tasks beyond ``slots`` wait in a worker's own queue (Ray) or a shared
+    one (processes)."""
 
     capacity: int = 1
+    slots: int = 1
 
     def warm_up(self) -> None:
         """Start what needs no spec yet (worker processes importing their modules, a local Ray), so that it
@@ -234,6 +237,10 @@ def run_batch(
     try:
         while pending or in_flight:
             while pending and in_flight < executor.capacity:
+                if in_flight >= executor.slots and len(pending) <= executor.slots:
+                    # the last cases wait for a free worker instead of queueing behind a busy one (a Ray
+                    # actor's queue is its own: a case queued there waits while another actor idles)
+                    break
                 task = pending.popleft()
                 attempts[task.key] += 1
                 executor.submit(task)

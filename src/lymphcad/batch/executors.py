@@ -128,6 +128,7 @@ class ProcessExecutor(Executor):
         self.preload = preload
         # one task queued behind each running one, so a worker never waits for the driver
         self.capacity = 2 * workers
+        self.slots = workers
         self._pool: ProcessPoolExecutor | None = None
         self._spec: WorkerSpec | None = None
         self._futures: dict[Future[Outcome], Task] = {}
@@ -350,6 +351,7 @@ class RayExecutor(Executor):
         state.actors = [_Actor(cls.remote(self.preload, self.threads)) for _ in range(self.workers)]
         self._state = state
         self.capacity = 2 * self.workers
+        self.slots = self.workers
         self.actor_seconds = time.perf_counter() - t0 - self.init_seconds
 
     def start(self, spec: WorkerSpec) -> None:
