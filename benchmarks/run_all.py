@@ -230,7 +230,7 @@ BENCHMARKS: tuple[Bench, ...] = (
         None,
         ("batch_32.json",),
         _rows_batch,
-        full_args=("--cases", "32", "--out", str(RESULTS / "batch_32.json")),
+        full_args=("--cases", "32", "--no-tta", "--out", str(RESULTS / "batch_32.json")),
     ),
     Bench("detect_stages", "bench_detect_stages.py", None, ("detect_stages.json",), _rows_stages),
     Bench(
