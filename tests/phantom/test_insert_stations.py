@@ -23,38 +23,14 @@ from lymphcad.phantom.formation import noise_level_ratio, robust_sd
 from lymphcad.phantom.insert import (
     BackgroundAnalysis,
     PlacementError,
-    analyse_background,
     insert_cohort,
     insert_nodes,
 )
 from lymphcad.phantom.nodemodel import Formation
 from lymphcad.phantom.truthrule import RULES, TruthClass
+from real_crops import CHEST, crop
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
-
-CHEST = "cmb-crc/MSB-01068-chest"
-ABDOMEN = "crlm-ct/CRLM-CT-1004"
-
-
-def _crop(vol: CTVolume, start: tuple[int, int, int], shape: tuple[int, int, int]) -> CTVolume:
-    k, j, i = start
-    a = vol.array[k : k + shape[0], j : j + shape[1], i : i + shape[2]]
-    return CTVolume(np.ascontiguousarray(a), vol.geometry.crop(start, a.shape))
-
-
-@pytest.fixture(scope="module")
-def chest(real_ct_dir: Path) -> tuple[CTVolume, BackgroundAnalysis]:
-    """The mediastinum of the real contrast chest from 60 mm below to 75 mm above the carina."""
-    vol = _crop(read_ct(real_ct_dir / CHEST), (25, 95, 90), (56, 330, 340))
-    return vol, analyse_background(vol)
-
-
-@pytest.fixture(scope="module")
-def abdomen(real_ct_dir: Path) -> tuple[CTVolume, BackgroundAnalysis]:
-    """The real contrast abdomen (5 mm slices), central 320 × 360 pixels."""
-    full = read_ct(real_ct_dir / ABDOMEN)
-    vol = _crop(full, (0, 90, 75), (full.array.shape[0], 320, 360))
-    return vol, analyse_background(vol)
 
 
 def _check_never_forbidden(vol: CTVolume, an: BackgroundAnalysis, all_nodes: np.ndarray) -> None:
@@ -142,7 +118,7 @@ def test_failure_to_place_is_a_clear_error(
 ) -> None:
     """40 mm of mediastinum cannot hold 40 nodes: one line naming the file and the shortfall, exit code 1;
     a region without stations and ``--cases 0`` are refused too."""
-    vol = _crop(read_ct(real_ct_dir / CHEST), (40, 95, 90), (16, 330, 340))
+    vol = crop(read_ct(real_ct_dir / CHEST), (40, 95, 90), (16, 330, 340))
     bg = tmp_path / "chest_crop.nii.gz"
     write_nifti(bg, vol.array, vol.geometry)
     with pytest.raises(PlacementError, match="placed only"):
@@ -165,7 +141,7 @@ def test_cohort_rows_ignore_and_determinism(
 ) -> None:
     """Per case: nodes placed and annotated are printed; GT/ignore/negative follow the region's rule; the
     node table records the image-formation model; the same seed gives the same bytes."""
-    vol = _crop(read_ct(real_ct_dir / CHEST), (30, 95, 90), (40, 330, 340))
+    vol = crop(read_ct(real_ct_dir / CHEST), (30, 95, 90), (40, 330, 340))
     bg = tmp_path / "chest_crop.nii.gz"
     write_nifti(bg, vol.array, vol.geometry)
     args = [

@@ -37,34 +37,11 @@ from lymphcad.phantom.insert import (
 from lymphcad.phantom.nodemodel import Content, Formation, node_geometry, render_node, sample_node_spec
 from lymphcad.phantom.texture import SourceKind, TextureSource, node_texture, write_texture_node
 
-CHEST = "cmb-crc/MSB-01068-chest"
-ABDOMEN = "crlm-ct/CRLM-CT-1004"
 #: classes a texture source may lie in (by kind)
 SOURCE_CLASSES = {
     SourceKind.SOFT: {int(Tissue.SOFT)},
     SourceKind.FAT: {int(Tissue.FAT_VISC), int(Tissue.FAT_SUBCUT)},
 }
-
-
-def _crop(vol: CTVolume, start: tuple[int, int, int], shape: tuple[int, int, int]) -> CTVolume:
-    k, j, i = start
-    a = vol.array[k : k + shape[0], j : j + shape[1], i : i + shape[2]]
-    return CTVolume(np.ascontiguousarray(a), vol.geometry.crop(start, a.shape))
-
-
-@pytest.fixture(scope="module")
-def chest(real_ct_dir: Path) -> tuple[CTVolume, BackgroundAnalysis]:
-    """The mediastinum of the real contrast chest from 60 mm below to 75 mm above the carina."""
-    vol = _crop(read_ct(real_ct_dir / CHEST), (25, 95, 90), (56, 330, 340))
-    return vol, analyse_background(vol)
-
-
-@pytest.fixture(scope="module")
-def abdomen(real_ct_dir: Path) -> tuple[CTVolume, BackgroundAnalysis]:
-    """The real contrast abdomen (5 mm slices), central 320 × 360 pixels."""
-    full = read_ct(real_ct_dir / ABDOMEN)
-    vol = _crop(full, (0, 90, 75), (full.array.shape[0], 320, 360))
-    return vol, analyse_background(vol)
 
 
 @pytest.mark.real
