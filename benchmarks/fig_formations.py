@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from lymphcad import atomic
 from lymphcad.io.reader import read_ct
 from lymphcad.phantom.insert import analyse_background, canonical_volume, insert_nodes
 from lymphcad.phantom.nodemodel import Formation
@@ -94,10 +95,8 @@ def main() -> int:
     )
     plt.tight_layout()
     out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(out)
+    with atomic.atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     print(f"node {n.id}: {n.station}, SAD {n.sad_mm:.1f} mm, slice {k}; wrote {out}")
     return 0
 
