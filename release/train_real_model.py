@@ -335,11 +335,12 @@ def _stop_rule_line(run: Path, epochs: int) -> str:
     )
 
 
-def _lineage(run: Path) -> list[str]:
-    """Model-card lines: which weights each warm start began from (``mix.json``'s ``init_from``, followed)."""
+def _lineage(run: Path, formations: list[str]) -> list[str]:
+    """Model-card lines: how the run's cohorts were made (``formations``: :func:`_run_formations`) and which
+    weights each warm start began from (``mix.json``'s ``init_from``, followed)."""
     import json
 
-    forms = ", ".join(_run_formations(run))
+    forms = ", ".join(formations)
     lines = [
         f"- The training cohorts are made by the station-based insertion ({forms}) with mass-effect placement where",
         "  the mediastinal fat is thin, and the per-region ground-truth rule (`lymphcad.phantom.truthrule`: abdominal",
@@ -463,7 +464,8 @@ def ship(
     if calib.is_file():
         (dest / "calibration.json").write_text(calib.read_text(encoding="utf-8"), encoding="utf-8")
     size_mb = (dest / "model.pt").stat().st_size / 1e6
-    forms = ", ".join(f"`{f}`" for f in _run_formations(run))
+    formations = _run_formations(run)
+    forms = ", ".join(f"`{f}`" for f in formations)
     mix = json.loads((run / "mix.json").read_text(encoding="utf-8"))
     skip_node_like = bool(mix.get("settings", {}).get("mine_skip_node_like"))
     licences = []
@@ -515,7 +517,7 @@ def ship(
         f"- Synthetic nodes inserted (`lymphcad.phantom.insert`, image-formation models {forms}; never `blend`) into "
         "these real CT backgrounds of shared/data/real-ct (weight 2/3, each background equal):",
         *licences,
-        *_lineage(run),
+        *_lineage(run, formations),
         "- Hard negatives: a quarter of the patches centred on node mimics (soft tissue beside fat, the phantom's mimic",
         "  list, and the network's own false positives re-mined every 5 epochs on each real background)"
         + (
