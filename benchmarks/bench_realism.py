@@ -35,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "release"))
 
-from train_real_model import (  # noqa: E402
+from real_model_setup import (  # noqa: E402
     REAL_CT,
     SEEN_CHEST_TESTS,
     TEST_BACKGROUNDS,
