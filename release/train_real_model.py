@@ -87,41 +87,46 @@ def make_training_data(
     data: str = "data",
     formation: str = TRAIN_FORMATION,
 ) -> list[Any]:
-    """Generate (or reuse) the phantom and insertion cohorts in ``work/data``; returns the mix sources."""
+    """Generate (or reuse) the phantom and insertion cohorts in ``work/DATA``; returns the mix sources.
+
+    ``data`` may name several folders (``data_v7,data_v9``): the k-th folder's cohorts are drawn with seeds
+    offset by ``1000·k`` (new nodes and phantom cases in the same backgrounds; the first folder keeps the
+    seeds it always had), and the mix splits each source's weight evenly between the folders.
+    """
     from lymphcad.detector.datamix import MixSource
     from lymphcad.phantom import generate_cohort
     from lymphcad.phantom.insert import PlacementError, insert_cohort
 
+    folders = [f for f in data.split(",") if f]
+    if not folders:
+        raise SystemExit("--data: name at least one folder")
+    share = 1.0 / len(folders)
     sources = []
-    for d in TRAIN_DIFFICULTIES:
-        name = f"phantom_d{int(d * 100):03d}"
-        root = work / data / name
-        if not (root / "dataset.json").is_file():
-            print(f"[{time.strftime('%H:%M:%S')}] phantom {name}", flush=True)
-            generate_cohort(root, PHANTOM_CASES, "both", TRAIN_SEEDS[d], d, "tiny")
-        sources.append(MixSource(name, root, "phantom", weight=1.0 / len(TRAIN_DIFFICULTIES)))
-    for i, (name, rel) in enumerate(sorted(TRAIN_BACKGROUNDS.items())):
-        root = work / data / f"insert_{name}"
-        if not (root / "dataset.json").is_file():
-            print(f"[{time.strftime('%H:%M:%S')}] insertion into {rel}", flush=True)
-            try:
-                insert_cohort(REAL_CT / rel, root, insert_cases, nodes, INSERT_SEED + i, formation=formation)
-            except PlacementError as exc:
-                # a background whose stations hold fewer nodes still teaches its anatomy (hard negatives)
-                print(f"  {exc}; retrying with 0 to {nodes[1]} nodes per case", flush=True)
-                insert_cohort(
-                    REAL_CT / rel,
-                    root,
-                    insert_cases,
-                    (0, nodes[1]),
-                    INSERT_SEED + i,
-                    formation=formation,
-                )
-        sources.append(
-            MixSource(
-                f"insert_{name}", root, "insertion", weight=2.0 / len(TRAIN_BACKGROUNDS), background=name
+    for k, folder in enumerate(folders):
+        suffix = "" if k == 0 else f"_{folder}"
+        for d in TRAIN_DIFFICULTIES:
+            name = f"phantom_d{int(d * 100):03d}"
+            root = work / folder / name
+            if not (root / "dataset.json").is_file():
+                print(f"[{time.strftime('%H:%M:%S')}] phantom {folder}/{name}", flush=True)
+                generate_cohort(root, PHANTOM_CASES, "both", TRAIN_SEEDS[d] + 1000 * k, d, "tiny")
+            weight = share / len(TRAIN_DIFFICULTIES)
+            sources.append(MixSource(name + suffix, root, "phantom", weight=weight))
+        for i, (name, rel) in enumerate(sorted(TRAIN_BACKGROUNDS.items())):
+            root = work / folder / f"insert_{name}"
+            seed = INSERT_SEED + 1000 * k + i
+            if not (root / "dataset.json").is_file():
+                print(f"[{time.strftime('%H:%M:%S')}] insertion into {rel} ({folder})", flush=True)
+                try:
+                    insert_cohort(REAL_CT / rel, root, insert_cases, nodes, seed, formation=formation)
+                except PlacementError as exc:
+                    # a background whose stations hold fewer nodes still teaches its anatomy (hard negatives)
+                    print(f"  {exc}; retrying with 0 to {nodes[1]} nodes per case", flush=True)
+                    insert_cohort(REAL_CT / rel, root, insert_cases, (0, nodes[1]), seed, formation=formation)
+            weight = share * 2.0 / len(TRAIN_BACKGROUNDS)
+            sources.append(
+                MixSource(f"insert_{name}{suffix}", root, "insertion", weight=weight, background=name)
             )
-        )
     return sources
 
 
@@ -251,7 +256,11 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "real_model")
     ap.add_argument("--run", default="run", help="run folder name inside --work")
     ap.add_argument("--epochs", type=int, default=70)
-    ap.add_argument("--data", default="data", help="folder of the training cohorts inside --work")
+    ap.add_argument(
+        "--data",
+        default="data",
+        help="folder(s) of the training cohorts inside --work, comma-separated (the k-th drawn with seeds + 1000k)",
+    )
     ap.add_argument(
         "--formation",
         default=TRAIN_FORMATION,
