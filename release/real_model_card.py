@@ -217,6 +217,9 @@ def ship(
     forms = ", ".join(f"`{f}`" for f in formations)
     mix = json.loads((run / "mix.json").read_text(encoding="utf-8"))
     skip_node_like = bool(mix.get("settings", {}).get("mine_skip_node_like"))
+    # one set of cohorts per --data folder (train_real_model.make_training_data): count them from the sources
+    folders = sum(1 for src in mix["sources"] if src["kind"] == "phantom") // len(TRAIN_DIFFICULTIES)
+    drawn = "" if folders <= 1 else f" ({folders} cohort folders drawn with different seeds, equal weight)"
     licences = []
     for rel in TRAIN_BACKGROUNDS.values():
         lic, cites = background_source(REAL_CT / rel)
@@ -262,9 +265,9 @@ def ship(
         "",
         "## Training data",
         "- Phantom cohorts (`lymphcad.phantom`, tiny preset, both regions) at difficulties "
-        f"{', '.join(str(d) for d in TRAIN_DIFFICULTIES)}, {PHANTOM_CASES} cases each (weight 1/3 of the patches).",
+        f"{', '.join(str(d) for d in TRAIN_DIFFICULTIES)}, {PHANTOM_CASES * max(folders, 1)} cases each (weight 1/3 of the patches).",
         f"- Synthetic nodes inserted (`lymphcad.phantom.insert`, image-formation models {forms}; never `blend`) into "
-        "these real CT backgrounds of shared/data/real-ct (weight 2/3, each background equal):",
+        f"these real CT backgrounds of shared/data/real-ct (weight 2/3, each background equal){drawn}:",
         *licences,
         *_lineage(run, formations),
         "- Hard negatives: a quarter of the patches centred on node mimics (soft tissue beside fat, the phantom's mimic",
