@@ -293,6 +293,9 @@ def main() -> None:
             )
     real = [tc.name for tc in unseen]
     strata["insertion_pooled"] = (real, "insertion, held-out backgrounds, both formations", "both")
+    for region in ("mediastinal", "abdominal"):  # the per-region targets, formations pooled
+        names = [tc.name for tc in unseen if TEST_REGIONS[tc.background or ""] == region]
+        strata[f"insertion_{region}"] = (names, "insertion, held-out backgrounds, both formations", region)
     for region in ("mediastinal", "abdominal"):
         ph = [t for t in truths["phantom_d050"] if t.region == region]
         truths[f"phantom_{region}"] = ph
