@@ -27,25 +27,32 @@ Steps (each skipped when its output exists, so an interrupted call continues whe
 5. **Ship** (``--ship NAME [--snapshot EPOCH]``): float16 weights, plan, calibration and the model card
    (figures from ``benchmarks/bench_realism.py``'s JSON, ``--realism``) into ``src/lymphcad/models/NAME``.
 
-The shipped ``centernet3d_realmix_v6`` (the default) was made by these calls (the work folder is the
-default; the first also draws the second cohort folder, ``data_v9``, when it is missing)::
+The shipped ``centernet3d_realmix_v7`` (the default) was made by these calls (the work folder is the
+default; a training call first draws the cohort folders it names when they are missing)::
 
     python release/train_real_model.py --data data_v7,data_v9 --formation additive,texture --insert-cases 16 \
         --run run_v10 --epochs 120 --mine-skip-node-like \
         --init-from benchmarks/_work/real_model/run_v8/snapshots/epoch_0040
-    python release/train_real_model.py --run run_v10 --calibrate --calibration calibration_v8 --snapshot 60 --tta
-    python benchmarks/bench_realism.py --model benchmarks/_work/real_model/run_v10/snapshots/epoch_0060 \
-        --name run_v10_e60 --baseline centernet3d_realmix_v5 --tta --out benchmarks/results/realism_run_v10_e60.json
-    python release/train_real_model.py --run run_v10 --ship centernet3d_realmix_v6 --snapshot 60 --tta
-    python benchmarks/bench_realism.py --model centernet3d_realmix_v6 --baseline centernet3d_realmix_v5 \
+    python release/train_real_model.py --data data_v7,data_v9,data_v11 --formation additive,texture \
+        --insert-cases 16 --run run_v11 --epochs 60 --mine-skip-node-like \
+        --init-from benchmarks/_work/real_model/run_v10/snapshots/epoch_0060
+    python release/train_real_model.py --run run_v11 --calibrate --calibration calibration_v8 --snapshot 60 --tta
+    python release/train_real_model.py --run run_v11 --ship centernet3d_realmix_v7 --snapshot 60 --tta
+    python benchmarks/bench_realism.py --model centernet3d_realmix_v7 --baseline centernet3d_realmix_v6 \
         --out benchmarks/results/realism.json
-    python release/train_real_model.py --run run_v10 --ship centernet3d_realmix_v6 --snapshot 60 --tta
+    python release/train_real_model.py --run run_v11 --ship centernet3d_realmix_v7 --snapshot 60 --tta \
+        --speed benchmarks/results/detect_speed_realmix_v7.json
 
-(the second ``--ship`` writes the card from the shipped weights' figures). The stop rule chose epoch 60 of 120
-(sphere score 0.84, validation CPM 0.87; epochs 80–120 reached 0.88–0.91 with sphere scores 0.14–0.43). A
-twin run on ``data_v7`` alone (``--run run_v9``, else the same; stop rule: epoch 70) reached a lower CPM on the
-40 calibration cases with flip TTA (0.76 against 0.79; v5 0.72), and that comparison, fixed before either
-run's realism figures were read, chose run_v10 (run_v9's figures: ``realism_run_v9_e70.json``).
+(the second ``--ship`` writes the card from the shipped weights' figures). run_v10 made
+``centernet3d_realmix_v6`` (``--calibrate``/``--ship`` with ``--run run_v10 --snapshot 60``; its realism figures
+against v5: ``benchmarks/results/realism_v6_vs_v5.json``): the stop rule chose epoch 60 of 120 (sphere score
+0.84, validation CPM 0.87; epochs 80–120 reached 0.88–0.91 with sphere scores 0.14–0.43). A twin run on
+``data_v7`` alone (``--run run_v9``, else the same; stop rule: epoch 70) reached a lower CPM on the 40
+calibration cases with flip TTA (0.76 against 0.79; v5 0.72), and that comparison, fixed before either run's
+realism figures were read, chose run_v10 (run_v9's figures: ``realism_run_v9_e70.json``). run_v11 adds a
+third cohort folder and continues from v6 for 60 epochs; the stop rule chose its last validated epoch (60:
+sphere score 0.61, validation CPM 0.89; epoch 50 had 0.48), and the same calibration comparison (0.83 against
+v6's 0.79) made it v7.
 
 ``centernet3d_realmix_v5`` was made by ``--data data_v7 --formation additive,texture --insert-cases 16 --run
 run_v8 --epochs 60 --mine-skip-node-like --init-from benchmarks/_work/real_model/run_v4/model``, ``--run run_v8
