@@ -89,14 +89,12 @@ def network_share(no_tta: bool = False) -> float | None:
     settings), when it was measured. With ``no_tta`` and a default model that runs flip TTA (4 network passes
     of equal cost), the share of one pass: f/4 / (1 − f + f/4)."""
     path = HERE / "results" / "detect_stages.json"
-    if no_tta and path.is_file():
-        f = float(json.loads(path.read_text(encoding="utf-8"))["network_share_of_one_thread_case_cpu"])
-        if load_model(None).detect.tta_flips:
-            return round((f / 4) / (1 - f + f / 4), 3)
-        return f
     if not path.is_file():
         return None
-    return float(json.loads(path.read_text(encoding="utf-8"))["network_share_of_one_thread_case_cpu"])
+    f = float(json.loads(path.read_text(encoding="utf-8"))["network_share_of_one_thread_case_cpu"])
+    if no_tta and load_model(None).detect.tta_flips:
+        return round((f / 4) / (1 - f + f / 4), 3)
+    return f
 
 
 def free_cores_prediction(runs: dict[str, Any], n: int, workers: int, no_tta: bool = False) -> dict[str, Any]:

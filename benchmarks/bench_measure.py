@@ -104,12 +104,11 @@ def _detect(work: Path, cohort: Path, name: str) -> Path:
     """The default model's raw-score detections on ``cohort``, cached in ``work/name`` while that model is
     still the default (the provenance beside the CSV names the model that made them)."""
     from lymphcad.detector.model import DEFAULT_MODEL
+    from lymphcad.io.detections import read_provenance
 
     out = work / name / "dets.csv"
-    prov = out.with_name(out.name + ".json")
-    if out.is_file() and (
-        not prov.is_file() or json.loads(prov.read_text(encoding="utf-8"))["model"]["name"] != DEFAULT_MODEL
-    ):
+    prov = read_provenance(out)
+    if out.is_file() and (prov is None or prov["model"]["name"] != DEFAULT_MODEL):
         out.unlink()
     if not out.is_file():
         _cli("detect", str(cohort), "--out", str(out), "--raw-scores", "--threads", "1")
