@@ -238,8 +238,9 @@ def calibrate_run(
     return dest
 
 
-def real_model_config(epochs: int, threads: int) -> Any:
-    """The training configuration of the real-anatomy model (written resolved into the run folder)."""
+def real_model_config(epochs: int, threads: int, elastic: float = 0.0) -> Any:
+    """The training configuration of the real-anatomy model (written resolved into the run folder);
+    ``elastic`` is the share of patches drawn through a smooth random displacement (anatomy variation)."""
     from lymphcad.detector.config import DetectorConfig
 
     return DetectorConfig().updated(
@@ -266,6 +267,7 @@ def real_model_config(epochs: int, threads: int) -> Any:
                 "noise_sd_hu": [0.0, 25.0],
                 "noise_corr_sigma_vox": [0.0, 1.0],
                 "intensity_shift_hu": 20.0,
+                "p_elastic": elastic,
             },
         }
     )
@@ -295,6 +297,13 @@ def main() -> None:
         "--mine-skip-node-like",
         action="store_true",
         help="never mine a false positive that looks like a real node (detector.datamix.node_like)",
+    )
+    ap.add_argument(
+        "--elastic",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of patches drawn through a smooth random displacement (anatomy variation; 0 = off)",
     )
     ap.add_argument("--data-only", action="store_true", help="only generate the training cohorts")
     ap.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs")
@@ -366,7 +375,7 @@ def main() -> None:
     result = train_mix(
         sources,
         out=run,
-        config=None if resume else real_model_config(args.epochs, args.threads),
+        config=None if resume else real_model_config(args.epochs, args.threads, args.elastic),
         settings=None if resume else MixSettings(mine_skip_node_like=args.mine_skip_node_like),
         resume=resume,
         init_from=args.init_from,

@@ -13,7 +13,7 @@ import torch
 from lymphcad import atomic
 from lymphcad.cohort import open_cohort
 from lymphcad.detector.augment import correlated_noise, enhancement_remap, gaussian_blur3d, unsharp
-from lymphcad.detector.config import DetectorConfig, NetworkConfig
+from lymphcad.detector.config import AugmentConfig, DetectorConfig, NetworkConfig
 from lymphcad.detector.datamix import (
     MixSampler,
     MixSource,
@@ -27,6 +27,7 @@ from lymphcad.detector.datamix import (
 from lymphcad.detector.model import DEFAULT_MODEL, load_model, read_payload, save_model
 from lymphcad.detector.network import build_network
 from lymphcad.detector.plan import Plan
+from lymphcad.detector.sampling import case_to_patch, patch_points, random_displacement, random_matrix
 from lymphcad.detector.synthetic import write_sphere_cohort
 from lymphcad.detector.targets import seg_loss
 from lymphcad.detector.train import latest_checkpoint
@@ -258,3 +259,45 @@ def test_train_mix_resume_is_bit_identical_and_warm_start(mask_cohort: Path, tmp
     # a validated epoch records the sphere's score and keeps its weights
     assert 0.0 <= float(warm.history[0]["val_sphere_peak"]) <= 1.0
     assert load_model(warm.run / "snapshots" / "epoch_0001").network.config.seg_head
+
+
+def test_elastic_displacement_is_inverted_for_the_targets() -> None:
+    """A patch voxel's case position maps back to that voxel through rotation, scale and the displacement."""
+    aug = AugmentConfig(p_elastic=1.0, elastic_sd_vox=1.5, elastic_grid_vox=8.0)
+    rng = np.random.default_rng(3)
+    patch = (16, 24, 24)
+    half = (np.asarray(patch, dtype=np.float64) - 1.0) / 2.0
+    matrix = random_matrix(rng, aug)
+    disp = random_displacement(rng, aug, patch)
+    assert disp is not None and disp.shape == (3, 3, 4, 4)
+    centre = np.array([40.0, 50.0, 60.0])
+    pts = patch_points(patch, half, matrix, centre, disp).numpy()
+    affine = patch_points(patch, half, matrix, centre).numpy()
+    assert float(np.abs(pts - affine).max()) > 1.0  # the field moves voxels by voxels, not fractions
+    q = np.array([[3, 5, 7], [8, 12, 12], [15, 0, 23], [10, 20, 2]])
+    back = case_to_patch(pts[tuple(q.T)], matrix, centre, half, disp)
+    np.testing.assert_allclose(back, q, atol=0.05)
+    # off: nothing drawn, so the run's random stream is the one it had before the option existed
+    rng = np.random.default_rng(5)
+    assert random_displacement(rng, AugmentConfig(), patch) is None
+    assert rng.random() == np.random.default_rng(5).random()
+
+
+def test_elastic_patches_keep_targets_on_the_deformed_nodes(mask_cohort: Path) -> None:
+    """With the displacement on, the heatmap's centres still lie inside the resampled node masks."""
+    cfg = DetectorConfig().updated(
+        {
+            "train": {"patch_zyx": [16, 24, 24], "p_positive": 1.0},
+            "augment": {"p_elastic": 1.0, "elastic_sd_vox": 2.5, "elastic_grid_vox": 8.0},
+        }
+    )
+    plan = Plan(spacing_mm=2.0)
+    cohort = open_cohort(mask_cohort)
+    src = MixSource("spheres", mask_cohort, "insertion", background="bg")
+    case = load_compact_case(cohort, "sphere_000", plan, src, cfg.train, np.random.default_rng(0))
+    sampler = MixSampler([case], plan, cfg.train, cfg.augment, source_weights={}, p_hard=0.0)
+    batch = sampler.batch(np.random.default_rng(2), 8)
+    for b in range(8):
+        centre = batch["heatmap"][b, 0] == 1.0
+        assert bool(centre.any())
+        assert float(batch["seg"][b, 0][centre].max()) > 0.5

@@ -75,6 +75,12 @@ class AugmentConfig:
     p_sharpen: float = 0.0
     #: noise texture: white noise blurred by σ (voxels) drawn here before scaling to the drawn SD (0 = white)
     noise_corr_sigma_vox: tuple[float, float] = (0.0, 0.0)
+    #: anatomy variation: with this probability a smooth random displacement (control points every
+    #: ``elastic_grid_vox`` plan voxels, each displaced by a normal draw of SD ``elastic_sd_vox`` per axis,
+    #: clipped at 3 SD, trilinear in between) is added to the patch's sampling positions (0 = off)
+    p_elastic: float = 0.0
+    elastic_sd_vox: float = 1.5
+    elastic_grid_vox: float = 16.0
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from lymphcad.detector.sampling import (
     NodeTruth,
     patch_points,
     patch_targets,
+    random_displacement,
     random_matrix,
 )
 from lymphcad.detector.targets import decode
@@ -330,8 +331,10 @@ class MixSampler(CaseSampler[CompactCase]):
             raise InputError("every training source has weight 0")
         self.source_p = w / w.sum()
         half = self.half
-        # the farthest a patch voxel can map from its centre (rotation, tilt, scale ≤ augment.scale[1])
-        self.reach = math.ceil(float(np.linalg.norm(half)) * max(1.0, augment.scale[1])) + 2
+        # the farthest a patch voxel can map from its centre (rotation, tilt, scale ≤ augment.scale[1], and
+        # the elastic displacement's clip at 3 SD per axis)
+        elastic = 3.0 * math.sqrt(3.0) * augment.elastic_sd_vox if augment.p_elastic > 0 else 0.0
+        self.reach = math.ceil(float(np.linalg.norm(half)) * max(1.0, augment.scale[1]) + elastic) + 2
 
     def _centre(self, case: CompactCase, rng: np.random.Generator) -> NDArray[np.float64]:
         draw = rng.random()
@@ -355,12 +358,13 @@ class MixSampler(CaseSampler[CompactCase]):
         case = self.cases[members[int(rng.integers(len(members)))]]
         centre = self._centre(case, rng)
         m = random_matrix(rng, self.augment)
+        disp = random_displacement(rng, self.augment, self.train.patch_zyx)
         pz, py, px = self.train.patch_zyx
         shape = np.asarray(case.hu.shape)
         lo = np.clip(np.floor(centre).astype(int) - self.reach, 0, shape - 1)
         hi = np.clip(np.floor(centre).astype(int) + self.reach + 2, lo + 1, shape)
         sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-        p = patch_points(self.train.patch_zyx, self.half, m, centre - lo)
+        p = patch_points(self.train.patch_zyx, self.half, m, centre - lo, disp)
         bsize = torch.as_tensor(hi - lo, dtype=torch.float64)
         grid = (2.0 * p / (bsize - 1.0).clamp(min=1.0) - 1.0)[..., [2, 1, 0]].to(torch.float32)[None]
         block = case.hu[sl].to(torch.float32)[None, None] + AIR_OFFSET
@@ -369,7 +373,7 @@ class MixSampler(CaseSampler[CompactCase]):
         image = self.plan.normalise(hu)[0]
         out_shape = (pz // STRIDE, py // STRIDE, px // STRIDE)
         seg, seg_ign = self._seg_targets(case, sl, grid, out_shape)
-        t = patch_targets(case, m, centre, self.half, out_shape, self.plan.spacing_mm)
+        t = patch_targets(case, m, centre, self.half, out_shape, self.plan.spacing_mm, disp)
         return {
             "image": image,
             "heatmap": torch.from_numpy(t.heatmap),

@@ -2,8 +2,9 @@
 
 Each patch is drawn in one resampling step from the whole case volume (``grid_sample``): the patch grid is
 mapped to the case grid by ``p = centre + M·q`` where ``M`` combines flips, a rotation about the
-cranio-caudal axis, small tilts and an isotropic scale; node centres are mapped back with ``M⁻¹`` and
-diameters divided by the scale. Intensity augmentation (shift, scale, noise, blur) follows in HU, then the
+cranio-caudal axis, small tilts and an isotropic scale, plus (optionally) a smooth random displacement
+``d(q)`` that varies the anatomy's shape; node centres are mapped back by solving ``centre + M·q + d(q) = n``
+and diameters divided by the scale. Intensity augmentation (shift, scale, noise, blur) follows in HU, then the
 plan's normalisation. All randomness comes from the ``numpy.random.Generator`` passed in, so a training
 epoch is a pure function of its seed (this is what makes ``--resume`` exact on CPU).
 """
@@ -31,6 +32,8 @@ from lymphcad.errors import InputError
 AIR_OFFSET = 1024.0
 #: diameter assumed for a node whose size is unknown
 DEFAULT_DIAMETER_MM = 12.0
+#: fixed-point steps that map a node back through the random displacement (patch_targets)
+ELASTIC_ITERATIONS = 8
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,36 @@ def random_matrix(rng: np.random.Generator, cfg: AugmentConfig) -> NDArray[np.fl
     return m
 
 
+def random_displacement(
+    rng: np.random.Generator, cfg: AugmentConfig, patch_zyx: tuple[int, int, int]
+) -> NDArray[np.float64] | None:
+    """Control-point displacements ``(3, gz, gy, gx)`` in case voxels spanning the patch, or None (no draw).
+
+    Nothing is drawn from ``rng`` when the augmentation is off, so runs made before it existed keep their
+    random streams (and ``--resume`` stays exact).
+    """
+    if cfg.p_elastic <= 0.0 or cfg.elastic_sd_vox <= 0.0:
+        return None
+    if rng.random() >= cfg.p_elastic:
+        return None
+    grid = [max(2, math.ceil((s - 1) / cfg.elastic_grid_vox) + 1) for s in patch_zyx]
+    d = rng.normal(0.0, cfg.elastic_sd_vox, size=(3, *grid))
+    return np.clip(d, -3.0 * cfg.elastic_sd_vox, 3.0 * cfg.elastic_sd_vox)
+
+
+def displacement_at(
+    displacement: NDArray[np.float64], q_zyx: NDArray[np.float64], patch_zyx: tuple[int, int, int]
+) -> NDArray[np.float64]:
+    """The trilinear displacement field at patch positions ``q`` (N, 3), constant beyond the patch: the
+    same field :func:`patch_points` adds at every voxel."""
+    size = np.asarray(patch_zyx, dtype=np.float64)
+    norm = 2.0 * np.asarray(q_zyx, dtype=np.float64) / np.maximum(size - 1.0, 1.0) - 1.0
+    grid = torch.as_tensor(norm[:, [2, 1, 0]], dtype=torch.float64).view(1, 1, 1, -1, 3)
+    field = torch.as_tensor(displacement, dtype=torch.float64)[None]
+    out = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return np.asarray(out[0, :, 0, 0, :].T.numpy(), dtype=np.float64)
+
+
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of a (1, 1, Z, Y, X) tensor (σ in voxels)."""
     r = max(1, math.ceil(3 * sigma))
@@ -195,15 +228,21 @@ def patch_points(
     half: NDArray[np.float64],
     matrix: NDArray[np.float64],
     centre_zyx: NDArray[np.float64],
+    displacement: NDArray[np.float64] | None = None,
 ) -> torch.Tensor:
-    """(Z, Y, X, 3) float64 case-voxel coordinates of a patch's voxels: ``centre + M·q`` for the patch grid
-    ``q`` about its middle (``half`` = (shape − 1) / 2)."""
+    """(Z, Y, X, 3) float64 case-voxel coordinates of a patch's voxels: ``centre + M·q (+ d(q))`` for the
+    patch grid ``q`` about its middle (``half`` = (shape − 1) / 2); ``d`` interpolates the control-point
+    ``displacement`` of :func:`random_displacement` trilinearly over the patch."""
     pz, py, px = patch_zyx
     qz = torch.arange(pz, dtype=torch.float64) - half[0]
     qy = torch.arange(py, dtype=torch.float64) - half[1]
     qx = torch.arange(px, dtype=torch.float64) - half[2]
     q = torch.stack(torch.meshgrid(qz, qy, qx, indexing="ij"), dim=-1)  # (Z, Y, X, 3)
     out: torch.Tensor = q @ torch.as_tensor(matrix).T + torch.as_tensor(centre_zyx)
+    if displacement is not None:
+        field = torch.as_tensor(displacement, dtype=torch.float64)[None]
+        dense = F.interpolate(field, size=patch_zyx, mode="trilinear", align_corners=True)[0]
+        out = out + dense.permute(1, 2, 3, 0)
     return out
 
 
@@ -214,22 +253,42 @@ def patch_targets(
     half: NDArray[np.float64],
     out_shape: tuple[int, int, int],
     spacing_mm: float,
+    displacement: NDArray[np.float64] | None = None,
 ) -> Targets:
-    """The case's nodes mapped into a patch (``M⁻¹``, sizes divided by the scale) and encoded as targets."""
-    minv = np.linalg.inv(matrix)
+    """The case's nodes mapped into a patch (``M⁻¹``, sizes divided by the scale) and encoded as targets.
+
+    With a ``displacement`` the patch position ``q`` of a node ``n`` solves ``centre + M·q + d(q) = n`` by
+    fixed-point iteration (the field is smooth and small against the control spacing, so a few steps
+    reach sub-voxel accuracy); sizes keep the affine scale (the field's local stretch is a few per cent).
+    """
     scale = float(abs(np.linalg.det(matrix)) ** (1.0 / 3.0))
-
-    def to_patch(zyx: NDArray[np.float64]) -> NDArray[np.float64]:
-        return (zyx - centre_zyx) @ minv.T + half if len(zyx) else np.zeros((0, 3))
-
     return encode(
-        to_patch(case.nodes_zyx),
+        case_to_patch(case.nodes_zyx, matrix, centre_zyx, half, displacement),
         case.diameters_mm / scale,
         out_shape,
         spacing_mm=spacing_mm,
-        ignore_zyx=to_patch(case.ignore_zyx),
+        ignore_zyx=case_to_patch(case.ignore_zyx, matrix, centre_zyx, half, displacement),
         ignore_radius_mm=case.ignore_radius_mm / scale,
     )
+
+
+def case_to_patch(
+    zyx: NDArray[np.float64],
+    matrix: NDArray[np.float64],
+    centre_zyx: NDArray[np.float64],
+    half: NDArray[np.float64],
+    displacement: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """Case-voxel points (N, 3) → patch-voxel points: the inverse of :func:`patch_points`."""
+    if not len(zyx):
+        return np.zeros((0, 3))
+    minv = np.linalg.inv(matrix)
+    q: NDArray[np.float64] = (zyx - centre_zyx) @ minv.T + half
+    if displacement is not None:
+        patch_zyx = (round(2.0 * half[0] + 1.0), round(2.0 * half[1] + 1.0), round(2.0 * half[2] + 1.0))
+        for _ in range(ELASTIC_ITERATIONS):
+            q = (zyx - centre_zyx - displacement_at(displacement, q, patch_zyx)) @ minv.T + half
+    return q
 
 
 CaseT = TypeVar("CaseT", bound=GridNodes)
@@ -278,7 +337,8 @@ class PatchSampler(CaseSampler[TrainCase]):
             shape = np.asarray(case.prepared.hu.shape, dtype=np.float64)
             centre = rng.uniform(0.0, 1.0, size=3) * (shape - 1.0)
         m = random_matrix(rng, self.augment)
-        p = patch_points(self.train.patch_zyx, half, m, centre)
+        disp = random_displacement(rng, self.augment, self.train.patch_zyx)
+        p = patch_points(self.train.patch_zyx, half, m, centre, disp)
         size_t = torch.as_tensor(case.prepared.hu.shape, dtype=torch.float64)
         norm = 2.0 * p / (size_t - 1.0).clamp(min=1.0) - 1.0
         grid = norm[..., [2, 1, 0]].to(torch.float32)[None]  # grid_sample wants (x, y, z)
@@ -287,7 +347,7 @@ class PatchSampler(CaseSampler[TrainCase]):
         hu = self._intensity(hu, rng)
         image = self.plan.normalise(hu)[0]
         out_shape = (pz // STRIDE, py // STRIDE, px // STRIDE)
-        t = patch_targets(case, m, centre, half, out_shape, self.plan.spacing_mm)
+        t = patch_targets(case, m, centre, half, out_shape, self.plan.spacing_mm, disp)
         return Patch(
             image,
             torch.from_numpy(t.heatmap),
