@@ -219,6 +219,7 @@ def _tiny_mix_config(epochs: int) -> DetectorConfig:
                 "p_sharpen": 0.3,
                 "sharpen_amount": [0.3, 1.0],
                 "noise_corr_sigma_vox": [0.0, 1.0],
+                "p_elastic": 0.5,  # resume stays exact with the displacement's draws in the stream
             },
         }
     )
