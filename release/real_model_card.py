@@ -194,7 +194,19 @@ def ship(
     done = len(hist) - 1
     epochs = done if snapshot is None else snapshot
     minutes = sum(float(line.split(",")[8]) for line in hist[1 : epochs + 1]) / 60.0
-    planned = load_config(run / "config.toml").train.epochs
+    run_cfg = load_config(run / "config.toml")
+    planned = run_cfg.train.epochs
+    aug = run_cfg.augment
+    elastic = (
+        f"; smooth elastic displacement of {aug.p_elastic:.0%} of the patches (SD {aug.elastic_sd_vox:g} voxels "
+        f"on a {aug.elastic_grid_vox:g}-voxel control grid)"
+        if aug.p_elastic > 0
+        else ""
+    )
+    try:
+        realism_name = realism.resolve().relative_to(REPO.resolve()).as_posix()
+    except ValueError:
+        realism_name = realism.name
     if snapshot is not None:
         schedule = (
             f"{epochs} of the {planned} scheduled epochs (the weights of epoch {epochs}, chosen by the stop rule "
@@ -211,7 +223,7 @@ def ship(
         "training_data": "synthetic: lymphcad phantom and synthetic nodes inserted into real CT backgrounds "
         f"({', '.join(TRAIN_BACKGROUNDS.values())}); not TCIA CT Lymph Nodes data",
         "epochs": epochs,
-        "realism_benchmark": "benchmarks/results/realism.json",
+        "realism_benchmark": realism_name,
     }
     calib = mdir / "calibration.json"
     fit_path = (
@@ -302,7 +314,7 @@ def ship(
         "## Training settings",
         f"- {schedule} × 50 iterations, batch 4 patches of 32×64×64 voxels, AdamW lr 2e-3, cosine schedule with "
         "warm-up; flips/rotation/scale; contrast-phase (enhancement × 0.2–2), kernel (blur or unsharp), correlated "
-        "noise augmentation; mask loss BCE + soft Dice (weight 1).",
+        f"noise augmentation{elastic}; mask loss BCE + soft Dice (weight 1).",
         *([_stop_rule_line(run, epochs)] if snapshot is not None else []),
         f"- Training time of the last run: {minutes:.1f} min with 1 torch thread on a 2-core CPU machine shared with "
         "other jobs (the warm starts before it are listed under Training data).",
@@ -311,7 +323,7 @@ def ship(
         f"  then `python benchmarks/bench_realism.py --model benchmarks/_work/real_model/{run.name}/"
         f"{mdir.relative_to(run)} --name {name}`.",
         "",
-        "## Measured figures (realism benchmark, `benchmarks/results/realism.json`)",
+        f"## Measured figures (realism benchmark, `{realism_name}`)",
         "Held out three ways: backgrounds never trained on (two holdout chest crops, CRLM-CT-1006), the image-formation",
         f"model not trained with (`blend`; trained with {forms}), per region; and the phantom test cohort.",
         "95 % CI: 1000 bootstrap resamples of cases. Insertion/phantom figures, not TCIA results. The holdout chest",

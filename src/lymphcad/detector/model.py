@@ -31,7 +31,7 @@ from lymphcad.records import dataclass_from_dict
 MODEL_FORMAT: Final = "lymphcad-centernet3d"
 MODEL_VERSION: Final = 1
 #: the model ``lymphcad detect`` uses without ``--model``
-DEFAULT_MODEL: Final = "centernet3d_realmix_v7"
+DEFAULT_MODEL: Final = "centernet3d_realmix_v8"
 
 
 #: keys of ``meta`` holding the truth thresholds the model was trained with (see :func:`truth_thresholds`)
