@@ -28,7 +28,10 @@ Steps (each skipped when its output exists, so an interrupted call continues whe
    (figures from ``benchmarks/bench_realism.py``'s JSON, ``--realism``) into ``src/lymphcad/models/NAME``.
 
 The shipped ``centernet3d_realmix_v8`` (the default) continues v7 (below) with the elastic augmentation
-(``--elastic 0.5``: half of the patches drawn through a smooth random displacement) for two runs of 60 epochs::
+(``--elastic 0.5``: half of the patches drawn through a smooth random displacement) for two runs of 60 epochs.
+One command runs the whole chain from the shipped v4 package (v5 → v6 → v7 → v8), calibrates and ships it
+under a new name: ``python release/reproduce_default_model.py`` (resumable; ``--dry-run`` lists the calls).
+The last two runs::
 
     python release/train_real_model.py --data data_v7,data_v9,data_v11 --formation additive,texture \
         --insert-cases 16 --run run_v12 --epochs 60 --mine-skip-node-like --elastic 0.5 \

@@ -1,0 +1,61 @@
+"""The one-command reproduction of the default model's training chain (release/reproduce_default_model.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from lymphcad.detector.model import DEFAULT_MODEL
+
+SCRIPT = Path(__file__).resolve().parents[2] / "release" / "reproduce_default_model.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("reproduce_default_model", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_chain_hands_each_chosen_epoch_to_the_next_run() -> None:
+    mod = _load()
+    chain = mod.CHAIN
+    assert chain[0].init_from == "src/lymphcad/models/centernet3d_realmix_v4"
+    for prev, step in itertools.pairwise(chain):
+        assert step.init_from == f"{prev.run}/snapshots/epoch_{prev.keep_epoch:04d}"
+        # a cut schedule still reaches the epoch it hands on
+        assert step.keep_epoch <= (step.stop_after or step.epochs)
+    # the last run is the one the shipped default's model card names
+    card = (SCRIPT.parents[1] / "src" / "lymphcad" / "models" / DEFAULT_MODEL / "model_card.md").read_text()
+    assert f"{chain[-1].run}/snapshots/epoch_{chain[-1].keep_epoch:04d}" in card
+
+
+def test_dry_run_lists_the_calls_and_skips_finished_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mod = _load()
+    assert mod.main(["--work", str(tmp_path), "--dry-run", "--name", "test_repro_never_shipped"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(mod.CHAIN) + 2 and all(line.startswith("would run:") for line in lines)
+    assert "--elastic 0.5" in lines[-3] and "--stop-after-epochs 60" in lines[1]
+    assert not any(tmp_path.iterdir())  # nothing was run or drawn
+    # the first run's chosen snapshot exists: that step is done, the rest still to run
+    snap = tmp_path / "run_v8" / "snapshots" / "epoch_0040"
+    snap.mkdir(parents=True)
+    (snap / "model.pt").write_bytes(b"")
+    assert mod.main(["--work", str(tmp_path), "--dry-run", "--name", "test_repro_never_shipped"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("done:") and all(line.startswith("would run:") for line in lines[1:])
+
+
+def test_the_shipped_package_is_never_overwritten(capsys: pytest.CaptureFixture[str]) -> None:
+    mod = _load()
+    assert mod.main(["--dry-run", "--name", "centernet3d_realmix_v8"]) == 2
+    assert "never overwritten" in capsys.readouterr().err
