@@ -175,6 +175,11 @@ def six(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 _ENV = {**os.environ, "LYMPHCAD_NO_PROGRESS": "1"}
 
 
+def _default_sigint() -> None:
+    """Child side of Popen: Ctrl-C interrupts (Python keeps SIGINT ignored when it starts ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_then_rerun_runs_only_the_missing_cases(
@@ -188,6 +193,9 @@ def test_ctrl_c_then_rerun_runs_only_the_missing_cases(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a test run started in the background of a non-interactive shell (nohup …&) ignores SIGINT, and a
+        # child would inherit that: give it the default a user's terminal gives
+        preexec_fn=_default_sigint,
     )
     parts = parts_dir(out)
     deadline = time.monotonic() + 240
