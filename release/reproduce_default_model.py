@@ -11,9 +11,10 @@ never overwritten). Each step is skipped when its output exists and each trainin
 checkpoints, so an interrupted call continues where it stopped. The cohort folders are drawn by the first
 training call that names them, with the recipe's seeds.
 
-Cost on the project's 2-core machine (one torch thread): about 70 min of training steps (run_v10 is cut at
-the epoch the stop rule chose, with ``--stop-after-epochs``, on its 120-epoch schedule) plus drawing three
-cohort folders and the calibration cohorts. The chain before v5 (v3, v4) trained on cohorts of an older
+Cost on the project's 2-core machine (one torch thread), estimated from the original runs' logs: about 70 min
+of training steps (run_v10 is cut at the epoch the stop rule chose, with ``--stop-after-epochs``, on its
+120-epoch schedule), about an hour to draw three cohort folders and the calibration cohorts, and loading and
+validation on top: 2.5–3 h in all. The chain before v5 (v3, v4) trained on cohorts of an older
 insertion code and is not re-run: v4's shipped weights are the starting point.
 """
 
