@@ -170,12 +170,11 @@ def random_displacement(
 
 
 def displacement_at(
-    displacement: NDArray[np.float64], q_zyx: NDArray[np.float64], patch_zyx: tuple[int, int, int]
+    displacement: NDArray[np.float64], q_zyx: NDArray[np.float64], half: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """The trilinear displacement field at patch positions ``q`` (N, 3), constant beyond the patch: the
-    same field :func:`patch_points` adds at every voxel."""
-    size = np.asarray(patch_zyx, dtype=np.float64)
-    norm = 2.0 * np.asarray(q_zyx, dtype=np.float64) / np.maximum(size - 1.0, 1.0) - 1.0
+    """The trilinear displacement field at patch positions ``q`` (N, 3; patch of half extent ``half`` =
+    (shape − 1) / 2), constant beyond the patch: the same field :func:`patch_points` adds at every voxel."""
+    norm = np.asarray(q_zyx, dtype=np.float64) / np.maximum(np.asarray(half, dtype=np.float64), 0.5) - 1.0
     grid = torch.as_tensor(norm[:, [2, 1, 0]], dtype=torch.float64).view(1, 1, 1, -1, 3)
     field = torch.as_tensor(displacement, dtype=torch.float64)[None]
     out = F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -286,9 +285,8 @@ def case_to_patch(
     minv = np.linalg.inv(matrix)
     q: NDArray[np.float64] = (zyx - centre_zyx) @ minv.T + half
     if displacement is not None:
-        patch_zyx = (round(2.0 * half[0] + 1.0), round(2.0 * half[1] + 1.0), round(2.0 * half[2] + 1.0))
         for _ in range(ELASTIC_ITERATIONS):
-            q = (zyx - centre_zyx - displacement_at(displacement, q, patch_zyx)) @ minv.T + half
+            q = (zyx - centre_zyx - displacement_at(displacement, q, half)) @ minv.T + half
     return q
 
 
