@@ -9,12 +9,15 @@ CT Lymph Nodes result):
   CT backgrounds of ``train_real_model.TEST_BACKGROUNDS``, none of them ever trained on: two chest crops from
   shared/data/real-ct/holdout (mediastinal, CTA-like contrast) and CRLM-CT-1006 (abdominal, portal-venous),
   once with each image-formation model — ``additive`` (the one the model was trained with) and ``blend`` (the
-  held-out one);
+  held-out one); with ``--paired-formations`` both formations of a background get the same seed, hence the
+  same nodes at the same places, so the cross-formation gap is measured on identical nodes (paired bootstrap);
 * the phantom test cohort of the release recipe (tiny preset, difficulty 0.5, seed 900).
 
 For each model: detections on every case, then ``lymphcad.evaluate`` per stratum (region × formation) with
 1000 bootstrap resamples of cases for the CPM's 95 % CI, and a paired bootstrap of the CPM difference
-between the model and the baseline on the real-background insertions. Writes
+between the model and the baseline on the real-background insertions. The cross-formation gap (held-out
+formation − trained formation) comes with its own bootstrap interval: paired over cases when the two
+formations share their nodes, resampled independently otherwise. Writes
 ``benchmarks/results/realism.json`` and ``benchmarks/results/realism.md`` (the table for the model card
 and README).
 """
@@ -62,20 +65,31 @@ class TestCohort:
 
 
 def make_test_cohorts(
-    work: Path, cases: int, nodes: tuple[int, int], phantom_cases: int, failures: dict[str, str]
+    work: Path,
+    cases: int,
+    nodes: tuple[int, int],
+    phantom_cases: int,
+    failures: dict[str, str],
+    *,
+    seen_cases: int | None = None,
+    paired_formations: bool = False,
 ) -> list[TestCohort]:
     """Generate (or reuse) the insertion cohorts per test background × formation and the phantom cohort.
 
     A background where the insertion cannot place the minimum number of nodes is recorded in ``failures``
     (its message) and left out. Chest backgrounds seen in training (``SEEN_CHEST_TESTS``) are added with
-    ``seen`` in their name: held out by insertion method and formation only.
+    ``seen`` in their name: held out by insertion method and formation only; ``seen_cases`` of them (default
+    ``cases``; 0 leaves them out). With ``paired_formations`` every formation of a background is drawn with
+    the same seed: the same nodes at the same places, only the image formation differs.
     """
     from lymphcad.phantom import generate_cohort
     from lymphcad.phantom.insert import PlacementError, insert_cohort
 
     out = []
     todo = [(n, r, TEST_REGIONS[n], "") for n, r in sorted(TEST_BACKGROUNDS.items())]
-    todo += [(n, r, "mediastinal", "seen_") for n, r in sorted(SEEN_CHEST_TESTS.items())]
+    n_seen = cases if seen_cases is None else seen_cases
+    if n_seen > 0:
+        todo += [(n, r, "mediastinal", "seen_") for n, r in sorted(SEEN_CHEST_TESTS.items())]
     for bi, (name, rel, region, tag) in enumerate(todo):
         for fi, form in enumerate(FORMATIONS):
             root = work / "cohorts" / f"{tag}{name}_{form}"
@@ -89,9 +103,9 @@ def make_test_cohorts(
                     insert_cohort(
                         REAL_CT / rel,
                         root,
-                        cases,
+                        n_seen if tag else cases,
                         nodes,
-                        TEST_SEED + 10 * bi + fi,
+                        TEST_SEED + 10 * bi + (0 if paired_formations else fi),
                         region=region,
                         formation=form,
                         evaluation=True,
@@ -154,41 +168,107 @@ def evaluate(truths: list[Any], dets: list[Any], bootstrap: int) -> dict[str, An
     return block
 
 
-def paired_cpm_difference(
-    truths: list[Any], dets_a: list[Any], dets_b: list[Any], n: int, seed: int = 0
-) -> dict[str, float]:
-    """CPM(a) − CPM(b) on the same cases and its 95 % interval from a paired bootstrap over cases."""
+def _cpm(truths: list[Any], dets: list[Any]) -> float:
+    """Pooled CPM of the detections on the cases of ``truths`` (no bootstrap)."""
     from lymphcad.evaluate import EvalSettings, evaluate_truth
     from lymphcad.io.detections import DetectionTable
 
-    def cpm(ts: list[Any], ds: list[Any]) -> float:
-        ids = {t.case_id for t in ts}
-        ds = [d for d in ds if d.case_id in ids]
-        return float(
-            evaluate_truth(ts, DetectionTable.from_detections(ds), EvalSettings(bootstrap=0)).pooled.cpm
-        )
+    ids = {t.case_id for t in truths}
+    table = DetectionTable.from_detections([d for d in dets if d.case_id in ids])
+    return float(evaluate_truth(truths, table, EvalSettings(bootstrap=0)).pooled.cpm)
 
-    by_case_a: dict[str, list[Any]] = {}
-    by_case_b: dict[str, list[Any]] = {}
-    for d in dets_a:
-        by_case_a.setdefault(d.case_id, []).append(d)
-    for d in dets_b:
-        by_case_b.setdefault(d.case_id, []).append(d)
-    point = cpm(truths, dets_a) - cpm(truths, dets_b)
+
+def _by_case(dets: list[Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for d in dets:
+        out.setdefault(d.case_id, []).append(d)
+    return out
+
+
+def _drawn(
+    truths: list[Any], by_case: dict[str, list[Any]], pick: Any, tag: str
+) -> tuple[list[Any], list[Any]]:
+    """The cases ``pick`` (indices into ``truths``, repeats allowed) renamed apart, with their detections."""
+    ts: list[Any] = []
+    ds: list[Any] = []
+    for k, i in enumerate(pick):
+        t = truths[int(i)]
+        new_id = f"{tag}{k}_{t.case_id}"
+        ts.append(_renamed_truth(t, new_id))
+        ds += [dataclasses.replace(d, case_id=new_id) for d in by_case.get(t.case_id, [])]
+    return ts, ds
+
+
+def paired_cpm_difference(
+    truths: list[Any], dets_a: list[Any], dets_b: list[Any], n: int, seed: int = 0
+) -> dict[str, Any]:
+    """CPM(a) − CPM(b) on the same cases and its 95 % interval from a paired bootstrap over cases."""
+    by_case_a, by_case_b = _by_case(dets_a), _by_case(dets_b)
+    point = _cpm(truths, dets_a) - _cpm(truths, dets_b)
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n):
         pick = rng.integers(len(truths), size=len(truths))
-        ts, da, db = [], [], []
-        for k, i in enumerate(pick):
-            t = truths[int(i)]
-            new_id = f"b{k}_{t.case_id}"
-            ts.append(_renamed_truth(t, new_id))
-            da += [dataclasses.replace(d, case_id=new_id) for d in by_case_a.get(t.case_id, [])]
-            db += [dataclasses.replace(d, case_id=new_id) for d in by_case_b.get(t.case_id, [])]
-        diffs.append(cpm(ts, da) - cpm(ts, db))
+        ts, da = _drawn(truths, by_case_a, pick, "b")
+        _, db = _drawn(truths, by_case_b, pick, "b")
+        diffs.append(_cpm(ts, da) - _cpm(ts, db))
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return {"cpm_difference": point, "ci95": [float(lo), float(hi)], "resamples": n}
+
+
+def formation_pairs(
+    truths_a: list[Any], form_a: str, truths_b: list[Any], form_b: str
+) -> list[tuple[int, int]]:
+    """Index pairs (into ``truths_a``, ``truths_b``) of the cases that hold the same nodes in both formations.
+
+    Case ids are ``<background>_<formation>__<case>``; a case pairs with the case of the same background and
+    case id in the other formation. Meaningful only when both cohorts were drawn with one seed
+    (``--paired-formations``), which the caller states.
+    """
+    where = {t.case_id.replace(f"_{form_b}__", "__", 1): j for j, t in enumerate(truths_b)}
+    return [
+        (i, where[key])
+        for i, t in enumerate(truths_a)
+        if (key := t.case_id.replace(f"_{form_a}__", "__", 1)) in where
+    ]
+
+
+def formation_gap(
+    truths_a: list[Any],
+    truths_b: list[Any],
+    dets: list[Any],
+    n: int,
+    pairs: list[tuple[int, int]] | None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """CPM(b) − CPM(a) of one model on two sets of cases (the held-out formation b, the trained one a).
+
+    The 95 % interval comes from a bootstrap over cases: over ``pairs`` (the same draw for both sides) when
+    the two sets hold the same nodes, otherwise each side resampled on its own.
+    """
+    by_case = _by_case(dets)
+    point = _cpm(truths_b, dets) - _cpm(truths_a, dets)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        if pairs:
+            pick = rng.integers(len(pairs), size=len(pairs))
+            pick_a = [pairs[int(k)][0] for k in pick]
+            pick_b = [pairs[int(k)][1] for k in pick]
+        else:
+            pick_a = list(rng.integers(len(truths_a), size=len(truths_a)))
+            pick_b = list(rng.integers(len(truths_b), size=len(truths_b)))
+        ta, da = _drawn(truths_a, by_case, pick_a, "a")
+        tb, db = _drawn(truths_b, by_case, pick_b, "b")
+        diffs.append(_cpm(tb, db) - _cpm(ta, da))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "gap": round(point, 4),
+        "ci95": [round(float(lo), 4), round(float(hi), 4)],
+        "paired": bool(pairs),
+        "pairs": len(pairs or []),
+        "resamples": n,
+    }
 
 
 def paired_summary(paired: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -202,6 +282,14 @@ def paired_summary(paired: dict[str, dict[str, dict[str, Any]]]) -> str:
                 f"{model} ({stratum.replace('_', ' ')}): {diff['cpm_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
             )
     return "; ".join(parts)
+
+
+def gap_summary(gaps: dict[str, dict[str, Any]]) -> str:
+    """One line of cross-formation gaps with their intervals: ``abdominal +0.120 [-0.050, +0.290], ...``."""
+    return ", ".join(
+        f"{region.replace('_', ' ')} {g['gap']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
+        for region, g in gaps.items()
+    )
 
 
 def _renamed_truth(truth: Any, case_id: str) -> Any:
@@ -243,6 +331,17 @@ def main() -> None:
     )
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "realism")
     ap.add_argument("--cases", type=int, default=8, help="insertion cases per test background and formation")
+    ap.add_argument(
+        "--seen-cases",
+        type=int,
+        default=None,
+        help="insertion cases per seen chest background and formation (default: --cases; 0 leaves them out)",
+    )
+    ap.add_argument(
+        "--paired-formations",
+        action="store_true",
+        help="draw both formations of a background with one seed (same nodes): a paired cross-formation gap",
+    )
     ap.add_argument("--nodes", type=int, nargs=2, default=(2, 5))
     ap.add_argument("--phantom-cases", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
@@ -260,10 +359,30 @@ def main() -> None:
     from lymphcad.detector.model import load_model
 
     work: Path = args.work
+    drawn = {
+        "cases": args.cases,
+        "seen_cases": args.cases if args.seen_cases is None else args.seen_cases,
+        "nodes": list(args.nodes),
+        "phantom_cases": args.phantom_cases,
+        "paired_formations": args.paired_formations,
+    }
+    marker = work / "cohorts" / "drawn.json"
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) != drawn:
+        raise SystemExit(
+            f"{marker}: the cohorts in this folder were drawn with other settings "
+            f"({marker.read_text(encoding='utf-8').strip()}); pass another --work"
+        )
     failures: dict[str, str] = {}
     cohorts = make_test_cohorts(
-        work, args.cases, (args.nodes[0], args.nodes[1]), args.phantom_cases, failures
+        work,
+        args.cases,
+        (args.nodes[0], args.nodes[1]),
+        args.phantom_cases,
+        failures,
+        seen_cases=args.seen_cases,
+        paired_formations=args.paired_formations,
     )
+    atomic.write_json(marker, drawn)
     if args.cohorts_only:
         return
     truths = truths_of(cohorts)
@@ -317,6 +436,7 @@ def main() -> None:
         "insertion_failures": failures,
         "trained_formation": TRAIN_FORMATION,
         "formations": list(FORMATIONS),
+        "drawn": drawn,
         "cohorts": {
             tc.name: {"root": str(tc.root), "background": tc.background, "formation": tc.formation}
             for tc in cohorts
@@ -358,13 +478,21 @@ def main() -> None:
                 continue
             blocks[key] = evaluate(ts, dets, args.bootstrap)
         gap = {}
+        gap_ci = {}
+        held_out = next(f for f in FORMATIONS if f != TRAIN_FORMATION)
         for region in ("mediastinal", "abdominal", "pooled", "seen_mediastinal"):
             pre = "seen_" if region.startswith("seen_") else ""
             reg = region.removeprefix("seen_")
-            a, b = blocks.get(f"{pre}additive_{reg}"), blocks.get(f"{pre}blend_{reg}")
+            ka, kb = f"{pre}{TRAIN_FORMATION}_{reg}", f"{pre}{held_out}_{reg}"
+            a, b = blocks.get(ka), blocks.get(kb)
             if a and b:
                 gap[region] = round(float(b["cpm"]) - float(a["cpm"]), 4)
+                ta = [t for n in strata[ka][0] for t in truths[n]]
+                tb = [t for n in strata[kb][0] for t in truths[n]]
+                pairs = formation_pairs(ta, TRAIN_FORMATION, tb, held_out) if args.paired_formations else None
+                gap_ci[region] = formation_gap(ta, tb, dets, min(args.bootstrap, 300), pairs)
         blocks["cross_formation_cpm_gap"] = gap
+        blocks["cross_formation_cpm_gap_ci95"] = gap_ci
         result["models"][mname] = blocks
         result["seconds_per_case"][mname] = secs
     if args.baseline_only:
@@ -394,8 +522,12 @@ def main() -> None:
         "",
         *table_rows(result),
         "",
-        "Cross-formation gap (CPM on the held-out formation − CPM on the trained one): "
-        + "; ".join(f"{m}: {json.dumps(b['cross_formation_cpm_gap'])}" for m, b in result["models"].items()),
+        "Cross-formation gap (CPM on the held-out formation − CPM on the trained one"
+        + (", the same nodes in both, paired bootstrap" if args.paired_formations else "")
+        + "): "
+        + "; ".join(
+            f"{m}: {gap_summary(b['cross_formation_cpm_gap_ci95'])}" for m, b in result["models"].items()
+        ),
         "",
         "Paired bootstrap over cases, CPM difference to the baseline on the real-background insertions: "
         + paired_summary(result["paired_vs_baseline"]),
