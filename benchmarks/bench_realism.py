@@ -2,15 +2,18 @@
 
     python benchmarks/bench_realism.py --model RUN_OR_MODEL [--baseline centernet3d_phantom_v2] [--tta]
 
-Test data (generated once under ``--work``; every figure is an **insertion or phantom figure**, never a TCIA
-CT Lymph Nodes result):
+Test data (generated once under ``--work``, each cohort beside a record of how it was drawn; every figure is
+an **insertion or phantom figure**, never a TCIA CT Lymph Nodes result):
 
 * synthetic nodes inserted (``lymphcad.phantom.insert``, ground truth by the per-region rule) into the real
   CT backgrounds of ``train_real_model.TEST_BACKGROUNDS``, none of them ever trained on: two chest crops from
   shared/data/real-ct/holdout (mediastinal, CTA-like contrast) and CRLM-CT-1006 (abdominal, portal-venous),
-  once with each image-formation model — ``additive`` (the one the model was trained with) and ``blend`` (the
-  held-out one); with ``--paired-formations`` both formations of a background get the same seed, hence the
-  same nodes at the same places, so the cross-formation gap is measured on identical nodes (paired bootstrap);
+  32 cases each, once with each image-formation model — ``additive`` (the one the model was trained with)
+  and ``blend`` (the held-out one). Both formations of a background get the same seed (``--paired-formations``,
+  the default), hence the same nodes at the same places: the cross-formation gap is measured on identical
+  nodes, with a paired bootstrap;
+* the chest backgrounds seen in training (``SEEN_CHEST_TESTS``), 8 cases per formation: held out by insertion
+  method and formation only;
 * the phantom test cohort of the release recipe (tiny preset, difficulty 0.5, seed 900).
 
 For each model: detections on every case, then ``lymphcad.evaluate`` per stratum (region × formation) with
@@ -64,6 +67,29 @@ class TestCohort:
     formation: str | None
 
 
+def _check_drawn(root: Path, drawn: dict[str, Any]) -> bool:
+    """Whether the cohort at ``root`` exists, drawn with ``drawn`` (its ``<root>.drawn.json`` beside it).
+
+    A cohort drawn with other settings, or before the settings were recorded, stops the run: the cached
+    detections under ``--work`` would otherwise be scored against another test set.
+    """
+    marker = root.with_name(root.name + ".drawn.json")
+    if not (root / "dataset.json").is_file():
+        return False
+    if not marker.is_file():
+        raise SystemExit(f"{root}: cohort drawn without a record of its settings; pass another --work")
+    was = json.loads(marker.read_text(encoding="utf-8"))
+    if was != drawn:
+        raise SystemExit(f"{marker}: cohort drawn with {was}, this run asks for {drawn}; pass another --work")
+    return True
+
+
+def _record_drawn(root: Path, drawn: dict[str, Any]) -> None:
+    from lymphcad import atomic
+
+    atomic.write_json(root.with_name(root.name + ".drawn.json"), drawn)
+
+
 def make_test_cohorts(
     work: Path,
     cases: int,
@@ -97,15 +123,25 @@ def make_test_cohorts(
             if failed.is_file():
                 failures[f"{tag}{name}_{form}"] = failed.read_text(encoding="utf-8").strip()
                 continue
-            if not (root / "dataset.json").is_file():
+            n_cases = n_seen if tag else cases
+            seed = TEST_SEED + 10 * bi + (0 if paired_formations else fi)
+            drawn: dict[str, Any] = {
+                "background": rel,
+                "cases": n_cases,
+                "nodes": list(nodes),
+                "seed": seed,
+                "region": region,
+                "formation": form,
+            }
+            if not _check_drawn(root, drawn):
                 print(f"[{time.strftime('%H:%M:%S')}] insertion ({form}) into {rel}", flush=True)
                 try:
                     insert_cohort(
                         REAL_CT / rel,
                         root,
-                        n_seen if tag else cases,
+                        n_cases,
                         nodes,
-                        TEST_SEED + 10 * bi + (0 if paired_formations else fi),
+                        seed,
                         region=region,
                         formation=form,
                         evaluation=True,
@@ -116,10 +152,13 @@ def make_test_cohorts(
                     failed.write_text(str(exc) + "\n", encoding="utf-8")
                     print(f"  no cohort: {exc}", flush=True)
                     continue
+                _record_drawn(root, drawn)
             out.append(TestCohort(f"{tag}{name}_{form}", root, "insertion", name, form))
     root = work / "cohorts" / "phantom_d050"
-    if not (root / "dataset.json").is_file():
+    drawn = {"cases": phantom_cases, "seed": PHANTOM_SEED, "difficulty": PHANTOM_DIFFICULTY, "preset": "tiny"}
+    if not _check_drawn(root, drawn):
         generate_cohort(root, phantom_cases, "both", PHANTOM_SEED, PHANTOM_DIFFICULTY, "tiny")
+        _record_drawn(root, drawn)
     out.append(TestCohort("phantom_d050", root, "phantom", None, None))
     return out
 
@@ -330,16 +369,19 @@ def main() -> None:
         "--tta", action="store_true", help="also measure the model with flip test-time augmentation"
     )
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "realism")
-    ap.add_argument("--cases", type=int, default=8, help="insertion cases per test background and formation")
+    ap.add_argument(
+        "--cases", type=int, default=32, help="insertion cases per held-out test background and formation"
+    )
     ap.add_argument(
         "--seen-cases",
         type=int,
-        default=None,
-        help="insertion cases per seen chest background and formation (default: --cases; 0 leaves them out)",
+        default=8,
+        help="insertion cases per seen chest background and formation (0 leaves them out; they are slow)",
     )
     ap.add_argument(
         "--paired-formations",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="draw both formations of a background with one seed (same nodes): a paired cross-formation gap",
     )
     ap.add_argument("--nodes", type=int, nargs=2, default=(2, 5))
@@ -361,17 +403,11 @@ def main() -> None:
     work: Path = args.work
     drawn = {
         "cases": args.cases,
-        "seen_cases": args.cases if args.seen_cases is None else args.seen_cases,
+        "seen_cases": args.seen_cases,
         "nodes": list(args.nodes),
         "phantom_cases": args.phantom_cases,
         "paired_formations": args.paired_formations,
     }
-    marker = work / "cohorts" / "drawn.json"
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) != drawn:
-        raise SystemExit(
-            f"{marker}: the cohorts in this folder were drawn with other settings "
-            f"({marker.read_text(encoding='utf-8').strip()}); pass another --work"
-        )
     failures: dict[str, str] = {}
     cohorts = make_test_cohorts(
         work,
@@ -382,7 +418,6 @@ def main() -> None:
         seen_cases=args.seen_cases,
         paired_formations=args.paired_formations,
     )
-    atomic.write_json(marker, drawn)
     if args.cohorts_only:
         return
     truths = truths_of(cohorts)

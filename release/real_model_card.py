@@ -4,6 +4,7 @@ benchmark's JSON."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,6 @@ def _card_table(result: dict[str, Any], models: list[str]) -> list[str]:
 
 def _run_formations(run: Path) -> list[str]:
     """The image-formation models of the run's insertion cohorts (their dataset.json descriptions)."""
-    import json
     import re
 
     mix = json.loads((run / "mix.json").read_text(encoding="utf-8"))
@@ -79,7 +79,6 @@ def _stop_rule_line(run: Path, epochs: int) -> str:
 def _lineage(run: Path, formations: list[str]) -> list[str]:
     """Model-card lines: how the run's cohorts were made (``formations``: :func:`_run_formations`) and which
     weights each warm start began from (``mix.json``'s ``init_from``, followed)."""
-    import json
 
     forms = ", ".join(formations)
     lines = [
@@ -123,6 +122,49 @@ def _weights_name(path: Path) -> str:
     if path.name == "model":
         return f"the final weights of run `{run.name}`"
     return f"the weights of run `{run.name}` at epoch {int(path.name.split('_')[-1])}"
+
+
+def _drawn_lines(result: dict[str, Any]) -> list[str]:
+    """How the benchmark's test cohorts were drawn, when its JSON records it (benchmarks since the paired design)."""
+    d = result.get("drawn")
+    if not d:
+        return []
+    paired = (
+        " Both formations of a background hold the same nodes at the same places (one seed), so the"
+        " cross-formation gap compares identical nodes."
+        if d.get("paired_formations")
+        else ""
+    )
+    return [
+        f"{d['cases']} cases per held-out background and formation, {d['seen_cases']} per seen chest, "
+        f"{d['nodes'][0]}–{d['nodes'][1]} nodes asked per case.{paired}"
+    ]
+
+
+def _gap_lines(result: dict[str, Any], own: list[str]) -> list[str]:
+    """The cross-formation gap per model: with its bootstrap interval when the JSON has one."""
+    out = []
+    for k in own:
+        ci = result["models"][k].get("cross_formation_cpm_gap_ci95")
+        if ci:
+            kind = (
+                "paired bootstrap over the same nodes"
+                if any(g["paired"] for g in ci.values())
+                else "bootstrap"
+            )
+            parts = ", ".join(
+                f"{r.replace('_', ' ')} {g['gap']:+.3f} [{g['ci95'][0]:+.3f}, {g['ci95'][1]:+.3f}]"
+                for r, g in ci.items()
+            )
+            out.append(
+                f"Cross-formation gap of {k} (CPM held-out formation − trained formation; 95 % CI, {kind}): {parts}"
+            )
+        else:
+            out.append(
+                f"Cross-formation gap of {k} (CPM held-out formation − trained formation): "
+                f"{json.dumps(result['models'][k]['cross_formation_cpm_gap'])}"
+            )
+    return out
 
 
 def _target_lines(result: dict[str, Any], model: str) -> list[str]:
@@ -178,7 +220,6 @@ def ship(
 ) -> Path:
     """Copy the run's model (or a validated epoch's snapshot) into the package (float16 weights, plan,
     training config) with its model card."""
-    import json
 
     from lymphcad.detector.config import load_config
     from lymphcad.detector.infer import with_overrides
@@ -331,11 +372,11 @@ def ship(
         "surrounding anatomy), which no training cohort used, so the held-out mediastinal rows are held out by",
         "background, placement method and (blend) formation. The `seen` rows are chest backgrounds seen in training",
         "(CMB-CRC MSB-01068, ACRIN-FLT-Breast 013) with new nodes: held out by nodes and formation only.",
+        *_drawn_lines(result),
         "",
         *_card_table(result, [result["baseline"], *own]),
         "",
-        "Cross-formation gap (CPM held-out formation − trained formation): "
-        + "; ".join(f"{k}: {json.dumps(result['models'][k]['cross_formation_cpm_gap'])}" for k in own),
+        *_gap_lines(result, own),
         "",
         "Paired bootstrap CPM difference to the previous default on the real-background insertions: "
         + "; ".join(
