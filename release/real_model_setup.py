@@ -44,6 +44,10 @@ SEEN_CHEST_TESTS: Final = {
     "acrin013_chest": "acrin-flt-breast/013-chest",
 }
 TRAIN_FORMATION: Final = "additive"
+#: the insertion placement of the training and calibration cohorts: the redraw-at-once placement drew the
+#: cohorts of v5-v8, and reproducing them (release/reproduce_default_model.py) needs it; a next recipe turns
+#: it on with new --data and --calibration folders (lymphcad.phantom.placement: sizes then follow the marks)
+KEEP_SIZE: Final = False
 INSERT_SEED: Final = 1200
 PHANTOM_CASES: Final = 20
 #: calibration cohorts: fresh nodes (both formations) in the training backgrounds and a fresh phantom

@@ -165,7 +165,7 @@ def make_data(
     for i, bg in enumerate(INSERT_TRAIN):
         root = work / "parts" / f"ins{i}"
         if not (root / "dataset.json").is_file():
-            insert_cohort(REAL_CT / bg, root, n_insert, (3, 6), INSERT_SEED + i)
+            insert_cohort(REAL_CT / bg, root, n_insert, (3, 6), INSERT_SEED + i, keep_size=False)
         parts[f"ins{i}"] = root
     merged = merge_cohorts(parts, work / "train_cohort")
     if not (merged / "splits.json").is_file():
@@ -175,7 +175,9 @@ def make_data(
         generate_cohort(test, n_test, "both", TEST_SEED, TEST_DIFFICULTY, "tiny")
     test_insert = work / "test_insert_cohort"
     if not (test_insert / "dataset.json").is_file():
-        insert_cohort(REAL_CT / INSERT_TEST, test_insert, n_insert_test, (3, 6), INSERT_SEED + 100)
+        insert_cohort(
+            REAL_CT / INSERT_TEST, test_insert, n_insert_test, (3, 6), INSERT_SEED + 100, keep_size=False
+        )
     return merged, test, test_insert
 
 

@@ -115,6 +115,7 @@ from real_model_setup import (
     CALIB_PHANTOM_CASES,
     CALIB_SEED,
     INSERT_SEED,
+    KEEP_SIZE,
     PHANTOM_CASES,
     REAL_CT,
     REPO,
@@ -165,11 +166,27 @@ def make_training_data(
             if not (root / "dataset.json").is_file():
                 print(f"[{time.strftime('%H:%M:%S')}] insertion into {rel} ({folder})", flush=True)
                 try:
-                    insert_cohort(REAL_CT / rel, root, insert_cases, nodes, seed, formation=formation)
+                    insert_cohort(
+                        REAL_CT / rel,
+                        root,
+                        insert_cases,
+                        nodes,
+                        seed,
+                        formation=formation,
+                        keep_size=KEEP_SIZE,
+                    )
                 except PlacementError as exc:
                     # a background whose stations hold fewer nodes still teaches its anatomy (hard negatives)
                     print(f"  {exc}; retrying with 0 to {nodes[1]} nodes per case", flush=True)
-                    insert_cohort(REAL_CT / rel, root, insert_cases, (0, nodes[1]), seed, formation=formation)
+                    insert_cohort(
+                        REAL_CT / rel,
+                        root,
+                        insert_cases,
+                        (0, nodes[1]),
+                        seed,
+                        formation=formation,
+                        keep_size=KEEP_SIZE,
+                    )
             weight = share * 2.0 / len(TRAIN_BACKGROUNDS)
             sources.append(
                 MixSource(f"insert_{name}{suffix}", root, "insertion", weight=weight, background=name)
@@ -196,9 +213,25 @@ def calibration_cohorts(
             print(f"[{time.strftime('%H:%M:%S')}] calibration insertion into {rel}", flush=True)
             seed = CALIB_SEED + 1 + i
             try:
-                insert_cohort(REAL_CT / rel, root, CALIB_INSERT_CASES, nodes, seed, formation="both")
+                insert_cohort(
+                    REAL_CT / rel,
+                    root,
+                    CALIB_INSERT_CASES,
+                    nodes,
+                    seed,
+                    formation="both",
+                    keep_size=KEEP_SIZE,
+                )
             except PlacementError:
-                insert_cohort(REAL_CT / rel, root, CALIB_INSERT_CASES, (0, nodes[1]), seed, formation="both")
+                insert_cohort(
+                    REAL_CT / rel,
+                    root,
+                    CALIB_INSERT_CASES,
+                    (0, nodes[1]),
+                    seed,
+                    formation="both",
+                    keep_size=KEEP_SIZE,
+                )
         out.append((f"insert_{name}", root))
     return out
 

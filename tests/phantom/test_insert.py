@@ -39,12 +39,17 @@ def test_never_in_structures_of_a_real_tissue_map(real_ct_dir: Path) -> None:
         m = res.all_nodes > 0
         placed += len(res.nodes)
         # a node may abut a structure (its partial-volume rim shares a 3 mm voxel with the structure's border)
-        # but never lies in it: its interior (the mask eroded by one voxel) never overlaps a structure
+        # but never lies in it: its interior (the mask eroded by one voxel) never overlaps a structure. The map
+        # shows the anatomy before any push: a node placed by mass effect moved its neighbours away (the
+        # keep-size placement pushes the large nodes that find no fat deep enough), so it is checked against
+        # the pushed tissue map instead
         for n in res.nodes:
             node = res.all_nodes == n.id
-            assert not np.any(seg[ndimage.binary_erosion(node)] > 0), "a node lies inside a structure"
-            assert np.count_nonzero(seg[node]) <= 0.15 * node.sum(), "a node overlaps a structure"
-        assert not np.isin(an.tissue[m], FORBIDDEN).any()
+            if n.placement == "fat":
+                assert not np.any(seg[ndimage.binary_erosion(node)] > 0), "a node lies inside a structure"
+                assert np.count_nonzero(seg[node]) <= 0.15 * node.sum(), "a node overlaps a structure"
+        tissue = an.tissue if res.tissue is None else res.tissue
+        assert not np.isin(tissue[m], FORBIDDEN).any()
         if m.any():  # never at the volume border
             zz, yy, xx = np.nonzero(m)
             assert zz.min() > 0 and yy.min() > 0 and xx.min() > 0

@@ -60,8 +60,14 @@ def test_texture_keeps_noise_and_stays_out_of_forbidden_tissue(
     ref: list[np.ndarray] = []
     kinds: set[SourceKind] = set()
     for seed in seeds:
-        res = insert_nodes(
-            vol, n, np.random.default_rng(seed), formations=(Formation.TEXTURE,), analysis=an, p_positive=1.0
+        res = insert_nodes(  # the fat pass only (redraw placement): the image stays comparable voxel by voxel
+            vol,
+            n,
+            np.random.default_rng(seed),
+            formations=(Formation.TEXTURE,),
+            analysis=an,
+            p_positive=1.0,
+            keep_size=False,
         )
         assert len(res.nodes) >= 3 and all(x.spec.formation is Formation.TEXTURE for x in res.nodes)
         nodes = res.all_nodes > 0
@@ -193,10 +199,17 @@ BOTH_NODES = [
 @pytest.mark.real
 @pytest.mark.slow
 def test_both_is_unchanged_by_the_texture_model(abdomen: tuple[CTVolume, BackgroundAnalysis]) -> None:
-    """``both`` draws exactly as before texture existed (same random stream, same bytes)."""
+    """``both`` draws exactly as before texture existed (same random stream, same bytes), with the placement
+    of those days (``keep_size=False``: how the training data of the models up to v8 were drawn)."""
     vol, an = abdomen
     res = insert_nodes(
-        vol, 4, np.random.default_rng(7), region="abdominal", formations=parse_formations("both"), analysis=an
+        vol,
+        4,
+        np.random.default_rng(7),
+        region="abdominal",
+        formations=parse_formations("both"),
+        analysis=an,
+        keep_size=False,
     )
     assert [(x.spec.formation.value, x.station, round(x.sad_mm, 2)) for x in res.nodes] == BOTH_NODES
     assert all(x.texture_source is None for x in res.nodes)

@@ -81,6 +81,12 @@ def insert_cmd(
         "--p-positive",
         help="Share of nodes drawn at ground-truth size (the rest: ignored/negative sizes).",
     ),
+    keep_size: bool = typer.Option(
+        True,
+        "--keep-size/--redraw-unplaced",
+        help="A node that finds no room is tried at every station before another is drawn, so the placed "
+        "sizes follow the collection's; --redraw-unplaced redraws at once (cohorts drawn before this option).",
+    ),
 ) -> None:
     """Insert synthetic lymph nodes at nodal stations of a real CT (displacing fat; never into lumen, bone,
     lung, airway, oesophagus or organs); prints per case how many nodes were placed and annotated."""
@@ -114,6 +120,7 @@ def insert_cmd(
             region=region,
             formation=formation,
             p_positive=p_positive,
+            keep_size=keep_size,
             progress=cb,
             on_case=case_line,
         )

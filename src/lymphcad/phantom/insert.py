@@ -133,6 +133,7 @@ def insert_cohort(
     progress: Callable[[int, int], None] | None = None,
     on_case: Callable[[CaseSummary], None] | None = None,
     evaluation: bool = False,
+    keep_size: bool = True,
 ) -> DatasetInfo:
     """Write a cohort of ``cases`` copies of a real CT, each with its own inserted nodes.
 
@@ -140,6 +141,8 @@ def insert_cohort(
     :class:`PlacementError` (nothing half-written is left as a finished cohort: dataset.json is written last)
     when fewer than MIN nodes fit. ``on_case`` receives each case's :class:`CaseSummary`. ``evaluation``
     marks a test cohort (benchmarks only): then a holdout background may take nodes; a training cohort never.
+    ``keep_size``: see :func:`lymphcad.phantom.placement.insert_nodes`; ``False`` reproduces cohorts drawn
+    before it existed (the training data of the models up to v8), byte for byte.
     """
     bg = Path(background)
     if cases < 1:
@@ -189,6 +192,8 @@ def insert_cohort(
         "p_positive": p_positive,
         "mass_effect": True,
     }
+    if keep_size:  # absent from cohorts drawn before the option, so their resume keys still match
+        run_key["placement"] = "keep-size"
     for c in range(cases):
         cid = f"insert_{stem}_{c:04d}"
         kept = _finished_case(writer, cid, run_key)
@@ -208,7 +213,15 @@ def insert_cohort(
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), c, 0x1A5E]))
         n = int(rng.integers(nodes[0], nodes[1] + 1))
         res = insert_nodes(
-            vol, n, rng, region=region, formations=forms, analysis=an, p_positive=p_positive, texture=texture
+            vol,
+            n,
+            rng,
+            region=region,
+            formations=forms,
+            analysis=an,
+            p_positive=p_positive,
+            texture=texture,
+            keep_size=keep_size,
         )
         summary = CaseSummary(
             cid,
@@ -291,6 +304,7 @@ def insert_cohort(
                 "nodes": list(nodes),
                 "region": reg,
                 "formation": formation,
+                **({"placement": "keep-size"} if keep_size else {}),
                 "truth_rule": {"positive_min_mm": rule.positive_min_mm, "ignore_min_mm": rule.ignore_min_mm},
             }
         },

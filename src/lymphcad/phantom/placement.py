@@ -16,6 +16,14 @@ Per case (:func:`insert_nodes`), in two passes over the stations of the chosen r
    right after its push (later pushes move earlier nodes).
 
 Backgrounds where the first pass suffices come out exactly as before the second pass existed.
+
+**Every drawn node keeps its size** (``keep_size``, the default): a node that finds no room at its station
+is tried at the region's other stations (by weight), then by mass effect at all of them, before it is given
+up and another node drawn. Redrawing at the first failure (``keep_size=False``, how cohorts were drawn up to
+v8's training data) placed what fits: on the fat-poor abdomen of CRLM-CT-1006 the placed positives had a
+median short axis of 9.7 mm, none ≥ 15 mm, against the collection's abdominal marks' 12.6 mm
+(``benchmarks/bench_insert_sizes.py``). Keeping the size moves some nodes to roomier stations instead:
+the collection documents sizes per region, not per station.
 """
 
 from __future__ import annotations
@@ -110,12 +118,15 @@ def insert_nodes(
     p_positive: float = 0.8,
     mass_effect: bool = True,
     texture: TextureSource | None = None,
+    keep_size: bool = True,
 ) -> InsertionResult:
     """Insert up to ``n_nodes`` nodes at the stations of ``region`` (``auto``: the background's own region):
     in fat first, then (``mass_effect``) by pushing neighbours aside where fat is too thin (module docstring).
 
     ``texture`` (the texture model's sources in this background, :meth:`TextureSource.build`) is built here
     when the texture model is among ``formations`` and it is not given (a cohort builds it once).
+    ``keep_size``: a drawn node that finds no room is tried at every station, in fat and then by mass effect,
+    before another is drawn (module docstring); ``False`` redraws at once, as cohorts before v9 were drawn.
 
     Returns fewer nodes when the stations have no more room; :func:`lymphcad.phantom.insert.insert_cohort` turns
     a shortfall below the asked minimum into a :class:`PlacementError`.
@@ -131,6 +142,7 @@ def insert_nodes(
     occupied = np.zeros(shape, bool)
     all_nodes = np.zeros(shape, np.uint16)
     placed: list[PlacedNode] = []
+    pending: list[tuple[NodeSpec, StationSpec]] = []  # drawn nodes waiting for the mass-effect pass
     weights = np.array([s.weight for s in sts], dtype=float)
     weights /= max(weights.sum(), 1e-12)
     vox = {s.name: an.station_voxels(s.name) for s in sts}
@@ -138,12 +150,25 @@ def insert_nodes(
         depth_at = {s.name: an.depth_mm[tuple(vox[s.name].T)] for s in sts}
         draws = failed = 0
         while (
-            len(placed) < n_nodes and draws < DRAWS_PER_NODE * max(1, n_nodes) and failed < MAX_FAILED_DRAWS
+            len(placed) + len(pending) < n_nodes
+            and draws < DRAWS_PER_NODE * max(1, n_nodes)
+            and failed < MAX_FAILED_DRAWS
         ):
             draws += 1
             st = sts[int(rng.choice(len(sts), p=weights))]
             spec = sample_node_spec(rng, st.region, formations, p_positive=p_positive)
             got = _place_one(an, spec, st, vox[st.name], depth_at[st.name], shape, sp, occupied, rng)
+            if got is None and keep_size:
+                for other in _other_stations(st, sts, weights, rng):
+                    got = _place_one(
+                        an, spec, other, vox[other.name], depth_at[other.name], shape, sp, occupied, rng
+                    )
+                    if got is not None:
+                        st = other
+                        break
+                else:
+                    pending.append((spec, st))  # its size is kept for the mass-effect pass
+                    continue
             if got is None:
                 failed += 1
                 continue
@@ -153,6 +178,8 @@ def insert_nodes(
             all_nodes[rendered.box][inside] = nid
             occupied[rendered.box] |= inside
             placed.append(PlacedNode(spec, rendered, st, inside, fat_share, box=rendered.box))
+    if not mass_effect:
+        pending = []
     # image formation, node by node, each by its own model
     hu0 = vol.array.astype(np.float32)
     out = hu0.copy()
@@ -182,11 +209,20 @@ def insert_nodes(
         budget = PUSH_DRAWS_PER_NODE * max(1, n_nodes - len(placed))
         while len(placed) < n_nodes and draws < budget and failed < PUSH_MAX_FAILED_DRAWS:
             draws += 1
-            st = sts[int(rng.choice(len(sts), p=weights))]
-            spec = sample_node_spec(rng, st.region, formations, p_positive=p_positive)
+            if pending:
+                spec, st = pending.pop(0)
+            else:
+                st = sts[int(rng.choice(len(sts), p=weights))]
+                spec = sample_node_spec(rng, st.region, formations, p_positive=p_positive)
             if spec.members > 1:
                 spec = replace(spec, members=1)
-            if not push_one(cv, spec, st, vox[st.name], shape, sp, placed, rng, an.noise):
+            ok = push_one(cv, spec, st, vox[st.name], shape, sp, placed, rng, an.noise)
+            if not ok and keep_size:
+                for other in _other_stations(st, sts, weights, rng):
+                    if push_one(cv, spec, other, vox[other.name], shape, sp, placed, rng, an.noise):
+                        ok = True
+                        break
+            if not ok:
                 failed += 1
                 continue
             failed = 0
@@ -198,6 +234,19 @@ def insert_nodes(
     changed = out != hu0
     image[changed] = hu_to_int16(np.clip(out[changed], -1024, 3071))
     return _measure(image, all_nodes, tissue, placed, noise_sd, patches, vol, reg, n_nodes)
+
+
+def _other_stations(
+    first: StationSpec, sts: list[StationSpec], weights: NDArray[np.float64], rng: np.random.Generator
+) -> list[StationSpec]:
+    """The stations of ``first``'s region other than ``first``, in a weighted random order (no repeats)."""
+    idx = [k for k, s in enumerate(sts) if s is not first and s.region == first.region]
+    if not idx:
+        return []
+    w = weights[idx]
+    w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
+    order = rng.choice(len(idx), size=len(idx), replace=False, p=w)
+    return [sts[idx[int(k)]] for k in order]
 
 
 def _form(
