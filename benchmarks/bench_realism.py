@@ -5,7 +5,8 @@
 Test data (generated once under ``--work``, each cohort beside a record of how it was drawn; every figure is
 an **insertion or phantom figure**, never a TCIA CT Lymph Nodes result):
 
-* synthetic nodes inserted (``lymphcad.phantom.insert``, ground truth by the per-region rule) into the real
+* synthetic nodes inserted (``lymphcad.phantom.insert`` with the keep-size placement, so the placed sizes follow
+  the collection's marks; ground truth by the per-region rule) into the real
   CT backgrounds of ``train_real_model.TEST_BACKGROUNDS``, none of them ever trained on: two chest crops from
   shared/data/real-ct/holdout (mediastinal, CTA-like contrast) and CRLM-CT-1006 (abdominal, portal-venous),
   32 cases each, once with each image-formation model — ``additive`` (the one the model was trained with)
@@ -132,6 +133,7 @@ def make_test_cohorts(
                 "seed": seed,
                 "region": region,
                 "formation": form,
+                "placement": "keep-size",
             }
             if not _check_drawn(root, drawn):
                 print(f"[{time.strftime('%H:%M:%S')}] insertion ({form}) into {rel}", flush=True)
@@ -145,6 +147,7 @@ def make_test_cohorts(
                         region=region,
                         formation=form,
                         evaluation=True,
+                        keep_size=True,  # placed sizes follow the collection's marks
                     )
                 except PlacementError as exc:
                     failures[f"{tag}{name}_{form}"] = str(exc)
