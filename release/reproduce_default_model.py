@@ -11,10 +11,12 @@ never overwritten). Each step is skipped when its output exists and each trainin
 checkpoints, so an interrupted call continues where it stopped. The cohort folders are drawn by the first
 training call that names them, with the recipe's seeds.
 
-Cost on the project's 2-core machine (one torch thread), estimated from the original runs' logs: about 70 min
-of training steps (run_v10 is cut at the epoch the stop rule chose, with ``--stop-after-epochs``, on its
-120-epoch schedule), about an hour to draw three cohort folders and the calibration cohorts, and loading and
-validation on top: 2.5–3 h in all. The chain before v5 (v3, v4) trained on cohorts of an older
+Cost on the project's 2-core machine (one torch thread), measured on 2026-12-07 with benchmarks running
+beside it: 70 min of training steps (run_v10 ends at the epoch the stop rule chose, ``--stop-at-epoch 60``
+of its 120-epoch schedule, however often it is resumed), and drawing three cohort folders, loading,
+validation and calibration on top: about 2 h 10 min of wall-clock time in all, in two pieces (one
+interruption, resumed). Its result was measured against v8 (``benchmarks/results/realism_v8_repro_vs_v8.json``).
+The chain before v5 (v3, v4) trained on cohorts of an older
 insertion code and is not re-run: v4's shipped weights are the starting point.
 """
 
@@ -42,7 +44,7 @@ class Step:
     init_from: str  # a path relative to --work ("RUN/snapshots/epoch_N") or to the repository ("src/...")
     keep_epoch: int  # the epoch the stop rule chose (the next step starts from it)
     elastic: float = 0.0
-    stop_after: int | None = None
+    stop_after: int | None = None  # end the run at this epoch of its schedule (resumes included)
 
 
 #: v5 → v6 → v7 → v8 (docstring of release/train_real_model.py)
@@ -70,7 +72,7 @@ def commands(work: Path, name: str) -> list[tuple[Path, list[str]]]:
         if step.elastic > 0:
             args += ["--elastic", str(step.elastic)]
         if step.stop_after is not None:
-            args += ["--stop-after-epochs", str(step.stop_after)]
+            args += ["--stop-at-epoch", str(step.stop_after)]
         out.append((snapshot_dir(work, step.run, step.keep_epoch) / "model.pt", args))
     last = CHAIN[-1]
     snap = ["--work", str(work), "--run", last.run, "--snapshot", str(last.keep_epoch), "--tta"]

@@ -368,6 +368,12 @@ def main() -> None:
     ap.add_argument("--data-only", action="store_true", help="only generate the training cohorts")
     ap.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs")
     ap.add_argument(
+        "--stop-at-epoch",
+        type=int,
+        default=None,
+        help="end the run at epoch N of its schedule, however often it is resumed on the way",
+    )
+    ap.add_argument(
         "--calibrate", action="store_true", help="only fit the run's calibration (run/model/calibration.json)"
     )
     ap.add_argument(
@@ -441,6 +447,7 @@ def main() -> None:
         init_from=args.init_from,
         progress=report,
         stop_after_epochs=args.stop_after_epochs,
+        stop_at_epoch=args.stop_at_epoch,
     )
     print(f"{result.epochs_done} epochs in {result.run}; {result.seconds / 60:.1f} min this call", flush=True)
 

@@ -231,11 +231,13 @@ def test_train_mix_resume_is_bit_identical_and_warm_start(mask_cohort: Path, tmp
     settings = MixSettings(mine_every=1, mine_start=1, val_per_source=1)
     full = train_mix(sources, out=tmp_path / "full", config=_tiny_mix_config(3), settings=settings)
     part = train_mix(
-        sources, out=tmp_path / "part", config=_tiny_mix_config(3), settings=settings, stop_after_epochs=2
+        sources, out=tmp_path / "part", config=_tiny_mix_config(3), settings=settings, stop_after_epochs=1
     )
-    assert part.epochs_done == 2
+    assert part.epochs_done == 1
     with pytest.raises(UsageError, match="resume"):
         train_mix(sources, out=tmp_path / "part", config=_tiny_mix_config(3), settings=settings)
+    # an absolute stop holds across resumes: epoch 2 of the schedule, not 2 more epochs
+    assert train_mix(sources, out=tmp_path / "part", resume=True, stop_at_epoch=2).epochs_done == 2
     done = train_mix(sources, out=tmp_path / "part", resume=True)
     assert done.epochs_done == 3
     a = read_payload(latest_checkpoint(full.run))  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ def test_dry_run_lists_the_calls_and_skips_finished_steps(
     assert mod.main(["--work", str(tmp_path), "--dry-run", "--name", "test_repro_never_shipped"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(mod.CHAIN) + 2 and all(line.startswith("would run:") for line in lines)
-    assert "--elastic 0.5" in lines[-3] and "--stop-after-epochs 60" in lines[1]
+    assert "--elastic 0.5" in lines[-3] and "--stop-at-epoch 60" in lines[1]
     assert not any(tmp_path.iterdir())  # nothing was run or drawn
     # the first run's chosen snapshot exists: that step is done, the rest still to run
     snap = tmp_path / "run_v8" / "snapshots" / "epoch_0040"

@@ -135,7 +135,9 @@ def test_failure_to_place_is_a_clear_error(
         insert_cohort(bg, tmp_path / "c", 1, (100, 100), seed=0, region="mediastinal")
     assert not (tmp_path / "c" / "dataset.json").exists()
     capsys.readouterr()
-    assert main(["insert", "--background", str(bg), "--out", str(tmp_path / "d"), "--nodes", "100", "100"]) == 1
+    assert (
+        main(["insert", "--background", str(bg), "--out", str(tmp_path / "d"), "--nodes", "100", "100"]) == 1
+    )
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "placed only" in err[0] and "chest_crop.nii.gz" in err[0], err
     assert not (tmp_path / "d" / "dataset.json").exists()

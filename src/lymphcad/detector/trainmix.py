@@ -319,8 +319,13 @@ def train_mix(
     init_from: str | Path | None = None,
     progress: ProgressFn | None = None,
     stop_after_epochs: int | None = None,
+    stop_at_epoch: int | None = None,
 ) -> MixResult:
-    """Train on a mix of sources; see the module docstring for the run folder and resuming."""
+    """Train on a mix of sources; see the module docstring for the run folder and resuming.
+
+    ``stop_after_epochs`` ends this call after that many epochs (an interruption, for tests);
+    ``stop_at_epoch`` ends the run at that epoch of its schedule, however often it was resumed on the way.
+    """
     run = Path(out)
     if resume:
         if not (run / "config.toml").is_file():
@@ -397,6 +402,8 @@ def train_mix(
     end_epoch = cfg.train.epochs
     if stop_after_epochs is not None:
         end_epoch = min(end_epoch, start_epoch + stop_after_epochs)
+    if stop_at_epoch is not None:
+        end_epoch = min(end_epoch, stop_at_epoch)
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
         mined_n = ""
