@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from real_model_setup import (
-    KEEP_SIZE,
     PHANTOM_CASES,
     REAL_CT,
     REPO,
@@ -43,6 +42,22 @@ def _card_table(result: dict[str, Any], models: list[str]) -> list[str]:
                 f"{f(sens.get('2'))} | {f(sens.get('3'))} | {f(sens.get('4'))} | {f(block['cpm'])} [{f(ci[0])}, {f(ci[1])}] |"
             )
     return rows
+
+
+def _run_keep_size(run: Path) -> bool:
+    """Whether the run's insertion cohorts were drawn with the keep-size placement (their dataset.json)."""
+    mix = json.loads((run / "mix.json").read_text(encoding="utf-8"))
+    roots = [Path(src["root"]) for src in mix["sources"] if src["kind"] == "insertion"]
+    flags = {
+        json.loads((r / "dataset.json").read_text(encoding="utf-8"))
+        .get("extra", {})
+        .get("insertion", {})
+        .get("placement")
+        == "keep-size"
+        for r in roots
+        if (r / "dataset.json").is_file()
+    }
+    return flags == {True}
 
 
 def _run_formations(run: Path) -> list[str]:
@@ -90,7 +105,7 @@ def _lineage(run: Path, formations: list[str]) -> list[str]:
         + (
             "each drawn node keeps its size (tried at every station and by mass effect), so the placed sizes "
             "follow the collection's marks."
-            if KEEP_SIZE
+            if _run_keep_size(run)
             else "a node that found no room was redrawn at once, so the placed sizes lean small: in the fat-poor "
             "abdomens the placed positives had medians of 10.3–11.5 mm and 0–9 % of them ≥ 15 mm, against the "
             "marks' 12.5 mm and 32 % (`benchmarks/results/insert_sizes.json`). The realism benchmark's test "

@@ -127,6 +127,22 @@ from real_model_setup import (
 )
 
 
+def drawn_keep_size(root: Path) -> bool:
+    """Whether the insertion cohort at ``root`` was drawn with the keep-size placement (its dataset.json)."""
+    import json
+
+    info = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    return bool(info.get("extra", {}).get("insertion", {}).get("placement") == "keep-size")
+
+
+def _check_placement(root: Path, keep_size: bool) -> None:
+    if (root / "dataset.json").is_file() and drawn_keep_size(root) != keep_size:
+        raise SystemExit(
+            f"{root}: drawn {'with' if not keep_size else 'without'} the keep-size placement, asked "
+            f"{'with' if keep_size else 'without'} it (--keep-size); name a new folder"
+        )
+
+
 def make_training_data(
     work: Path,
     insert_cases: int,
@@ -134,6 +150,7 @@ def make_training_data(
     *,
     data: str = "data",
     formation: str = TRAIN_FORMATION,
+    keep_size: bool = KEEP_SIZE,
 ) -> list[Any]:
     """Generate (or reuse) the phantom and insertion cohorts in ``work/DATA``; returns the mix sources.
 
@@ -163,6 +180,7 @@ def make_training_data(
         for i, (name, rel) in enumerate(sorted(TRAIN_BACKGROUNDS.items())):
             root = work / folder / f"insert_{name}"
             seed = INSERT_SEED + 1000 * k + i
+            _check_placement(root, keep_size)
             if not (root / "dataset.json").is_file():
                 print(f"[{time.strftime('%H:%M:%S')}] insertion into {rel} ({folder})", flush=True)
                 try:
@@ -173,7 +191,7 @@ def make_training_data(
                         nodes,
                         seed,
                         formation=formation,
-                        keep_size=KEEP_SIZE,
+                        keep_size=keep_size,
                     )
                 except PlacementError as exc:
                     # a background whose stations hold fewer nodes still teaches its anatomy (hard negatives)
@@ -185,7 +203,7 @@ def make_training_data(
                         (0, nodes[1]),
                         seed,
                         formation=formation,
-                        keep_size=KEEP_SIZE,
+                        keep_size=keep_size,
                     )
             weight = share * 2.0 / len(TRAIN_BACKGROUNDS)
             sources.append(
@@ -195,7 +213,7 @@ def make_training_data(
 
 
 def calibration_cohorts(
-    work: Path, nodes: tuple[int, int], folder: str = "calibration"
+    work: Path, nodes: tuple[int, int], folder: str = "calibration", keep_size: bool = KEEP_SIZE
 ) -> list[tuple[str, Path]]:
     """Generate (or reuse) the calibration cohorts: new insertions into every training background (both
     image-formation models) and a new phantom cohort (difficulty 0.5). None of them is trained on."""
@@ -209,6 +227,7 @@ def calibration_cohorts(
     out.append(("phantom_d050", root))
     for i, (name, rel) in enumerate(sorted(TRAIN_BACKGROUNDS.items())):
         root = work / folder / f"insert_{name}"
+        _check_placement(root, keep_size)
         if not (root / "dataset.json").is_file():
             print(f"[{time.strftime('%H:%M:%S')}] calibration insertion into {rel}", flush=True)
             seed = CALIB_SEED + 1 + i
@@ -220,7 +239,7 @@ def calibration_cohorts(
                     nodes,
                     seed,
                     formation="both",
-                    keep_size=KEEP_SIZE,
+                    keep_size=keep_size,
                 )
             except PlacementError:
                 insert_cohort(
@@ -230,7 +249,7 @@ def calibration_cohorts(
                     (0, nodes[1]),
                     seed,
                     formation="both",
-                    keep_size=KEEP_SIZE,
+                    keep_size=keep_size,
                 )
         out.append((f"insert_{name}", root))
     return out
@@ -243,6 +262,7 @@ def calibrate_run(
     folder: str = "calibration",
     snapshot: int | None = None,
     tta: bool = False,
+    keep_size: bool = KEEP_SIZE,
 ) -> Path:
     """Fit the isotonic map raw score → P(the detection hits a node) of the run's model on the calibration
     cohorts and store it beside the model (``run/model/calibration.json``), with its ECE before and after.
@@ -267,7 +287,7 @@ def calibrate_run(
     model = load_model(mdir)
     settings = with_overrides(model.detect, tta_flips=True) if tta else model.detect
     truths, dets = [], []
-    for name, root in calibration_cohorts(work, nodes, folder):
+    for name, root in calibration_cohorts(work, nodes, folder, keep_size):
         c = open_cohort(root)
         for case in c.cases:
             cid = f"{name}__{case}"
@@ -366,6 +386,13 @@ def main() -> None:
         help="share of patches drawn through a smooth random displacement (anatomy variation; 0 = off)",
     )
     ap.add_argument("--data-only", action="store_true", help="only generate the training cohorts")
+    ap.add_argument(
+        "--keep-size",
+        action="store_true",
+        help="draw new cohort folders (--data, --calibration) with the keep-size placement (sizes follow the "
+        "collection's marks); without it, the placement that drew v5-v8's data. A folder is drawn once: "
+        "name new folders",
+    )
     ap.add_argument("--stop-after-epochs", type=int, default=None, help="end this call after N epochs")
     ap.add_argument(
         "--stop-at-epoch",
@@ -406,6 +433,7 @@ def main() -> None:
             args.calibration,
             args.snapshot,
             args.tta,
+            args.keep_size,
         )
         return
 
@@ -428,6 +456,7 @@ def main() -> None:
         (args.nodes[0], args.nodes[1]),
         data=args.data,
         formation=args.formation,
+        keep_size=args.keep_size,
     )
     if args.data_only:
         return

@@ -59,3 +59,29 @@ def test_the_shipped_package_is_never_overwritten(capsys: pytest.CaptureFixture[
     mod = _load()
     assert mod.main(["--dry-run", "--name", "centernet3d_realmix_v8"]) == 2
     assert "never overwritten" in capsys.readouterr().err
+
+
+def test_a_cohort_folder_keeps_the_placement_it_was_drawn_with(tmp_path: Path) -> None:
+    """``train_real_model --keep-size`` draws new folders with the keep-size placement; a folder drawn with the
+    other placement stops the call with its path, rather than mixing the two into one training set."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("train_real_model", SCRIPT.parent / "train_real_model.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    (old / "dataset.json").write_text('{"extra": {"insertion": {"seed": 1}}}', encoding="utf-8")
+    (new / "dataset.json").write_text(
+        '{"extra": {"insertion": {"placement": "keep-size"}}}', encoding="utf-8"
+    )
+    assert not mod.drawn_keep_size(old) and mod.drawn_keep_size(new)
+    mod._check_placement(old, False)
+    mod._check_placement(new, True)
+    mod._check_placement(tmp_path / "not_drawn_yet", True)
+    with pytest.raises(SystemExit, match="old: drawn without the keep-size placement"):
+        mod._check_placement(old, True)
+    with pytest.raises(SystemExit, match="new: drawn with the keep-size placement"):
+        mod._check_placement(new, False)
