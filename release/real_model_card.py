@@ -49,10 +49,7 @@ def _run_keep_size(run: Path) -> bool:
     mix = json.loads((run / "mix.json").read_text(encoding="utf-8"))
     roots = [Path(src["root"]) for src in mix["sources"] if src["kind"] == "insertion"]
     flags = {
-        json.loads((r / "dataset.json").read_text(encoding="utf-8"))
-        .get("extra", {})
-        .get("insertion", {})
-        .get("placement")
+        json.loads((r / "dataset.json").read_text(encoding="utf-8")).get("insertion", {}).get("placement")
         == "keep-size"
         for r in roots
         if (r / "dataset.json").is_file()

@@ -132,7 +132,7 @@ def drawn_keep_size(root: Path) -> bool:
     import json
 
     info = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
-    return bool(info.get("extra", {}).get("insertion", {}).get("placement") == "keep-size")
+    return bool(info.get("insertion", {}).get("placement") == "keep-size")
 
 
 def _check_placement(root: Path, keep_size: bool) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from lymphcad.cohort import DatasetInfo
 from lymphcad.detector.model import DEFAULT_MODEL
 
 SCRIPT = Path(__file__).resolve().parents[2] / "release" / "reproduce_default_model.py"
@@ -73,10 +75,10 @@ def test_a_cohort_folder_keeps_the_placement_it_was_drawn_with(tmp_path: Path) -
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
     new.mkdir()
-    (old / "dataset.json").write_text('{"extra": {"insertion": {"seed": 1}}}', encoding="utf-8")
-    (new / "dataset.json").write_text(
-        '{"extra": {"insertion": {"placement": "keep-size"}}}', encoding="utf-8"
-    )
+    for root, insertion in ((old, {"seed": 1}), (new, {"seed": 1, "placement": "keep-size"})):
+        # the layout insert_cohort writes: DatasetInfo.extra lands at the top level of dataset.json
+        info = DatasetInfo("c", "d", [], {}, "CC0", ["Cite: test"], "test", extra={"insertion": insertion})
+        (root / "dataset.json").write_text(json.dumps(info.to_json()), encoding="utf-8")
     assert not mod.drawn_keep_size(old) and mod.drawn_keep_size(new)
     mod._check_placement(old, False)
     mod._check_placement(new, True)
