@@ -3,23 +3,18 @@ has a table row gives its rows (a row function that no longer fits its JSON woul
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from script_loader import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _run_all() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run_all", REPO / "benchmarks" / "run_all.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "benchmarks" / "run_all.py", "bench_run_all")
 
 
 def test_every_results_file_gives_its_rows(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,8 +4,6 @@ same nodes narrows its interval when the two formations' scores move together ca
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,17 +11,13 @@ from typing import Any
 from lymphcad.cohort import Annotation
 from lymphcad.evaluate.truth import case_truth
 from lymphcad.io.detections import Detection
+from script_loader import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_realism", REPO / "benchmarks" / "bench_realism.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPO / "benchmarks" / "bench_realism.py", "bench_realism")
 
 
 def _cohort(form: str, found: list[bool]) -> tuple[list[Any], list[Detection]]:

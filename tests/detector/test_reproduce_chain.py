@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import sys
@@ -13,17 +12,13 @@ import pytest
 
 from lymphcad.cohort import DatasetInfo
 from lymphcad.detector.model import DEFAULT_MODEL
+from script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "release" / "reproduce_default_model.py"
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("reproduce_default_model", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT, "reproduce_default_model")
 
 
 def test_chain_hands_each_chosen_epoch_to_the_next_run() -> None:
@@ -67,11 +62,7 @@ def test_a_cohort_folder_keeps_the_placement_it_was_drawn_with(tmp_path: Path) -
     """``train_real_model --keep-size`` draws new folders with the keep-size placement; a folder drawn with the
     other placement stops the call with its path, rather than mixing the two into one training set."""
     sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("train_real_model", SCRIPT.parent / "train_real_model.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_script(SCRIPT.parent / "train_real_model.py", "train_real_model")
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
     new.mkdir()
