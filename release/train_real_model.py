@@ -318,9 +318,10 @@ def calibrate_run(
     return dest
 
 
-def real_model_config(epochs: int, threads: int, elastic: float = 0.0) -> Any:
+def real_model_config(epochs: int, threads: int, elastic: float = 0.0, thick: float = 0.0) -> Any:
     """The training configuration of the real-anatomy model (written resolved into the run folder);
-    ``elastic`` is the share of patches drawn through a smooth random displacement (anatomy variation)."""
+    ``elastic`` is the share of patches drawn through a smooth random displacement (anatomy variation),
+    ``thick`` the share blurred along z like a thick-slice reconstruction."""
     from lymphcad.detector.config import DetectorConfig
 
     return DetectorConfig().updated(
@@ -348,6 +349,7 @@ def real_model_config(epochs: int, threads: int, elastic: float = 0.0) -> Any:
                 "noise_corr_sigma_vox": [0.0, 1.0],
                 "intensity_shift_hu": 20.0,
                 "p_elastic": elastic,
+                "p_thick": thick,
             },
         }
     )
@@ -384,6 +386,13 @@ def main() -> None:
         default=0.0,
         metavar="P",
         help="share of patches drawn through a smooth random displacement (anatomy variation; 0 = off)",
+    )
+    ap.add_argument(
+        "--thick",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of patches blurred along z like a thick-slice (3-6 mm) reconstruction (0 = off)",
     )
     ap.add_argument("--data-only", action="store_true", help="only generate the training cohorts")
     ap.add_argument(
@@ -470,7 +479,7 @@ def main() -> None:
     result = train_mix(
         sources,
         out=run,
-        config=None if resume else real_model_config(args.epochs, args.threads, args.elastic),
+        config=None if resume else real_model_config(args.epochs, args.threads, args.elastic, args.thick),
         settings=None if resume else MixSettings(mine_skip_node_like=args.mine_skip_node_like),
         resume=resume,
         init_from=args.init_from,

@@ -9,6 +9,9 @@ Real CT differs between scanners and protocols in ways a detector must not learn
   Fat, air and the nodes' own low-HU structure (fatty hilum, necrosis) stay where they are.
 * **Reconstruction kernel.** Smooth kernels (B10f, SOFT) blur edges and noise; sharp kernels (LUNG, B70f)
   raise high frequencies. :func:`gaussian_blur3d` and :func:`unsharp` move a patch either way.
+* **Slice thickness.** Thick sections (5 mm) average a small node with the fat above and below it, so it
+  loses contrast and looks longer in z. With ``p_thick`` a patch is blurred along z only (after the kernel
+  step, before the noise, which a thick reconstruction still has).
 * **Noise texture.** CT noise is spatially correlated (its power spectrum follows the kernel), so
   :func:`correlated_noise` adds white noise low-passed by a Gaussian and rescaled to the drawn SD.
 
@@ -94,6 +97,9 @@ def augment_intensity(hu: torch.Tensor, rng: np.random.Generator, cfg: AugmentCo
     noise_sd = float(rng.uniform(*cfg.noise_sd_hu))
     corr = float(rng.uniform(*cfg.noise_corr_sigma_vox))
     noise_seed = int(rng.integers(2**62))
+    thick_sigma = 0.0
+    if cfg.p_thick > 0 and rng.random() < cfg.p_thick:  # drawn only when on: older runs keep their stream
+        thick_sigma = float(rng.uniform(*cfg.thick_sigma_vox))
     if do_phase and k != 1.0:
         hu = enhancement_remap(hu, k)
     hu = hu * scale + shift
@@ -101,6 +107,8 @@ def augment_intensity(hu: torch.Tensor, rng: np.random.Generator, cfg: AugmentCo
         hu = gaussian_blur3d(hu, blur_sigma)
     elif kernel_draw < cfg.p_blur + cfg.p_sharpen and sharpen > 0:
         hu = unsharp(hu, sharpen)
+    if thick_sigma > 0:
+        hu = gaussian_blur3d(hu, (thick_sigma, 0.0, 0.0))
     if noise_sd > 0:
         gen = torch.Generator().manual_seed(noise_seed)
         hu = hu + correlated_noise(tuple(hu.shape), noise_sd, corr, gen)

@@ -81,6 +81,11 @@ class AugmentConfig:
     p_elastic: float = 0.0
     elastic_sd_vox: float = 1.5
     elastic_grid_vox: float = 16.0
+    #: slice thickness: with this probability the patch is blurred along z only (a thicker reconstruction's
+    #: slice profile; Gaussian σ in plan voxels drawn here). Drawn only when on, so runs without it keep
+    #: their random stream (0 = off)
+    p_thick: float = 0.0
+    thick_sigma_vox: tuple[float, float] = (0.4, 1.1)
 
 
 @dataclass(frozen=True)

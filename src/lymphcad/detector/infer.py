@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from lymphcad.detector.config import DetectConfig
 from lymphcad.detector.fpr import FPRModel, rescore
 from lymphcad.detector.model import LoadedModel
-from lymphcad.detector.network import SIZE_MULTIPLE, STRIDE, CenterNet3D
+from lymphcad.detector.network import SIZE_MULTIPLE, STRIDE, DetectorNet
 from lymphcad.detector.plan import Plan, PreparedVolume, prepare_volume
 from lymphcad.detector.targets import decode, nms_mm
 from lymphcad.geometry import CTVolume, Geometry
@@ -82,7 +82,7 @@ def _windows(
 
 @torch.no_grad()
 def predict_dense(
-    network: CenterNet3D,
+    network: DetectorNet,
     image: torch.Tensor,
     *,
     window_zyx: tuple[int, int, int],
@@ -157,7 +157,7 @@ def normalised_padded(prepared: PreparedVolume, plan: Plan) -> torch.Tensor:
 
 def detect_prepared(
     prepared: PreparedVolume,
-    network: CenterNet3D,
+    network: DetectorNet,
     plan: Plan,
     settings: DetectConfig,
     *,

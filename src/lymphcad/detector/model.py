@@ -3,7 +3,10 @@
 ``model.pt`` is a plain dict saved with :func:`torch.save` and read back with ``weights_only=True`` (no
 pickled code): ``{"format": "lymphcad-centernet3d", "version": 1, "name", "network": {...},
 "detect": {...}, "state_dict": {...}, "meta": {...}}``. Training checkpoints (``RUN/checkpoints``) hold
-the same keys plus the optimiser state; any of them can be loaded as a model.
+the same keys plus the optimiser state; any of them can be loaded as a model. An ensemble
+(:class:`~lymphcad.detector.network.EnsembleNet`) is stored as version 2: ``"members"`` (a list of state
+dicts of the one architecture ``"network"``) in place of ``"state_dict"``; a reader that knows only version 1
+refuses it rather than loading one member.
 
 Shipped models live in ``lymphcad/models/<name>/`` inside the package and are found by name.
 """
@@ -22,7 +25,7 @@ import torch
 from lymphcad import atomic
 from lymphcad.detector.config import DetectConfig, NetworkConfig, TrainConfig, load_config
 from lymphcad.detector.fpr import FPR_FILE, FPRModel, load_fpr
-from lymphcad.detector.network import CenterNet3D, build_network
+from lymphcad.detector.network import CenterNet3D, DetectorNet, EnsembleNet, build_network
 from lymphcad.detector.plan import Plan, load_plan, save_plan
 from lymphcad.errors import InputError
 from lymphcad.hashing import file_sha256
@@ -30,6 +33,8 @@ from lymphcad.records import dataclass_from_dict
 
 MODEL_FORMAT: Final = "lymphcad-centernet3d"
 MODEL_VERSION: Final = 1
+#: the payload version of an ensemble (``"members"`` instead of ``"state_dict"``)
+ENSEMBLE_VERSION: Final = 2
 #: the model ``lymphcad detect`` uses without ``--model``
 DEFAULT_MODEL: Final = "centernet3d_realmix_v8"
 
@@ -43,7 +48,7 @@ class LoadedModel:
     """A network ready for inference (eval mode) with its plan and default detection settings."""
 
     name: str
-    network: CenterNet3D
+    network: DetectorNet
     plan: Plan
     detect: DetectConfig
     sha256: str
@@ -64,24 +69,33 @@ class LoadedModel:
         return f"{self.sha256}+fpr:{file_sha256(self.fpr.path)}"
 
 
+def _state(network: CenterNet3D) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
 def model_payload(
-    network: CenterNet3D, *, name: str, detect: DetectConfig, meta: dict[str, Any] | None = None
+    network: DetectorNet, *, name: str, detect: DetectConfig, meta: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The dict stored in ``model.pt``."""
-    return {
+    """The dict stored in ``model.pt`` (version 2 with ``"members"`` for an ensemble)."""
+    payload: dict[str, Any] = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
         "name": name,
         "network": dataclasses.asdict(network.config),
         "detect": dataclasses.asdict(detect),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
         "meta": meta or {},
     }
+    if isinstance(network, EnsembleNet):
+        payload["version"] = ENSEMBLE_VERSION
+        payload["members"] = [_state(m) for m in network.members if isinstance(m, CenterNet3D)]
+    else:
+        payload["state_dict"] = _state(network)
+    return payload
 
 
 def save_model(
     folder: str | Path,
-    network: CenterNet3D,
+    network: DetectorNet,
     plan: Plan,
     *,
     name: str,
@@ -94,9 +108,13 @@ def save_model(
     folder.mkdir(parents=True, exist_ok=True)
     payload = model_payload(network, name=name, detect=detect, meta=meta)
     if half:
-        payload["state_dict"] = {
-            k: (v.half() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()
-        }
+        for key in ("state_dict", "members"):
+            if key in payload:
+                states = payload[key] if key == "members" else [payload[key]]
+                halved = [
+                    {k: (v.half() if v.is_floating_point() else v) for k, v in st.items()} for st in states
+                ]
+                payload[key] = halved if key == "members" else halved[0]
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic.write_bytes(folder / "model.pt", buf.getvalue())
@@ -119,25 +137,79 @@ def read_payload(path: str | Path) -> dict[str, Any]:
         ) from exc
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise InputError(f"not a lymphcad detector model (expected format {MODEL_FORMAT!r})", path)
-    if int(data.get("version", 0)) != MODEL_VERSION:
+    version = int(data.get("version", 0))
+    if version not in (MODEL_VERSION, ENSEMBLE_VERSION):
         raise InputError(
-            f"model version {data.get('version')} is not supported (expected {MODEL_VERSION})", path
+            f"model version {data.get('version')} is not supported "
+            f"(expected {MODEL_VERSION}, or {ENSEMBLE_VERSION} for an ensemble)",
+            path,
         )
-    for key in ("network", "state_dict"):
+    for key in ("network", "state_dict" if version == MODEL_VERSION else "members"):
         if key not in data:
             raise InputError(f"model file lacks {key!r}", path)
+    if version == ENSEMBLE_VERSION and (not isinstance(data["members"], list) or len(data["members"]) < 2):
+        raise InputError("an ensemble model file needs a list of at least two member state dicts", path)
     return data
 
 
-def network_from_payload(data: dict[str, Any], *, where: str | Path) -> CenterNet3D:
-    """Build the network described by a payload and load its weights (float32)."""
-    net = build_network(dataclass_from_dict(NetworkConfig, data["network"]))
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in data["state_dict"].items()}
+def _network_with(config: NetworkConfig, state_dict: dict[str, Any], where: str | Path) -> CenterNet3D:
+    net = build_network(config)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state_dict.items()}
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(f"weights do not fit the network ({str(exc).splitlines()[0]})", where) from exc
     return net
+
+
+def network_from_payload(data: dict[str, Any], *, where: str | Path) -> CenterNet3D:
+    """Build the one network described by a payload and load its weights (float32); an ensemble raises
+    InputError (training starts from or resumes one network: :func:`detector_from_payload` for inference)."""
+    if "members" in data:
+        raise InputError(
+            "an ensemble model cannot be trained on or warm-started from; name one member", where
+        )
+    return _network_with(dataclass_from_dict(NetworkConfig, data["network"]), data["state_dict"], where)
+
+
+def detector_from_payload(data: dict[str, Any], *, where: str | Path) -> DetectorNet:
+    """The network or ensemble a payload describes, with its weights (float32), for inference."""
+    if "members" not in data:
+        return network_from_payload(data, where=where)
+    config = dataclass_from_dict(NetworkConfig, data["network"])
+    return EnsembleNet([_network_with(config, st, where) for st in data["members"]])
+
+
+def ensemble_of(sources: list[str | Path], folder: str | Path, *, name: str, half: bool = False) -> Path:
+    """Write an ensemble of the models at ``sources`` (paths, run folders or shipped names) to ``folder``.
+
+    The members must share one architecture and the plan's input grid (spacing, HU window); the first
+    model's plan and detection settings are kept. No calibration is copied: a mean of heatmaps is not
+    calibrated like any one of them, so it is fitted anew.
+    """
+    members: list[CenterNet3D] = []
+    first: LoadedModel | None = None
+    for src in sources:
+        m = load_model(src)
+        if not isinstance(m.network, CenterNet3D):
+            raise InputError("an ensemble's members must be single networks", m.path)
+        if first is None:
+            first = m
+        elif (m.plan.spacing_mm, m.plan.hu_window) != (first.plan.spacing_mm, first.plan.hu_window):
+            raise InputError(
+                f"plan grid (spacing {m.plan.spacing_mm} mm, HU window {m.plan.hu_window}) differs from the "
+                f"first member's ({first.plan.spacing_mm} mm, {first.plan.hu_window})",
+                m.path,
+            )
+        members.append(m.network)
+    if first is None:
+        raise ValueError("no member models given")
+    meta: dict[str, Any] = {"ensemble_of": [str(s) for s in sources]}
+    for key in THRESHOLD_KEYS:
+        meta[key] = getattr(first, key)
+    return save_model(
+        folder, EnsembleNet(members), first.plan, name=name, detect=first.detect, meta=meta, half=half
+    )
 
 
 def truth_thresholds(path: Path, meta: dict[str, Any]) -> tuple[float, float]:
@@ -202,7 +274,7 @@ def load_model(model: str | Path | None = None, *, device: str | torch.device = 
     """
     path = resolve_model_path(model)
     data = read_payload(path)
-    net = network_from_payload(data, where=path)
+    net = detector_from_payload(data, where=path)
     net.to(device)
     net.eval()
     plan_path = None

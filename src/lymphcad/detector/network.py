@@ -18,7 +18,8 @@ independent of the window's content. About 0.8 M parameters at ``base_channels =
 from __future__ import annotations
 
 import math
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +126,41 @@ class CenterNet3D(nn.Module):
         if self.head_seg is not None:
             out["seg"] = self.head_seg(t)
         return out
+
+
+class EnsembleNet(nn.Module):
+    """Several trained networks of one architecture whose outputs are averaged (a model ensemble).
+
+    Members trained apart make partly independent mistakes, so their average ranks true nodes above false
+    positives more often than any one of them. Heatmap and mask probabilities are averaged after the
+    sigmoid and returned as logits again (so callers apply the sigmoid as for one network); size and
+    offset are averaged as they are.
+    """
+
+    def __init__(self, members: Sequence[CenterNet3D]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two networks, got {len(members)}")
+        if any(m.config != members[0].config for m in members[1:]):
+            raise ValueError("the networks of an ensemble must share one architecture (NetworkConfig)")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every member's output, averaged (see the class docstring)."""
+        outs = [m(x) for m in self.members]
+        merged: dict[str, torch.Tensor] = {}
+        for key in outs[0]:
+            stack = torch.stack([o[key].float() for o in outs])
+            if key in ("heatmap", "seg"):
+                merged[key] = torch.logit(torch.sigmoid(stack).mean(0), eps=1e-7)
+            else:
+                merged[key] = stack.mean(0)
+        return merged
+
+
+#: what inference runs: one network or an ensemble of them
+DetectorNet: TypeAlias = CenterNet3D | EnsembleNet
 
 
 def build_network(config: NetworkConfig | None = None) -> CenterNet3D:
