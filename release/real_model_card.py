@@ -126,6 +126,38 @@ def _lineage(run: Path, formations: list[str]) -> list[str]:
     return lines
 
 
+def _members(run: Path) -> list[tuple[Path, int | None]]:
+    """The member runs and epochs of an ensemble folder (``train_real_model.py --ensemble``); [] for a run."""
+    path = run / "members.json"
+    if not path.is_file():
+        return []
+    return [
+        (run.parent / m["run"], m["snapshot"])
+        for m in json.loads(path.read_text(encoding="utf-8"))["members"]
+    ]
+
+
+def _member_lines(members: list[tuple[Path, int | None]]) -> list[str]:
+    """Model-card lines of an ensemble: each member's weights, augmentation, stop rule and warm starts."""
+    from lymphcad.detector.config import load_config
+
+    lines = []
+    for i, (mrun, epoch) in enumerate(members, 1):
+        aug = load_config(mrun / "config.toml").augment
+        extra = [
+            f"elastic displacement of {aug.p_elastic:.0%} of the patches" if aug.p_elastic > 0 else "",
+            f"slice-thickness blur of {aug.p_thick:.0%}" if aug.p_thick > 0 else "",
+        ]
+        also = "; ".join(e for e in extra if e)
+        lines.append(
+            f"- Member {i}: {_weights_name(model_dir(mrun, epoch))}" + (f" ({also})." if also else ".")
+        )
+        if epoch is not None:
+            lines.append("  " + _stop_rule_line(mrun, epoch).removeprefix("- "))
+        lines += ["  " + line for line in _lineage(mrun, _run_formations(mrun))]
+    return lines
+
+
 def _weights_run(path: Path) -> Path | None:
     """The run folder whose weights ``path`` is (``RUN/model`` or ``RUN/snapshots/epoch_NNNN``), else None."""
     if path.name == "model":
@@ -254,11 +286,14 @@ def ship(
     m = load_model(mdir)
     result = json.loads(realism.read_text(encoding="utf-8"))
     dest = REPO / "src" / "lymphcad" / "models" / name
-    hist = (run / "history.csv").read_text(encoding="utf-8").strip().splitlines()
+    members = _members(run)
+    # an ensemble's recipe lines (schedule, augmentation, cohorts) come from its first member's run
+    train_run, train_snap = members[0] if members else (run, snapshot)
+    hist = (train_run / "history.csv").read_text(encoding="utf-8").strip().splitlines()
     done = len(hist) - 1
-    epochs = done if snapshot is None else snapshot
+    epochs = done if train_snap is None else train_snap
     minutes = sum(float(line.split(",")[8]) for line in hist[1 : epochs + 1]) / 60.0
-    run_cfg = load_config(run / "config.toml")
+    run_cfg = load_config(train_run / "config.toml")
     planned = run_cfg.train.epochs
     aug = run_cfg.augment
     elastic = (
@@ -266,12 +301,21 @@ def ship(
         f"on a {aug.elastic_grid_vox:g}-voxel control grid)"
         if aug.p_elastic > 0
         else ""
+    ) + (
+        f"; slice-thickness blur along z of {aug.p_thick:.0%} of the patches (σ {aug.thick_sigma_vox[0]:g}–"
+        f"{aug.thick_sigma_vox[1]:g} voxels)"
+        if aug.p_thick > 0
+        else ""
     )
     try:
         realism_name = realism.resolve().relative_to(REPO.resolve()).as_posix()
     except ValueError:
         realism_name = realism.name
-    if snapshot is not None:
+    if members:
+        schedule = (
+            "each member: its run's scheduled epochs up to the epoch its stop rule chose (listed above); "
+        )
+    elif snapshot is not None:
         schedule = (
             f"{epochs} of the {planned} scheduled epochs (the weights of epoch {epochs}, chosen by the stop rule "
             "under Training settings)"
@@ -301,14 +345,14 @@ def ship(
     detect = with_overrides(m.detect, tta_flips=True) if tta else m.detect
     save_model(dest, m.network, m.plan, name=name, detect=detect, meta=meta, half=True)
     (dest / "training_config.toml").write_text(
-        (run / "config.toml").read_text(encoding="utf-8"), encoding="utf-8"
+        (train_run / "config.toml").read_text(encoding="utf-8"), encoding="utf-8"
     )
     if calib.is_file():
         (dest / "calibration.json").write_text(calib.read_text(encoding="utf-8"), encoding="utf-8")
     size_mb = (dest / "model.pt").stat().st_size / 1e6
-    formations = _run_formations(run)
+    formations = sorted({f for r in [train_run, *(mr for mr, _ in members)] for f in _run_formations(r)})
     forms = ", ".join(f"`{f}`" for f in formations)
-    mix = json.loads((run / "mix.json").read_text(encoding="utf-8"))
+    mix = json.loads((train_run / "mix.json").read_text(encoding="utf-8"))
     skip_node_like = bool(mix.get("settings", {}).get("mine_skip_node_like"))
     # one set of cohorts per --data folder (train_real_model.make_training_data): count them from the sources
     folders = sum(1 for src in mix["sources"] if src["kind"] == "phantom") // len(TRAIN_DIFFICULTIES)
@@ -328,8 +372,15 @@ def ship(
         "**insertion or phantom number**, not a TCIA CT Lymph Nodes result.",
         "",
         "## What it is",
-        f"- 3D centre-heatmap detector (`lymphcad.detector.network.CenterNet3D`) with an auxiliary node-mask head, "
-        f"{count_parameters(m.network):,} parameters, float16 weights ({size_mb:.1f} MB; "
+        (
+            f"- An ensemble of {len(members)} 3D centre-heatmap detectors (`lymphcad.detector.network.EnsembleNet` of "
+            "`CenterNet3D`, each with an auxiliary node-mask head; their heatmap and mask probabilities are averaged, "
+            f"so it does {len(members)}× one network's work), {count_parameters(m.network) // len(members):,} "
+            f"parameters each, float16 weights ({size_mb:.1f} MB; "
+            if members
+            else "- 3D centre-heatmap detector (`lymphcad.detector.network.CenterNet3D`) with an auxiliary node-mask "
+            f"head, {count_parameters(m.network):,} parameters, float16 weights ({size_mb:.1f} MB; "
+        )
         + (
             "the benchmark measured these shipped weights). "
             if result.get("candidate") == name
@@ -362,7 +413,7 @@ def ship(
         f"- Synthetic nodes inserted (`lymphcad.phantom.insert`, image-formation models {forms}; never `blend`) into "
         f"these real CT backgrounds of shared/data/real-ct (weight 2/3, each background equal{drawn}):",
         *licences,
-        *_lineage(run, formations),
+        *(_member_lines(members) if members else _lineage(run, formations)),
         "- Hard negatives: a quarter of the patches centred on node mimics (soft tissue beside fat, the phantom's mimic",
         "  list, and the network's own false positives re-mined every 5 epochs on each real background)"
         + (
@@ -379,8 +430,8 @@ def ship(
         f"- {schedule} × 50 iterations, batch 4 patches of 32×64×64 voxels, AdamW lr 2e-3, cosine schedule with "
         "warm-up; flips/rotation/scale; contrast-phase (enhancement × 0.2–2), kernel (blur or unsharp), correlated "
         f"noise augmentation{elastic}; mask loss BCE + soft Dice (weight 1).",
-        *([_stop_rule_line(run, epochs)] if snapshot is not None else []),
-        f"- Training time of the last run: {minutes:.1f} min with 1 torch thread on a 2-core CPU machine shared with "
+        *([_stop_rule_line(run, epochs)] if snapshot is not None and not members else []),
+        f"- Training time of the {'first member' if members else 'last'} run: {minutes:.1f} min with 1 torch thread on a 2-core CPU machine shared with "
         "other jobs (the warm starts before it are listed under Training data).",
         "- Full resolved configuration: `training_config.toml`; reproduce with the calls in the docstring of",
         "  `release/train_real_model.py`,",

@@ -22,9 +22,12 @@ Steps (each skipped when its output exists, so an interrupted call continues whe
 3. **Stop rule**: ship the validated epoch with the highest validation CPM among those whose sphere score
    is at least 0.5. Late epochs learn to suppress a node without anatomical context (run_v5 below, and
    run_v6/v8 from epoch 50 on), which cannot be what carries over to other insertion methods.
-4. **Calibration** (``--calibrate [--snapshot EPOCH] [--calibration FOLDER]``): the isotonic score →
+4. **Ensemble** (``--ensemble RUN:EPOCH,RUN:EPOCH --run NAME``): the mean of several runs' heatmaps as one
+   model (``lymphcad.detector.network.EnsembleNet``), written as the run folder NAME (calibrate and ship it
+   like a run).
+5. **Calibration** (``--calibrate [--snapshot EPOCH] [--calibration FOLDER]``): the isotonic score →
    probability map on fresh calibration cohorts, stored beside the weights.
-5. **Ship** (``--ship NAME [--snapshot EPOCH]``): float16 weights, plan, calibration and the model card
+6. **Ship** (``--ship NAME [--snapshot EPOCH]``): float16 weights, plan, calibration and the model card
    (figures from ``benchmarks/bench_realism.py``'s JSON, ``--realism``) into ``src/lymphcad/models/NAME``.
 
 The shipped ``centernet3d_realmix_v8`` (the default) continues v7 (below) with the elastic augmentation
@@ -318,6 +321,32 @@ def calibrate_run(
     return dest
 
 
+def make_ensemble(work: Path, run: Path, members: str) -> Path:
+    """Write the ensemble of ``members`` (``RUN:EPOCH`` or ``RUN`` for its last weights, comma-separated,
+    runs inside ``work``) as the run folder ``run``: ``run/model`` (one file with every member's weights)
+    and ``run/members.json`` (where each came from, which the model card reads). Calibrate it afterwards:
+    a mean of heatmaps is not calibrated like any one of them."""
+    from lymphcad import atomic
+    from lymphcad.detector.model import ensemble_of
+
+    parts = []
+    for item in members.split(","):
+        name, _, epoch = item.strip().partition(":")
+        src = model_dir(work / name, int(epoch) if epoch else None)
+        if not (src / "model.pt").is_file():
+            raise SystemExit(f"{src}: no model.pt (--ensemble RUN[:EPOCH],... names runs inside --work)")
+        parts.append({"run": name, "snapshot": int(epoch) if epoch else None, "weights": str(src)})
+    if len(parts) < 2:
+        raise SystemExit("--ensemble: name at least two runs")
+    if (run / "model" / "model.pt").exists():
+        raise SystemExit(f"{run}: already holds a model; name a new --run for the ensemble")
+    path = ensemble_of([p["weights"] for p in parts], run / "model", name=run.name)
+    atomic.write_json(run / "members.json", {"members": parts})
+    names = [str(p["run"]) + (f" epoch {p['snapshot']}" if p["snapshot"] else "") for p in parts]
+    print(f"ensemble of {', '.join(names)}: {path}")
+    return path
+
+
 def real_model_config(epochs: int, threads: int, elastic: float = 0.0, thick: float = 0.0) -> Any:
     """The training configuration of the real-anatomy model (written resolved into the run folder);
     ``elastic`` is the share of patches drawn through a smooth random displacement (anatomy variation),
@@ -427,10 +456,19 @@ def main() -> None:
         action="store_true",
         help="--calibrate on flip-TTA scores / --ship with flip TTA on in the model's detection settings",
     )
+    ap.add_argument(
+        "--ensemble",
+        default=None,
+        metavar="RUN:EPOCH,...",
+        help="only write the ensemble of these runs' weights (a snapshot's epoch, or the last) as --run",
+    )
     ap.add_argument("--ship", default=None, metavar="NAME", help="only copy the run's model into the package")
     ap.add_argument("--realism", type=Path, default=REPO / "benchmarks" / "results" / "realism.json")
     ap.add_argument("--speed", type=Path, default=None, help="bench_detect.py JSON of this model")
     args = ap.parse_args()
+    if args.ensemble:
+        make_ensemble(args.work, args.work / args.run, args.ensemble)
+        return
     if args.ship:
         ship(args.work / args.run, args.ship, args.realism, args.speed, args.snapshot, args.tta)
         return

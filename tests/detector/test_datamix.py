@@ -4,6 +4,7 @@ head and its loss, hard negatives, and the mix training loop (resume is exact)."
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,13 @@ import torch
 
 from lymphcad import atomic
 from lymphcad.cohort import open_cohort
-from lymphcad.detector.augment import correlated_noise, enhancement_remap, gaussian_blur3d, unsharp
+from lymphcad.detector.augment import (
+    augment_intensity,
+    correlated_noise,
+    enhancement_remap,
+    gaussian_blur3d,
+    unsharp,
+)
 from lymphcad.detector.config import AugmentConfig, DetectorConfig, NetworkConfig
 from lymphcad.detector.datamix import (
     MixSampler,
@@ -60,6 +67,27 @@ def test_noise_and_kernel_augmentation() -> None:
     blurred, sharp = gaussian_blur3d(step, 1.0), unsharp(step, 1.0)
     assert 0 < float(blurred[0, 0, 4, 8, 7]) < 50  # an edge spreads
     assert float(sharp[0, 0, 4, 8, 8]) > 100.0  # and overshoots when sharpened
+
+
+def test_slice_thickness_blurs_along_z_only_and_leaves_other_runs_alone() -> None:
+    """p_thick smooths a node's z profile (a thick section) but not its in-plane edge; off, it draws nothing."""
+    quiet = AugmentConfig(
+        intensity_shift_hu=0.0, intensity_scale=(1.0, 1.0), noise_sd_hu=(0.0, 0.0), p_blur=0.0
+    )
+    node = torch.full((1, 1, 16, 24, 24), -100.0)
+    node[..., 6:10, 8:16, 8:16] = 50.0  # a small node, 4 slices tall
+    thick = augment_intensity(node, np.random.default_rng(0), replace(quiet, p_thick=1.0))
+    centre = thick[0, 0, :, 12, 12]
+    assert float(centre.max()) < 50.0 and float(centre[5]) > -100.0  # contrast lost, spread into z
+    column = thick[0, 0, 8]  # in-plane: each row keeps its step at x = 8 and 16 exactly
+    assert float(column[12, 7]) == pytest.approx(-100.0, abs=1e-3)
+    assert float(column[12, 8]) == pytest.approx(float(column[12, 12]), abs=1e-3)
+    # off: the stream is the one the runs before it drew (v5-v8 reproduce bit for bit)
+    r_off, r_ref = np.random.default_rng(7), np.random.default_rng(7)
+    augment_intensity(node, r_off, quiet)
+    r_ref.uniform(), r_ref.random(), r_ref.uniform(), r_ref.uniform(), r_ref.random()  # phase, scale, kernel
+    r_ref.uniform(), r_ref.uniform(), r_ref.uniform(), r_ref.uniform(), r_ref.integers(2**62)  # kernel, noise
+    assert r_off.random() == r_ref.random()
 
 
 def _mask_cohort(root: Path) -> Path:

@@ -82,10 +82,12 @@ def correlated_noise(
 
 
 def augment_intensity(hu: torch.Tensor, rng: np.random.Generator, cfg: AugmentConfig) -> torch.Tensor:
-    """The whole intensity chain of one patch, in HU: phase → global scale/shift → kernel → noise.
+    """The whole intensity chain of one patch, in HU: phase → global scale/shift → kernel → slice
+    thickness → noise.
 
     The draw order is fixed (every draw happens whatever the probabilities), so changing a probability
-    does not shift the random stream of the other augmentations.
+    does not shift the random stream of the other augmentations. The slice thickness, added later, draws
+    last and only when ``p_thick`` > 0, so runs made before it keep their stream.
     """
     k = float(np.exp(rng.uniform(np.log(cfg.enhancement_scale[0]), np.log(cfg.enhancement_scale[1]))))
     do_phase = rng.random() < cfg.p_enhancement
