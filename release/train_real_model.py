@@ -30,7 +30,27 @@ Steps (each skipped when its output exists, so an interrupted call continues whe
 6. **Ship** (``--ship NAME [--snapshot EPOCH]``): float16 weights, plan, calibration and the model card
    (figures from ``benchmarks/bench_realism.py``'s JSON, ``--realism``) into ``src/lymphcad/models/NAME``.
 
-The shipped ``centernet3d_realmix_v8`` (the default) continues v7 (below) with the elastic augmentation
+The shipped default ``centernet3d_realmix_v9`` is an ensemble (step 4) of v8 (below) and run_v15, a branch
+warm-started from v8's weights on two cohort folders drawn with the keep-size placement::
+
+    python release/train_real_model.py --data data_v12,data_v13 --formation additive,texture --insert-cases 16 \
+        --run run_v15 --epochs 60 --mine-skip-node-like --elastic 0.5 --keep-size \
+        --init-from benchmarks/_work/real_model/run_v14/snapshots/epoch_0060
+    python release/train_real_model.py --run ens_v8_v15e10 --ensemble run_v14:60,run_v15:10
+    python release/train_real_model.py --run ens_v8_v15e10 --calibrate --calibration calibration_v9 --tta --keep-size
+    python release/train_real_model.py --run ens_v8_v15e10 --ship centernet3d_realmix_v9 --tta
+    python benchmarks/bench_realism.py --model centernet3d_realmix_v9 --baseline centernet3d_realmix_v8 \
+        --work benchmarks/_work/realism_keep --out benchmarks/results/realism.json
+    python release/train_real_model.py --run ens_v8_v15e10 --ship centernet3d_realmix_v9 --tta \
+        --speed benchmarks/results/detect_speed_realmix_v9.json
+
+The stop rule chose run_v15's epoch 10 (sphere score 0.79, validation CPM 0.88; below 0.5 from epoch 30 on).
+The choice among four candidates was fixed before any was measured: the highest CPM with flip TTA on the 40
+keep-size calibration cases (``calibration_v9``), replacing v8 only if at least 0.005 above it and within 15 s
+on the speed CT. Measured: v8 0.848, run_v16 (run_v15's recipe plus ``--thick 0.3``; stop rule: epoch 20)
+0.855, the ensemble v8 + run_v16 0.862, the ensemble v8 + run_v15 **0.863** (11.5 s on the speed CT).
+
+``centernet3d_realmix_v8`` continues v7 (below) with the elastic augmentation
 (``--elastic 0.5``: half of the patches drawn through a smooth random displacement) for two runs of 60 epochs.
 One command runs the whole chain from the shipped v4 package (v5 → v6 → v7 → v8), calibrates and ships it
 under a new name: ``python release/reproduce_default_model.py`` (resumable; ``--dry-run`` lists the calls).

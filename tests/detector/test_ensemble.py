@@ -25,6 +25,8 @@ from lymphcad.detector.synthetic import sphere_volume
 from lymphcad.errors import InputError
 from lymphcad.geometry import Geometry
 
+#: a shipped single-network model (the default is an ensemble of it and another network)
+ONE = "centernet3d_realmix_v8"
 SMALL = NetworkConfig(base_channels=8, blocks=(1, 1, 1), seg_head=True)
 
 
@@ -92,15 +94,15 @@ def test_ensemble_of_refuses_another_input_grid(tmp_path: Path) -> None:
 
 
 def test_ensemble_of_a_model_with_itself_detects_what_it_detects(tmp_path: Path) -> None:
-    """Two copies of the shipped default average to the default: the same node, position and score."""
+    """Two copies of a shipped network average to that network: the same node, position and score."""
     geom = Geometry((56, 72, 72), (2.0, 1.0, 1.0), (0.0, 0.0, 0.0))
     centre = geom.zyx_to_world(np.array([28.0, 36.0, 36.0]))
     vol, _ = sphere_volume(geom, [centre], [14.0], seed=5, noise_hu=8.0)
-    single = load_model(DEFAULT_MODEL)
-    pair = load_model(ensemble_of([DEFAULT_MODEL, DEFAULT_MODEL], tmp_path / "pair", name="pair"))
+    single = load_model(ONE)
+    pair = load_model(ensemble_of([ONE, ONE], tmp_path / "pair", name="pair"))
     assert isinstance(pair.network, EnsembleNet) and pair.enlarged_mm == single.enlarged_mm
     d1, d2 = detect_volume(vol, single, case_id="c"), detect_volume(vol, pair, case_id="c")
-    assert d1, "the default model found no node in the sphere volume"
+    assert d1, f"{ONE} found no node in the sphere volume"
     assert np.linalg.norm(np.asarray(d1[0].center_xyz) - centre) < 4.0
     assert len(d1) == len(d2)
     for a, b in zip(d1, d2, strict=True):
@@ -123,6 +125,7 @@ def test_recipe_writes_an_ensemble_run_the_card_can_follow(tmp_path: Path) -> No
     )  # type: ignore[arg-type]
     save_model(tmp_path / "run_b" / "model", _net(2), Plan(), name="b", detect=DetectConfig())  # type: ignore[arg-type]
     recipe.make_ensemble(tmp_path, tmp_path / "ens", "run_a:10,run_b")
+    assert isinstance(load_model(DEFAULT_MODEL).network, EnsembleNet)  # the shipped default is one too
     loaded = load_model(tmp_path / "ens")
     assert isinstance(loaded.network, EnsembleNet) and len(loaded.network.members) == 2
     members = json.loads((tmp_path / "ens" / "members.json").read_text())["members"]
