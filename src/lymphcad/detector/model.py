@@ -77,19 +77,20 @@ def model_payload(
     network: DetectorNet, *, name: str, detect: DetectConfig, meta: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The dict stored in ``model.pt`` (version 2 with ``"members"`` for an ensemble)."""
+    ensemble = isinstance(network, EnsembleNet)
     payload: dict[str, Any] = {
         "format": MODEL_FORMAT,
-        "version": MODEL_VERSION,
+        "version": ENSEMBLE_VERSION if ensemble else MODEL_VERSION,
         "name": name,
         "network": dataclasses.asdict(network.config),
         "detect": dataclasses.asdict(detect),
-        "meta": meta or {},
     }
+    # the key order is part of the file's bytes: a single network's stays what it always was
     if isinstance(network, EnsembleNet):
-        payload["version"] = ENSEMBLE_VERSION
         payload["members"] = [_state(m) for m in network.members if isinstance(m, CenterNet3D)]
     else:
         payload["state_dict"] = _state(network)
+    payload["meta"] = meta or {}
     return payload
 
 
