@@ -55,7 +55,7 @@ from lymphcad.detector.model import (
     resolve_model_path,
     save_model,
 )
-from lymphcad.detector.network import CenterNet3D, build_network, count_parameters
+from lymphcad.detector.network import CenterNet3D, DetectorNet, build_network, count_parameters
 from lymphcad.detector.plan import (
     Plan,
     PreparedVolume,
@@ -276,7 +276,7 @@ def validate_mix(
     return out
 
 
-def sphere_peak(network: CenterNet3D, plan: Plan, detect: DetectConfig) -> float:
+def sphere_peak(network: DetectorNet, plan: Plan, detect: DetectConfig) -> float:
     """The highest raw score within 3 mm of a plain 14 mm soft-tissue sphere (60 HU) in fat-like noise.
 
     A sanity check of what should carry over to any insertion method: a node without anatomical context
