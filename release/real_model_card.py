@@ -312,9 +312,7 @@ def ship(
     except ValueError:
         realism_name = realism.name
     if members:
-        schedule = (
-            "each member: its run's scheduled epochs up to the epoch its stop rule chose (listed above); "
-        )
+        schedule = "Each member: the epochs up to the one its stop rule chose (under Training data)"
     elif snapshot is not None:
         schedule = (
             f"{epochs} of the {planned} scheduled epochs (the weights of epoch {epochs}, chosen by the stop rule "
