@@ -2,23 +2,24 @@
 
     python release/reproduce_default_model.py [--work benchmarks/_work/real_model] [--name NAME] [--dry-run]
 
-The shipped default ``centernet3d_realmix_v9`` is an ensemble of two networks: v8, the end of a chain of
+The shipped default ``centernet3d_realmix_v10`` is an ensemble of two networks: v8, the end of a chain of
 warm-started runs of ``release/train_real_model.py`` (its docstring explains each), and a branch run
-(run_v15) warm-started from v8 on cohorts drawn with the keep-size placement. This script runs that chain from
-the shipped ``centernet3d_realmix_v4`` package — v5's run started from v4's float32 weights, which the package
-holds as float16, so the chain starts from the same weights up to that rounding — then the branch, writes the
-ensemble of the two chosen epochs, calibrates it and ships it under ``--name`` (default
-``centernet3d_realmix_v9_repro``: a shipped package is never overwritten). Each step is skipped when its output exists and each training step resumes its own
-checkpoints, so an interrupted call continues where it stopped. The cohort folders are drawn by the first
-training call that names them, with the recipe's seeds.
+(run_v17) warm-started from v8 on cohorts drawn with the keep-size placement, with the slice-thickness
+augmentation. This script runs that chain from the shipped ``centernet3d_realmix_v4`` package — v5's run
+started from v4's float32 weights, which the package holds as float16, so the chain starts from the same
+weights up to that rounding — then the branch, writes the ensemble of the two chosen epochs, calibrates it and
+ships it under ``--name`` (default ``centernet3d_realmix_v10_repro``: a shipped package is never overwritten).
+Each step is skipped when its output exists and each training step resumes its own checkpoints, so an
+interrupted call continues where it stopped. The cohort folders are drawn by the first training call that
+names them, with the recipe's seeds.
 
 Cost on the project's 2-core machine (one torch thread), measured on 2026-12-07 with benchmarks running
 beside it: 70 min of training steps (run_v10 ends at the epoch the stop rule chose, ``--stop-at-epoch 60``
 of its 120-epoch schedule, however often it is resumed), and drawing three cohort folders, loading,
 validation and calibration on top: about 2 h 10 min of wall-clock time in all, in two pieces (one
 interruption, resumed). Its result was measured against v8 (``benchmarks/results/realism_v8_repro_vs_v8.json``).
-The branch and the ensemble add about 5 min of training (run_v15 stops at its chosen epoch 10), two cohort
-folders and a calibration of two networks with flip TTA (about 15 min on the same machine).
+The branch and the ensemble add about 7 min of training (run_v17: 30 epochs), two cohort folders and a
+calibration of two networks with flip TTA (about 15 min on the same machine).
 The chain before v5 (v3, v4) trained on cohorts of an older
 insertion code and is not re-run: v4's shipped weights are the starting point.
 """
@@ -51,6 +52,7 @@ class Step:
     elastic: float = 0.0
     stop_after: int | None = None  # end the run at this epoch of its schedule (resumes included)
     keep_size: bool = False  # draw its cohort folders with the keep-size placement
+    thick: float = 0.0  # share of patches blurred along z (slice-thickness augmentation)
 
 
 #: v5 → v6 → v7 → v8 (docstring of release/train_real_model.py)
@@ -61,20 +63,20 @@ CHAIN: tuple[Step, ...] = (
     Step("run_v12", "data_v7,data_v9,data_v11", 60, "run_v11/snapshots/epoch_0060", 60, elastic=0.5),
     Step("run_v14", "data_v7,data_v9,data_v11", 60, "run_v12/snapshots/epoch_0060", 60, elastic=0.5),
 )
-#: v9's second member: warm-started from v8's weights on keep-size cohorts, stopped at the epoch its stop rule
-#: chose (epoch 10 of 60: the sphere score fell below 0.5 from epoch 30 on)
+#: v10's second member: warm-started from v8's weights on keep-size cohorts with the slice-thickness
+#: augmentation, a 30-epoch schedule (its stop rule chose the last epoch: sphere score 0.76)
 BRANCH: Step = Step(
-    "run_v15",
+    "run_v17",
     "data_v12,data_v13",
-    60,
+    30,
     "run_v14/snapshots/epoch_0060",
-    10,
+    30,
     elastic=0.5,
-    stop_after=10,
     keep_size=True,
+    thick=0.5,
 )
 #: the ensemble's run folder, its members (run, epoch) and the calibration cohorts it is fitted on
-ENSEMBLE: str = "ens_v8_v15e10"
+ENSEMBLE: str = "ens_v8_v17e30"
 CALIBRATION: str = "calibration_v9"
 
 
@@ -93,6 +95,8 @@ def _train_args(work: Path, step: Step) -> list[str]:
         args += ["--stop-at-epoch", str(step.stop_after)]
     if step.keep_size:
         args.append("--keep-size")
+    if step.thick > 0:
+        args += ["--thick", str(step.thick)]
     return args
 
 
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "real_model")
     ap.add_argument(
-        "--name", default="centernet3d_realmix_v9_repro", help="package name to ship the result as"
+        "--name", default="centernet3d_realmix_v10_repro", help="package name to ship the result as"
     )
     ap.add_argument(
         "--dry-run", action="store_true", help="print the calls (and which are done), run nothing"

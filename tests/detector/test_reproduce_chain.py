@@ -31,7 +31,7 @@ def test_chain_hands_each_chosen_epoch_to_the_next_run() -> None:
         assert step.keep_epoch <= (step.stop_after or step.epochs)
     # the branch starts from the chain's end, and the default's model card names both as its members
     assert mod.BRANCH.init_from == f"{chain[-1].run}/snapshots/epoch_{chain[-1].keep_epoch:04d}"
-    assert mod.BRANCH.keep_size and mod.BRANCH.stop_after == mod.BRANCH.keep_epoch
+    assert mod.BRANCH.keep_size and (mod.BRANCH.stop_after or mod.BRANCH.epochs) >= mod.BRANCH.keep_epoch
     card = (SCRIPT.parents[1] / "src" / "lymphcad" / "models" / DEFAULT_MODEL / "model_card.md").read_text()
     for i, step in enumerate((chain[-1], mod.BRANCH), 1):
         assert f"Member {i}: the weights of run `{step.run}` at epoch {step.keep_epoch}" in card
@@ -46,8 +46,8 @@ def test_dry_run_lists_the_calls_and_skips_finished_steps(
     # the chain, the branch, then ensemble, calibration and ship
     assert len(lines) == len(mod.CHAIN) + 4 and all(line.startswith("would run:") for line in lines)
     assert "--elastic 0.5" in lines[len(mod.CHAIN) - 1] and "--stop-at-epoch 60" in lines[1]
-    assert "--keep-size" in lines[-4] and "--stop-at-epoch 10" in lines[-4] and "--keep-size" not in lines[0]
-    assert "--ensemble run_v14:60,run_v15:10" in lines[-3]
+    assert "--keep-size" in lines[-4] and "--thick 0.5" in lines[-4] and "--keep-size" not in lines[0]
+    assert "--ensemble run_v14:60,run_v17:30" in lines[-3]
     assert "--calibrate --calibration calibration_v9 --keep-size" in lines[-2] and "--ship" in lines[-1]
     assert not any(tmp_path.iterdir())  # nothing was run or drawn
     # the first run's chosen snapshot exists: that step is done, the rest still to run

@@ -36,7 +36,7 @@ MODEL_VERSION: Final = 1
 #: the payload version of an ensemble (``"members"`` instead of ``"state_dict"``)
 ENSEMBLE_VERSION: Final = 2
 #: the model ``lymphcad detect`` uses without ``--model``
-DEFAULT_MODEL: Final = "centernet3d_realmix_v9"
+DEFAULT_MODEL: Final = "centernet3d_realmix_v10"
 
 
 #: keys of ``meta`` holding the truth thresholds the model was trained with (see :func:`truth_thresholds`)
