@@ -116,8 +116,11 @@ def _lineage(run: Path, formations: list[str]) -> list[str]:
         init = json.loads((cur / "mix.json").read_text(encoding="utf-8")).get("init_from")
         if not init:
             break
-        lines.append(f"- Run `{cur.name}` was warm-started from {_weights_name(Path(init))}.")
-        cur = _weights_run(Path(init))
+        # a relative init_from was given from the repository root (the recipe's calls): resolve it there, so the
+        # card does not depend on the directory it is written from
+        start = Path(init) if Path(init).is_absolute() else REPO / init
+        lines.append(f"- Run `{cur.name}` was warm-started from {_weights_name(start)}.")
+        cur = _weights_run(start)
     if any("centernet3d_realmix_v3" in line for line in lines):
         lines.append(
             "- `centernet3d_realmix_v3` itself was trained on the insertion before the station-based method landed "
