@@ -73,6 +73,7 @@ def profile_case(
             window_zyx=settings.window_zyx,
             overlap=settings.overlap,
             tta_flips=settings.tta_flips,
+            precision=settings.precision,
         ),
     )
     dets = timed(
@@ -94,10 +95,10 @@ def profile_case(
     timed(times, "hash", lambda: voxel_hash(vol.array))
 
 
-def profile(paths: list[str], threads: int) -> dict[str, Any]:
+def profile(paths: list[str], threads: int, precision: str | None = None) -> dict[str, Any]:
     """Every stage of every case with ``threads`` torch threads: mean wall and CPU seconds per case."""
     set_torch_threads(threads)
-    spec = DetectSpec()
+    spec = DetectSpec(precision=precision)
     loaded = cached_model(spec.model, torch.device("cpu"))
     measure = spec.measure_options(loaded)
     settings = spec.settings(loaded, measure)
@@ -105,9 +106,10 @@ def profile(paths: list[str], threads: int) -> dict[str, Any]:
     for path in paths:
         profile_case(path, loaded, settings, measure, times)
     n = len(paths)
-    per = {k: round(sum(v) / n, 3) for k, v in times.items()}
+    per: dict[str, Any] = {k: round(sum(v) / n, 3) for k, v in times.items()}
     per["case_wall"] = round(sum(per[f"{s}_wall"] for s in STAGES), 3)
     per["case_cpu"] = round(sum(per[f"{s}_cpu"] for s in STAGES), 3)
+    per["precision"] = settings.precision.value
     return per
 
 
@@ -116,6 +118,11 @@ def main() -> None:
     ap.add_argument("--cohort", type=Path, default=None, help="a cohort to use (default: generate one)")
     ap.add_argument("--cases", type=int, default=2, help="cases to run (the first ones of the cohort)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "detect_stages.json")
+    ap.add_argument(
+        "--precision",
+        default=None,
+        help="the network's format (default: the model's, auto: as detect runs it)",
+    )
     args = ap.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
@@ -125,14 +132,15 @@ def main() -> None:
             generate_cohort(cohort, args.cases, "both", 2026, 0.5, "bench")
         items = collect_inputs(cohort).items[: args.cases]
         paths = [it.path for it in items]
-        one = profile(paths, 1)
-        two = profile(paths, 2)
+        one = profile(paths, 1, args.precision)
+        two = profile(paths, 2, args.precision)
     load_after = os.getloadavg()
-    f = one["network_cpu"] / one["case_cpu"]
+    f = float(one["network_cpu"]) / float(one["case_cpu"])
     s_here = one["network_wall"] / two["network_wall"] if two["network_wall"] > 0 else 1.0
     result = {
         "benchmark": "one detected case, stage by stage, 1 and 2 torch threads (bench-preset phantom CTs)",
         "cases": [it.case_id for it in items],
+        "precision": one["precision"],
         "one_thread": one,
         "two_threads": two,
         "network_share_of_one_thread_case_cpu": round(f, 3),

@@ -43,10 +43,11 @@ from lymphcad.batch.engine import (
 from lymphcad.batch.inputs import DetectInput, InputSet
 from lymphcad.cohort import voxel_hash
 from lymphcad.detector.common import resolve_device
-from lymphcad.detector.config import DetectConfig
+from lymphcad.detector.config import DetectConfig, Precision, plain
 from lymphcad.detector.infer import detect_volume, with_overrides
 from lymphcad.detector.model import LoadedModel, load_model
 from lymphcad.detector.plan import plan_warnings
+from lymphcad.detector.precision import concrete_precision
 from lymphcad.errors import InputError, UsageError
 from lymphcad.io.checks import check_fits_model
 from lymphcad.io.detections import Detection, read_detections, write_detections, write_detections_json
@@ -101,9 +102,12 @@ class DetectSpec:
     raw_scores: bool = False
     measure: bool = True
     masks_dir: str | None = None
+    #: the network's number format (a Precision value; None = the model's setting, normally "auto")
+    precision: str | None = None
 
     def settings(self, loaded: LoadedModel, measure: MeasureOptions) -> DetectConfig:
-        """The model's settings with this run's overrides.
+        """The model's settings with this run's overrides; ``precision`` is resolved for this run's device
+        (never ``auto``), so the run's fingerprint and provenance say what the network computed in.
 
         With a calibration (``measure``, from :meth:`measure_options`), ``threshold`` is a floor on the
         calibrated probability (applied after it, by :func:`lymphcad.measure.run.finish_case`); the raw peaks
@@ -113,12 +117,14 @@ class DetectSpec:
         threshold = self.threshold
         if threshold is not None and measure.calibration is not None:
             threshold = min(threshold, loaded.detect.threshold)
+        requested = loaded.detect.precision if self.precision is None else Precision(self.precision)
         return with_overrides(
             loaded.detect,
             tta_flips=self.tta,
             threshold=threshold,
             max_detections=self.max_detections,
             second_stage=self.second_stage,
+            precision=concrete_precision(requested, resolve_device(self.device)),
         )
 
     def measure_options(self, loaded: LoadedModel) -> MeasureOptions:
@@ -250,11 +256,13 @@ def run_detect_batch(
     loaded = cached_model(spec.model, torch.device("cpu"))
     measure = spec.measure_options(loaded)
     settings = spec.settings(loaded, measure)
+    # every worker computes in the format resolved here (a cluster's nodes may differ in what is native)
+    spec = dataclasses.replace(spec, precision=settings.precision.value)
     run_fp = fingerprint(
         {
             "job": "detect",
             "model": loaded.fingerprint,
-            "settings": dataclasses.asdict(settings),
+            "settings": plain(dataclasses.asdict(settings)),
             "measurement": {
                 "measure": spec.measure,
                 "masks": spec.masks_dir,

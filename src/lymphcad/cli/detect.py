@@ -19,6 +19,7 @@ from lymphcad.cli._guards import (
     check_output_dir,
 )
 from lymphcad.cli.clinical import clinical_options
+from lymphcad.detector.config import Precision, plain
 from lymphcad.errors import InputError, UsageError
 
 #: a file for the timeline of a detect batch (each task's worker, start, wall and CPU seconds; the command's
@@ -186,6 +187,13 @@ def detect_cmd(
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Flip test-time augmentation (default: the model's setting)."
     ),
+    precision: Precision | None = typer.Option(
+        None,
+        "--precision",
+        case_sensitive=False,
+        help="The network's number format: auto (bfloat16 where the CPU or GPU computes it natively, else "
+        "float32; float16 on older GPUs), float32, bfloat16, float16 (CUDA only). Default: the model's (auto).",
+    ),
     second_stage: bool | None = typer.Option(
         None,
         "--second-stage/--no-second-stage",
@@ -255,6 +263,11 @@ def detect_cmd(
 
     # checked before torch and the model load (seconds): a wrong argument fails at once, nothing is lost
     check_device_name(device)
+    if precision is Precision.FLOAT16 and not device.startswith("cuda"):
+        import torch  # only for this combination: does "auto" find a GPU?
+
+        if device == "cpu" or not torch.cuda.is_available():
+            raise UsageError("--precision float16 needs a CUDA device; use bfloat16 or float32 on a CPU")
     clinical = clinical_options(
         input, out=out, sr=sr, seg=seg, sr_threshold=sr_threshold, dicomweb=dicomweb, study=study,
         series=series, store=store, user=user, password_file=password_file, token_file=token_file,
@@ -306,6 +319,7 @@ def detect_cmd(
             raw_scores=raw_scores,
             measure=measure,
             masks_dir=None if masks is None else str(masks),
+            precision=None if precision is None else precision.value,
         )
         batch_inputs = inputs
 
@@ -337,7 +351,7 @@ def detect_cmd(
         model_name=loaded.name,
         model_sha256=loaded.fingerprint,
         settings={
-            **dataclasses.asdict(settings),
+            **plain(dataclasses.asdict(settings)),
             **second_stage_record(
                 requested=settings.second_stage, flag=second_stage, has_fpr=loaded.fpr is not None
             ),

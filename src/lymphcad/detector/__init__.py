@@ -14,6 +14,7 @@ Modules, one job each:
 * :mod:`~lymphcad.detector.model` — loading/saving a trained model folder (``model.pt`` + ``plan.json``,
   optionally ``fpr.pt``).
 * :mod:`~lymphcad.detector.infer` — sliding-window inference: :func:`detect_volume`.
+* :mod:`~lymphcad.detector.precision` — the network's number format at inference (float32, bfloat16, …).
 * :mod:`~lymphcad.detector.train` — the training loop (checkpoints, resume, validation) and the pieces the
   mixed-data loop (:mod:`~lymphcad.detector.trainmix`) shares with it.
 * :mod:`~lymphcad.detector.history` — a run's per-epoch history (``history.csv``) and its curves.

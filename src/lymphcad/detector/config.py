@@ -13,6 +13,7 @@ never silently falls back to a default::
     rotate_deg = 15.0
     [detect]
     threshold = 0.05
+    precision = "float32"
 
 The dataclasses are frozen: derive a changed copy with :meth:`DetectorConfig.updated` (or
 :func:`dataclasses.replace`), so no caller's config changes under it.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,20 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA only
 
 
+class Precision(StrEnum):
+    """The number format the network computes in at inference (weights and blending stay float32).
+
+    ``AUTO`` picks the fastest format the device computes natively: bfloat16 on a CPU with AVX512-BF16 or
+    AMX and on a CUDA GPU that has it, float16 on an older GPU, float32 otherwise
+    (:func:`lymphcad.detector.precision.compute_dtype`).
+    """
+
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
 @dataclass(frozen=True)
 class DetectConfig:
     """Inference settings (also the defaults of ``lymphcad detect``)."""
@@ -137,6 +153,17 @@ class DetectConfig:
     tta_flips: bool = False
     #: re-score candidates with the second stage when the model folder holds one (fpr.pt)
     second_stage: bool = True
+    #: the network's number format at inference (docs/design.md §6); a plain string is converted
+    precision: Precision = Precision.AUTO
+
+    def __post_init__(self) -> None:
+        value: object = self.precision  # a file or a caller may give the plain string
+        if not isinstance(value, Precision):
+            try:
+                object.__setattr__(self, "precision", Precision(str(value)))
+            except ValueError:
+                choices = ", ".join(p.value for p in Precision)
+                raise ValueError(f"precision must be one of {choices}, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -151,7 +178,7 @@ class DetectorConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (tuples become lists)."""
-        out: dict[str, Any] = _plain(dataclasses.asdict(self))
+        out: dict[str, Any] = plain(dataclasses.asdict(self))
         return out
 
     @classmethod
@@ -181,11 +208,15 @@ class DetectorConfig:
         return dataclasses.replace(self, **sections)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """``value`` with tuples as lists and enums as their values: what JSON, TOML and ``torch.save``'s
+    safe loader all read back (``dataclasses.asdict`` keeps both)."""
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -207,6 +238,12 @@ def _coerce(value: Any, current: Any, name: str, where: str | Path | None) -> An
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{name} must be a number, got {value!r}", where)
         return float(value)
+    if isinstance(current, Enum):
+        try:
+            return type(current)(value)
+        except ValueError:
+            choices = ", ".join(str(m.value) for m in type(current))
+            raise InputError(f"{name} must be one of {choices}, got {value!r}", where) from None
     if isinstance(current, str):
         if not isinstance(value, str):
             raise InputError(f"{name} must be a string, got {value!r}", where)

@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from lymphcad.detector.config import DetectConfig
+from lymphcad.detector.config import DetectConfig, Precision
 from lymphcad.detector.fpr import FPRModel, rescore
 from lymphcad.detector.model import LoadedModel
 from lymphcad.detector.network import SIZE_MULTIPLE, STRIDE, DetectorNet
 from lymphcad.detector.plan import Plan, PreparedVolume, prepare_volume
+from lymphcad.detector.precision import activation_format, compute_dtype, computing_in
 from lymphcad.detector.targets import decode, nms_mm
 from lymphcad.geometry import CTVolume, Geometry
 from lymphcad.io.detections import Detection
@@ -89,9 +90,16 @@ def predict_dense(
     overlap: float,
     tta_flips: bool = False,
     device: torch.device | None = None,
+    precision: Precision = Precision.FLOAT32,
 ) -> DenseOutput:
-    """Run the network over a normalised ``(Z, Y, X)`` image (sizes multiples of 8) by sliding windows."""
+    """Run the network over a normalised ``(Z, Y, X)`` image (sizes multiples of 8) by sliding windows.
+
+    ``precision``: the network's number format (:mod:`lymphcad.detector.precision`); the outputs are
+    blended in float32 whatever it is.
+    """
     dev = device or next(network.parameters()).device
+    dtype = compute_dtype(precision, dev)
+    layout = activation_format(dtype, dev)
     shape = tuple(int(s) for s in image.shape)
     assert all(s % SIZE_MULTIPLE == 0 for s in shape), shape
     win = tuple(min(_round_up(w, SIZE_MULTIPLE), s) for w, s in zip(window_zyx, shape, strict=True))
@@ -106,6 +114,7 @@ def predict_dense(
     flips = _TTA_FLIPS if tta_flips else ((),)
     for z, y, x in _windows(shape, win, overlap):  # type: ignore[arg-type]
         patch = image[z : z + win[0], y : y + win[1], x : x + win[2]].to(dev)[None, None]
+        patch = patch.contiguous(memory_format=layout)
         p_sum = torch.zeros(out_win, device=dev)
         s_sum = torch.zeros(out_win, device=dev)
         o_sum = torch.zeros((3, *out_win), device=dev)
@@ -113,7 +122,8 @@ def predict_dense(
         for axes in flips:
             dims = [a + 2 for a in axes]
             inp = torch.flip(patch, dims) if axes else patch
-            out = network(inp)
+            with computing_in(dtype, dev):
+                out = network(inp)
             heat = out["heatmap"].float()
             size = out["size"].float()
             off = out["offset"].float()
@@ -181,6 +191,7 @@ def detect_prepared(
             window_zyx=settings.window_zyx,
             overlap=settings.overlap,
             tta_flips=settings.tta_flips,
+            precision=settings.precision,
         )
     peaks = decode(
         dense.prob,
@@ -270,6 +281,7 @@ def detect_volume_with_mask(
         window_zyx=settings.window_zyx,
         overlap=settings.overlap,
         tta_flips=settings.tta_flips,
+        precision=settings.precision,
     )
     dets = detect_prepared(
         prepared,

@@ -23,7 +23,7 @@ from typing import Any, Final
 import torch
 
 from lymphcad import atomic
-from lymphcad.detector.config import DetectConfig, NetworkConfig, TrainConfig, load_config
+from lymphcad.detector.config import DetectConfig, NetworkConfig, TrainConfig, load_config, plain
 from lymphcad.detector.fpr import FPR_FILE, FPRModel, load_fpr
 from lymphcad.detector.network import CenterNet3D, DetectorNet, EnsembleNet, build_network
 from lymphcad.detector.plan import Plan, load_plan, save_plan
@@ -83,7 +83,7 @@ def model_payload(
         "version": ENSEMBLE_VERSION if ensemble else MODEL_VERSION,
         "name": name,
         "network": dataclasses.asdict(network.config),
-        "detect": dataclasses.asdict(detect),
+        "detect": plain(dataclasses.asdict(detect)),
     }
     # the key order is part of the file's bytes: a single network's stays what it always was
     if isinstance(network, EnsembleNet):

@@ -52,6 +52,7 @@ from lymphcad.detector.config import (
     TrainConfig,
     dumps_config,
     load_config,
+    plain,
     save_config,
 )
 from lymphcad.detector.history import read_history, write_history
@@ -261,7 +262,7 @@ def save_checkpoint(
         "version": MODEL_VERSION,
         "name": name,
         "network": dataclasses.asdict(network.config),
-        "detect": dataclasses.asdict(cfg.detect),
+        "detect": plain(dataclasses.asdict(cfg.detect)),
         "state_dict": network.state_dict(),
         "meta": {"epoch": epoch} if meta is None else meta,
         "epoch": epoch,
