@@ -1,6 +1,6 @@
 """Speed/memory benchmark of ``detect``: one 512×512×300 CT at 0.7×0.7×1.25 mm, file → detections.
 
-    python benchmarks/bench_detect.py [--model NAME|PATH] [--threads 2] [--repeats 2]
+    python benchmarks/bench_detect.py [--model NAME|PATH] [--threads 2] [--repeats 2] [--precision P]
 
 Target (issue 7): ≤ 30 s and ≤ 6 GB peak RAM on 2 CPU cores. The CT is synthetic (body ellipse of fat and
 soft tissue, bright vessels, a few nodes, 20 HU noise) — only its size and spacing matter here. Each repeat
@@ -29,19 +29,22 @@ import torch
 torch.set_num_threads(int(sys.argv[3]))
 from lymphcad.io.reader import read_ct
 from lymphcad.detector.model import load_model
-from lymphcad.detector.infer import detect_volume
+from lymphcad.detector.infer import detect_volume, with_overrides
+from lymphcad.detector.precision import concrete_precision
 from lymphcad.io.detections import write_detections
 t_import = time.perf_counter() - t0
 model = load_model(None if sys.argv[2] == "-" else sys.argv[2])
+settings = with_overrides(model.detect, precision=None if sys.argv[5] == "-" else sys.argv[5])
+precision = concrete_precision(settings.precision, torch.device("cpu")).value
 t1 = time.perf_counter()
 vol = read_ct(sys.argv[1])
 t2 = time.perf_counter()
-dets = detect_volume(vol, model, case_id="bench")
+dets = detect_volume(vol, model, settings, case_id="bench")
 t3 = time.perf_counter()
 write_detections(sys.argv[4], dets)
 t4 = time.perf_counter()
 print(json.dumps({"import_s": t_import, "read_s": t2 - t1, "detect_s": t3 - t2, "total_s": t4 - t0,
-                  "file_to_detections_s": t4 - t1, "n_detections": len(dets),
+                  "file_to_detections_s": t4 - t1, "n_detections": len(dets), "precision": precision,
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
 """
 
@@ -74,6 +77,9 @@ def main() -> None:
     ap.add_argument("--model", default="-", help="model path or shipped name (default: the shipped model)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument(
+        "--precision", default="-", help="the network's format (default: the model's, as detect runs)"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "detect_speed.json")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,6 +98,7 @@ def main() -> None:
                 args.model,
                 str(args.threads),
                 str(Path(tmp) / f"d{r}.csv"),
+                args.precision,
             ]
             if args.threads <= 2 and hasattr(os, "sched_setaffinity"):
                 cpus = sorted(os.sched_getaffinity(0))[: args.threads]
@@ -108,6 +115,7 @@ def main() -> None:
         "target": {"seconds": 30, "peak_rss_gb": 6, "cores": 2},
         "threads": args.threads,
         "model": args.model,
+        "precision": runs[0]["precision"],
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "loadavg_at_end": load},
         "runs": runs,
         "best_file_to_detections_s": min(r["file_to_detections_s"] for r in runs),

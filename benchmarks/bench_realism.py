@@ -166,6 +166,21 @@ def make_test_cohorts(
     return out
 
 
+def _in_precision(settings: Any, name: str, precision: str | None) -> tuple[Any, str]:
+    """``settings`` with the network format resolved for this CPU, and the model's name in the tables: a
+    format other than float32 is named (``v10 [bfloat16]``), so its detections are cached apart from the
+    float32 ones earlier runs cached under the bare name."""
+    import torch
+
+    from lymphcad.detector.infer import with_overrides
+    from lymphcad.detector.precision import concrete_precision
+
+    chosen = with_overrides(settings, precision=precision)
+    fmt = concrete_precision(chosen.precision, torch.device("cpu"))
+    out = with_overrides(chosen, precision=fmt)
+    return out, name if fmt.value == "float32" else f"{name} [{fmt.value}]"
+
+
 def detect_cohort(model: Any, settings: Any, cohort: TestCohort, out_csv: Path) -> tuple[list[Any], float]:
     """Detections of one model on one cohort (case ids prefixed with the cohort name); cached in ``out_csv``."""
     from lymphcad.cohort import open_cohort
@@ -371,6 +386,13 @@ def main() -> None:
     ap.add_argument(
         "--tta", action="store_true", help="also measure the model with flip test-time augmentation"
     )
+    ap.add_argument(
+        "--precision",
+        default=None,
+        help="the candidate's network format (default: the model's, auto, as detect runs it); a format other "
+        "than float32 is named in the tables, e.g. 'model [bfloat16]', and cached apart",
+    )
+    ap.add_argument("--baseline-precision", default=None, help="the same for the baseline")
     ap.add_argument("--work", type=Path, default=REPO / "benchmarks" / "_work" / "realism")
     ap.add_argument(
         "--cases", type=int, default=32, help="insertion cases per held-out test background and formation"
@@ -460,13 +482,16 @@ def main() -> None:
 
     models: dict[str, tuple[Any, Any]] = {}
     base = load_model(args.baseline)
-    models[base.name] = (base, base.detect)
+    base_settings, base_name = _in_precision(base.detect, base.name, args.baseline_precision)
+    models[base_name] = (base, base_settings)
     cand = load_model(args.model)
-    cand_name = args.name or cand.name
+    cand_settings, cand_name = _in_precision(cand.detect, args.name or cand.name, args.precision)
+    if cand_name in models:
+        raise SystemExit(f"the candidate and the baseline are both {cand_name!r}: give --name")
     if not args.baseline_only:
-        models[cand_name] = (cand, cand.detect)
+        models[cand_name] = (cand, cand_settings)
     if args.tta and not args.baseline_only:
-        models[f"{cand_name} + TTA"] = (cand, with_overrides(cand.detect, tta_flips=True))
+        models[f"{cand_name} + TTA"] = (cand, with_overrides(cand_settings, tta_flips=True))
     result: dict[str, Any] = {
         "what": "realism benchmark: insertion and phantom figures (synthetic nodes), not TCIA CT Lymph Nodes results",
         "test_backgrounds": TEST_BACKGROUNDS,
@@ -480,8 +505,9 @@ def main() -> None:
             for tc in cohorts
         },
         "strata": {k: [v[1], v[2]] for k, v in strata.items()},
-        "baseline": base.name,
+        "baseline": base_name,
         "candidate": cand_name,
+        "precision": {base_name: base_settings.precision.value, cand_name: cand_settings.precision.value},
         "bootstrap": args.bootstrap,
         "threads": args.threads,
         "models": {},
@@ -540,16 +566,16 @@ def main() -> None:
     n_paired = min(args.bootstrap, 300)
     result["paired_vs_baseline"] = {}
     for mname in models:
-        if mname == base.name:
+        if mname == base_name:
             continue
         block = {
             "held_out_backgrounds": paired_cpm_difference(
-                real_truths, all_dets[mname], all_dets[base.name], n_paired
+                real_truths, all_dets[mname], all_dets[base_name], n_paired
             )
         }
         if seen_truths and "TTA" not in mname:
             block["all_real_backgrounds"] = paired_cpm_difference(
-                real_truths + seen_truths, all_dets[mname], all_dets[base.name], n_paired
+                real_truths + seen_truths, all_dets[mname], all_dets[base_name], n_paired
             )
         result["paired_vs_baseline"][mname] = block
     atomic.write_json(args.out, result)

@@ -464,7 +464,7 @@ def ship(
         lines.append(
             f"\nSpeed on one 512×512×300 CT at 0.7×0.7×1.25 mm (`benchmarks/bench_detect.py`): "
             f"{sp['best_file_to_detections_s']:.1f} s file → detections, peak RAM {sp['max_peak_rss_gb']:.2f} GB, "
-            f"{sp['threads']} threads."
+            f"{sp['threads']} threads, the network in {sp.get('precision', 'float32')}."
         )
     lines += [
         "",
