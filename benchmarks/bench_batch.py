@@ -47,7 +47,7 @@ from lymphcad.phantom import generate_cohort
 
 HERE = Path(__file__).resolve().parent
 #: the network's speed-up with 2 threads on a quiet machine (detect_speed_1thread.json → detect_speed.json,
-#: 2026-11-25)
+#: 2026-11-25), used when detect_stages.json does not give one
 NETWORK_SPEEDUP_2_THREADS = 1.64
 BATCH_S = re.compile(r"volume\(s\)(?: \(\d+ from an earlier run\))?, ([0-9.]+) s on ")
 
@@ -84,14 +84,28 @@ def timeline_summary(path: Path, launched: float) -> dict[str, Any]:
     }
 
 
+def _stages() -> dict[str, Any] | None:
+    path = HERE / "results" / "detect_stages.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def network_speedup() -> float:
+    """s, the network's 2-thread speed-up: measured by ``bench_detect_stages.py`` with the default model's
+    settings (``detect_stages.json``) when it was, else the older measurement ``NETWORK_SPEEDUP_2_THREADS``."""
+    stages = _stages()
+    if stages is None or "network_speedup_2_threads_measured_here" not in stages:
+        return NETWORK_SPEEDUP_2_THREADS
+    return float(stages["network_speedup_2_threads_measured_here"])
+
+
 def network_share(no_tta: bool = False) -> float | None:
     """The network's share of a one-thread case's CPU (``detect_stages.json``, measured with the default model's
     settings), when it was measured. With ``no_tta`` and a default model that runs flip TTA (4 network passes
     of equal cost), the share of one pass: f/4 / (1 − f + f/4)."""
-    path = HERE / "results" / "detect_stages.json"
-    if not path.is_file():
+    stages = _stages()
+    if stages is None:
         return None
-    f = float(json.loads(path.read_text(encoding="utf-8"))["network_share_of_one_thread_case_cpu"])
+    f = float(stages["network_share_of_one_thread_case_cpu"])
     if no_tta and load_model(None).detect.tta_flips:
         return round((f / 4) / (1 - f + f / 4), 3)
     return f
@@ -103,12 +117,12 @@ def free_cores_prediction(runs: dict[str, Any], n: int, workers: int, no_tta: bo
     A command's fixed cost F (start, imports, model, writing: the 1-case serial run's CPU minus its case's)
     is paid by both, on one core (the workers' imports overlap the driver's); a one-thread case costs c CPU-s
     (the 1-thread serial run); a 2-thread case takes c (1 − f + f / s), f being the network's share of c
-    (``detect_stages.json``) and s the network's 2-thread speed-up on free cores (1.64: 6.50 → 3.97 s in
-    ``detect_speed_1thread.json`` and ``detect_speed.json`` of 2026-11-25, load 0.8; the latter is in the git
-    history, ``make bench`` rewrites it). The workers share the
-    cases and idle on average for half a case each at the end (the tail).
+    and s the network's 2-thread speed-up on free cores, both from ``detect_stages.json`` (:func:`network_speedup`).
+    The workers share the cases and idle on average for half a case each at the end (the tail).
     """
     f = network_share(no_tta)
+    s = network_speedup()
+    stages = _stages() or {}
     one = runs["serial_1_case"]
     fixed = one["cpu_s_of_process"] - one["timeline"]["sum_case_cpu_s"]
     c = runs["serial_1_thread"]["timeline"]["case_cpu_s"]
@@ -119,12 +133,13 @@ def free_cores_prediction(runs: dict[str, Any], n: int, workers: int, no_tta: bo
         "case_cpu_s_1_thread": c,
         "case_cpu_s_in_workers": runs[f"workers{workers}"]["timeline"]["case_cpu_s"],
         "network_share_f": f,
-        "network_speedup_2_threads_s": NETWORK_SPEEDUP_2_THREADS,
+        "network_speedup_2_threads_s": s,
+        "f_and_s_from": f"detect_stages.json of {stages.get('time_utc', '?')} ({stages.get('precision', 'float32')})",
         "workers_cpu_share": runs[f"workers{workers}"]["timeline"]["cpu_share"],
     }
     if f is None:
         return out
-    case_2_threads = c * (1 - f + f / NETWORK_SPEEDUP_2_THREADS)
+    case_2_threads = c * (1 - f + f / s)
     tail = c * (workers - 1) / (2 * workers)
     for cases in (n, 2 * n):
         serial = fixed + cases * case_2_threads
@@ -134,7 +149,7 @@ def free_cores_prediction(runs: dict[str, Any], n: int, workers: int, no_tta: bo
             "workers_s": round(parallel, 1),
             "speedup": round(serial / parallel, 3),
         }
-    out["batch_only_speedup_limit"] = round(workers * (1 - f + f / NETWORK_SPEEDUP_2_THREADS), 3)
+    out["batch_only_speedup_limit"] = round(workers * (1 - f + f / s), 3)
     return out
 
 
@@ -220,6 +235,10 @@ def main() -> None:
         two = (work / "serial.csv").read_text(encoding="utf-8").splitlines()
         one = ref1.decode("utf-8").splitlines()
         rows_differ_2_threads = sum(a != b for a, b in zip(one, two, strict=False)) + abs(len(one) - len(two))
+        # what the network computed in (detect --precision, default auto: resolved per run in the provenance)
+        precision = json.loads((work / "serial.csv.json").read_text(encoding="utf-8"))["settings"][
+            "precision"
+        ]
         read_bytes = sum(p.stat().st_size for p in images)
         voxels = sum(int(np.prod(nib.load(str(p)).header.get_data_shape()[:3])) for p in images)
 
@@ -233,6 +252,7 @@ def main() -> None:
         "benchmark": f"detect on {n} phantom cases ({args.preset} preset): serial vs {w} worker processes vs Ray"
         + (" (--no-tta: without the default model's flip TTA)" if args.no_tta else ""),
         "no_tta": args.no_tta,
+        "precision": precision,
         "cases": n,
         "preset": args.preset,
         "phantom_generation_s": round(gen_s, 1) if args.cohort is None else None,
@@ -292,7 +312,7 @@ def main() -> None:
         f"{n} {args.preset} phantom cases: serial {serial['wall_s']:.1f} s, {w} workers {workers['wall_s']:.1f} s "
         f"(x{result['speedup_workers_over_serial']:.2f}), Ray {w} workers {ray['wall_s']:.1f} s "
         f"(x{result['speedup_ray_over_serial']:.2f}; {100 * result['ray_overhead_vs_workers']:+.0f} % vs processes); "
-        f"per case {per_case_cpu:.1f} CPU-s; rows identical: {same}; load {load_before[0]:.1f} → {load_after[0]:.1f}"
+        f"per case {per_case_cpu:.1f} CPU-s ({precision}); rows identical: {same}; load {load_before[0]:.1f} → {load_after[0]:.1f}"
     )
     print(f"→ {args.out}")
 

@@ -98,7 +98,8 @@ def _rows_evaluate(d: dict[str, Any]) -> list[Row]:
 def _rows_detect(d: dict[str, Any]) -> list[Row]:
     return [
         (
-            f"detect on a 512×512×300 CT (0.7×0.7×1.25 mm), file → detections, {d['threads']} threads",
+            f"detect on a 512×512×300 CT (0.7×0.7×1.25 mm), file → detections, {d['threads']} threads, "
+            f"network in {d.get('precision', 'float32')}",
             f"{_f(d['best_file_to_detections_s'], 1)} s, {_f(d['max_peak_rss_gb'])} GB peak",
             f"target ≤ {d['target']['seconds']} s, ≤ {d['target']['peak_rss_gb']} GB",
         )
@@ -111,7 +112,10 @@ def _rows_batch(d: dict[str, Any]) -> list[Row]:
     r = next(k for k in runs if k.startswith("ray"))
     n = w.removeprefix("workers")
     load = d["load_average_1_5_15"]
-    what = f"`detect` on {d['cases']} phantom CTs ({d['preset']} preset), whole command"
+    what = (
+        f"`detect` on {d['cases']} phantom CTs ({d['preset']} preset), whole command, network in "
+        f"{d.get('precision', 'float32')}" + (", `--no-tta`" if d.get("no_tta") else ", the model's flip TTA")
+    )
     amdahl = d.get("amdahl") or {}
     share = amdahl.get("workers_cpu_share")
     got = f"; the workers got {share:.2f} of a core each" if share is not None else ""
@@ -150,13 +154,38 @@ def _rows_stages(d: dict[str, Any]) -> list[Row]:
     one, two = d["one_thread"], d["two_threads"]
     stages = ("read", "resample", "network", "peaks", "measure", "hash")
     a = d["amdahl_two_workers_over_one_2_thread_worker"]
+    fmt = d.get("precision", "float32")
     return [
         (
-            "one detected case (bench-preset phantom CT), CPU-s per stage, 1 thread: " + " / ".join(stages),
+            "one detected case (bench-preset phantom CT), CPU-s per stage, 1 thread: "
+            + " / ".join(stages)
+            + f" (network in {fmt})",
             " / ".join(f"{one[f'{s}_cpu']:.2f}" for s in stages) + f" = {one['case_cpu']:.2f} CPU-s",
-            f"2 threads: network {two['network_wall']:.2f} s wall (1 thread {one['network_wall']:.2f} s); "
-            f"network share f = {d['network_share_of_one_thread_case_cpu']}: 2 workers ≤ ×{a['with_s_1_64']} "
-            "a 2-thread worker (s = 1.64)",
+            f"2 threads: network {two['network_wall']:.2f} s wall (1 thread {one['network_wall']:.2f} s, "
+            f"×{d['network_speedup_2_threads_measured_here']}); network share f = "
+            f"{d['network_share_of_one_thread_case_cpu']}: 2 workers ≤ ×{a['with_s_measured_here']} a 2-thread "
+            "worker",
+        )
+    ]
+
+
+def _rows_precision(d: dict[str, Any]) -> list[Row]:
+    one, two, agree = d["1_thread"], d["2_threads"], d["agreement_1_thread"]
+    strong = agree["detections_probability_ge_0_3"]
+    cal = d.get("calibration")
+    cal_txt = (
+        f"; calibration CPM float32 {cal['float32']['cpm']} / bfloat16 {cal['bfloat16']['cpm']}"
+        if cal
+        else ""
+    )
+    return [
+        (
+            f"network stage of detect ({d['model']}, bench-preset phantom CT), bfloat16 (autocast, channels-last)",
+            f"{one['bfloat16']['network_wall']:.2f} s on 1 thread (×{one['speedup_bfloat16']}), "
+            f"{two['bfloat16']['network_wall']:.2f} s on 2 (×{two['speedup_bfloat16']})",
+            f"float32 {one['float32']['network_wall']:.2f} / {two['float32']['network_wall']:.2f} s; detections ≥ 0.3: "
+            f"{strong['matched_within_2mm']}/{strong['reference_detections']} the same, scores within "
+            f"{strong['max_abs_score_change']}{cal_txt}",
         )
     ]
 
@@ -232,7 +261,16 @@ BENCHMARKS: tuple[Bench, ...] = (
         _rows_batch,
         full_args=("--cases", "32", "--no-tta", "--out", str(RESULTS / "batch_32.json")),
     ),
+    Bench(
+        "batch_32_tta",
+        "bench_batch.py",
+        None,
+        ("batch_32_tta.json",),
+        _rows_batch,
+        full_args=("--cases", "32", "--out", str(RESULTS / "batch_32_tta.json")),
+    ),
     Bench("detect_stages", "bench_detect_stages.py", None, ("detect_stages.json",), _rows_stages),
+    Bench("precision", "bench_precision.py", None, ("precision.json",), _rows_precision),
     Bench(
         "review", "bench_review.py", ("--repeats", "1", "--redraws", "100"), ("review.json",), _rows_review
     ),

@@ -73,6 +73,11 @@ def _state(network: CenterNet3D) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
 
 
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with its floating-point tensors as float16 (integer buffers such as BatchNorm's counter kept)."""
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+
+
 def model_payload(
     network: DetectorNet, *, name: str, detect: DetectConfig, meta: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -108,14 +113,10 @@ def save_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     payload = model_payload(network, name=name, detect=detect, meta=meta)
-    if half:
-        for key in ("state_dict", "members"):
-            if key in payload:
-                states = payload[key] if key == "members" else [payload[key]]
-                halved = [
-                    {k: (v.half() if v.is_floating_point() else v) for k, v in st.items()} for st in states
-                ]
-                payload[key] = halved if key == "members" else halved[0]
+    if half and "members" in payload:
+        payload["members"] = [_half(st) for st in payload["members"]]
+    elif half:
+        payload["state_dict"] = _half(payload["state_dict"])
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic.write_bytes(folder / "model.pt", buf.getvalue())
