@@ -48,6 +48,20 @@ def test_auto_takes_bfloat16_only_where_the_cpu_has_it(monkeypatch: pytest.Monke
         compute_dtype(Precision.FLOAT16, CPU)
 
 
+def test_auto_on_gpus_by_compute_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GPU is needed: the choice reads only the device's compute capability (bfloat16 from Ampere on;
+    older GPUs emulate it, so they get float16)."""
+    from types import SimpleNamespace
+
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    for major, want in ((7, torch.float16), (8, torch.bfloat16), (9, torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _d, m=major: SimpleNamespace(major=m))
+        assert compute_dtype(Precision.AUTO, gpu) == want, major
+    assert compute_dtype(Precision.FLOAT16, gpu) == torch.float16
+    assert concrete_precision(Precision.FLOAT32, gpu) is Precision.FLOAT32
+
+
 def test_precision_in_configs_files_and_model_files(tmp_path: Path) -> None:
     assert DetectConfig().precision is Precision.AUTO
     assert DetectConfig(precision="bfloat16").precision is Precision.BFLOAT16  # type: ignore[arg-type]

@@ -1,8 +1,8 @@
 """Which number format the network runs in at inference, and the context that makes it do so.
 
-On a CPU with native bfloat16 (AVX512-BF16 or AMX) the network's 3D convolutions run about three times
+On a CPU with native bfloat16 (AVX512-BF16 or AMX) the network's 3D convolutions run 2.5–3 times
 faster in bfloat16 with channels-last activations than in float32 (``benchmarks/bench_precision.py``),
-with the detections' scores changed by well under 0.01; on a CPU without it bfloat16 is emulated and
+with the scores of confident detections changed by under 0.01; on a CPU without it bfloat16 is emulated and
 slower, so :attr:`Precision.AUTO` keeps float32 there. On CUDA, autocast's bfloat16 (Ampere and newer) or
 float16 is the usual mixed precision. Only the network's layers change format: weights stay float32 and
 the blending of windows, peaks and everything after run in float32.
@@ -27,8 +27,8 @@ _DTYPES: dict[Precision, torch.dtype] = {
 
 def native_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 in hardware (not by emulation)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cuda":  # Ampere (compute capability 8) and newer; older GPUs only emulate it
+        return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
     if device.type != "cpu":
         return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's probes of CPUID
@@ -38,8 +38,8 @@ def native_bfloat16(device: torch.device) -> bool:
 def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype:
     """The dtype the network computes in for ``precision`` on ``device`` (``AUTO`` resolved).
 
-    Raises UsageError for float16 on a CPU (PyTorch's CPU float16 convolutions are slow and lose accuracy
-    against bfloat16, so it is refused rather than silently used).
+    Raises UsageError for float16 on a CPU: PyTorch's CPU float16 convolutions are slow, and float16's
+    narrow range gains nothing there over bfloat16, so it is refused rather than silently used.
     """
     if precision is Precision.AUTO:
         if native_bfloat16(device):
