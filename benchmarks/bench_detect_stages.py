@@ -32,7 +32,7 @@ from lymphcad.batch.detect import DetectSpec, cached_model, set_torch_threads
 from lymphcad.batch.inputs import collect_inputs
 from lymphcad.cohort import voxel_hash
 from lymphcad.detector.config import DetectConfig
-from lymphcad.detector.infer import detect_prepared, normalised_padded, predict_dense
+from lymphcad.detector.infer import detect_prepared, normalised_padded, predict_with
 from lymphcad.detector.model import LoadedModel
 from lymphcad.detector.plan import prepare_volume
 from lymphcad.io.reader import read_ct_input
@@ -64,18 +64,7 @@ def profile_case(
     vol = timed(times, "read", lambda: read_ct_input(path))
     prepared = timed(times, "resample", lambda: prepare_volume(vol, loaded.plan))
     img = normalised_padded(prepared, loaded.plan)
-    dense = timed(
-        times,
-        "network",
-        lambda: predict_dense(
-            loaded.network,
-            img,
-            window_zyx=settings.window_zyx,
-            overlap=settings.overlap,
-            tta_flips=settings.tta_flips,
-            precision=settings.precision,
-        ),
-    )
+    dense = timed(times, "network", lambda: predict_with(loaded.network, img, settings))
     dets = timed(
         times,
         "peaks",

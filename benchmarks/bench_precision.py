@@ -34,7 +34,7 @@ from lymphcad.detector.infer import (
     detect_prepared,
     detect_volume,
     normalised_padded,
-    predict_dense,
+    predict_with,
 )
 from lymphcad.detector.model import LoadedModel, load_model
 from lymphcad.detector.plan import prepare_volume
@@ -52,14 +52,7 @@ def network_stage(
 ) -> tuple[DenseOutput, float, float]:
     """The blended network output of one case, with its wall and CPU seconds."""
     w0, c0 = time.perf_counter(), time.process_time()
-    dense = predict_dense(
-        loaded.network,
-        img,
-        window_zyx=settings.window_zyx,
-        overlap=settings.overlap,
-        tta_flips=settings.tta_flips,
-        precision=settings.precision,
-    )
+    dense = predict_with(loaded.network, img, settings)
     return dense, time.perf_counter() - w0, time.process_time() - c0
 
 

@@ -155,6 +155,18 @@ def predict_dense(
     return DenseOutput(acc_p / acc_w, acc_s / acc_w, acc_o / acc_w, None if acc_m is None else acc_m / acc_w)
 
 
+def predict_with(network: DetectorNet, image: torch.Tensor, settings: DetectConfig) -> DenseOutput:
+    """:func:`predict_dense` with the window, overlap, flip TTA and number format of ``settings``."""
+    return predict_dense(
+        network,
+        image,
+        window_zyx=settings.window_zyx,
+        overlap=settings.overlap,
+        tta_flips=settings.tta_flips,
+        precision=settings.precision,
+    )
+
+
 def normalised_padded(prepared: PreparedVolume, plan: Plan) -> torch.Tensor:
     """The plan-normalised image padded with air at the far ends to multiples of 8."""
     img = plan.normalise(prepared.hu)
@@ -185,14 +197,7 @@ def detect_prepared(
     """
     img = normalised_padded(prepared, plan) if image is None else image
     if dense is None:
-        dense = predict_dense(
-            network,
-            img,
-            window_zyx=settings.window_zyx,
-            overlap=settings.overlap,
-            tta_flips=settings.tta_flips,
-            precision=settings.precision,
-        )
+        dense = predict_with(network, img, settings)
     peaks = decode(
         dense.prob,
         dense.size,
@@ -275,14 +280,7 @@ def detect_volume_with_mask(
     settings = settings or model.detect
     prepared = prepare_volume(volume, model.plan)
     img = normalised_padded(prepared, model.plan)
-    dense = predict_dense(
-        model.network,
-        img,
-        window_zyx=settings.window_zyx,
-        overlap=settings.overlap,
-        tta_flips=settings.tta_flips,
-        precision=settings.precision,
-    )
+    dense = predict_with(model.network, img, settings)
     dets = detect_prepared(
         prepared,
         model.network,
